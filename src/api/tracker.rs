@@ -1,0 +1,337 @@
+//! The Tracker: where traces go and which ones (CTS's tracker).
+
+use super::common::{SecretRef, conditions_schema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a tracker delivers its trace files and which operations it keeps.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "kubetrail.io",
+    version = "v1alpha1",
+    kind = "Tracker",
+    shortname = "trk",
+    category = "kubetrail",
+    status = "TrackerStatus",
+    printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
+    printcolumn(name = "Bucket", type_ = "string", json_path = ".spec.destination.bucket"),
+    printcolumn(name = "Prefix", type_ = "string", json_path = ".spec.destination.prefix"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Last Delivery", type_ = "date", json_path = ".status.lastDelivery.time"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerSpec {
+    /// A disabled tracker keeps its configuration and delivers nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The bucket and prefix trace files are written to.
+    pub destination: Destination,
+    /// Which operations this tracker keeps. Empty keeps every completed request.
+    #[serde(default)]
+    pub filter: TrackerFilter,
+    /// How traces are batched into files.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Digest files that make tampering with delivered files detectable.
+    #[serde(default)]
+    pub integrity: Integrity,
+    /// Fields removed from traces before they leave the cluster, beyond the
+    /// Secret values that are always removed.
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An S3 (or S3-compatible) bucket and the prefix under which files are written.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyId) || (has(self.encryption) && self.encryption == 'aws:kms')").message("kmsKeyId is only valid with encryption aws:kms").field_path(".kmsKeyId"))]
+#[x_kube(validation = Rule::new("!has(self.encryption) || self.encryption != 'aws:kms' || has(self.kmsKeyId)").message("encryption aws:kms needs kmsKeyId").field_path(".kmsKeyId"))]
+pub struct Destination {
+    /// Bucket name, following S3 naming rules: 3–63 characters of lowercase
+    /// letters, digits, dots and hyphens, starting and ending with a letter or digit.
+    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    #[x_kube(validation = Rule::new("!self.contains('..')").message("bucket name must not contain two adjacent dots"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')").message("bucket name must not be formatted as an IP address"))]
+    pub bucket: String,
+    /// Prefix (folder) for this tracker's files; empty writes at the bucket root.
+    /// No leading `/`, no `..`, S3-safe characters only.
+    #[serde(default)]
+    #[schemars(length(max = 512), pattern(r"^[A-Za-z0-9!_.*'()/-]*$"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/')").message("prefix must not start with '/'"))]
+    #[x_kube(validation = Rule::new("!self.contains('..')").message("prefix must not contain '..'"))]
+    #[x_kube(validation = Rule::new("!self.contains('//')").message("prefix must not contain an empty path segment ('//')"))]
+    pub prefix: String,
+    /// Region of the bucket.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, OBS…); empty uses AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// Address the bucket as `endpoint/bucket` instead of `bucket.endpoint`; most
+    /// S3-compatible stores need this.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Secret with keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN`. Without it the default AWS chain is used (IRSA, pod
+    /// identity, environment, instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// Server-side encryption of delivered files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// KMS key id or ARN, with `encryption: aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+    /// Days after which files under the prefix expire, applied as a bucket
+    /// lifecycle rule. Unset keeps files forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: Option<u32>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Server-side encryption modes.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Encryption {
+    /// S3-managed keys (SSE-S3).
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// KMS-managed keys (SSE-KMS); needs `kmsKeyId`.
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+/// Which audit events a tracker keeps.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerFilter {
+    /// Keep only events matching at least one of these rules; empty keeps all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<MatchRule>,
+    /// Drop events matching any of these rules, even if included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<MatchRule>,
+    /// Read operations (get, list, watch): `include` keeps them, `exclude` keeps
+    /// only management (write) operations, `only` keeps only reads.
+    #[serde(default)]
+    pub read_only: ReadOnly,
+    /// Audit stages kept; default `ResponseComplete` and `Panic`.
+    #[serde(default = "default_stages")]
+    #[schemars(length(min = 1))]
+    pub stages: Vec<Stage>,
+}
+
+fn default_stages() -> Vec<Stage> {
+    vec![Stage::ResponseComplete, Stage::Panic]
+}
+
+/// One match rule: every field that is set must match (lists match any entry).
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.verbs) || has(self.apiGroups) || has(self.resources) || has(self.namespaces) || has(self.users) || has(self.userGroups)").message("a match rule needs at least one of verbs, apiGroups, resources, namespaces, users, userGroups"))]
+pub struct MatchRule {
+    /// Verbs such as `create`, `delete`, `get`; `*` matches all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verbs: Vec<String>,
+    /// API groups; `""` or `core` is the core group; `*` matches all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_groups: Vec<String>,
+    /// Resources, optionally with subresource (`pods/exec`); `*` matches all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// Namespaces; `""` matches cluster-scoped requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// User names; a trailing `*` matches a prefix (`system:serviceaccount:*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups of the requesting user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_groups: Vec<String>,
+}
+
+/// What to do with read-only operations.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadOnly {
+    /// Keep reads and writes.
+    #[default]
+    Include,
+    /// Keep writes only.
+    Exclude,
+    /// Keep reads only.
+    Only,
+}
+
+/// Audit event stages (audit.k8s.io).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum Stage {
+    RequestReceived,
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+}
+
+/// How traces are cut into files.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Compression of trace files.
+    #[serde(default)]
+    pub compression: Compression,
+    /// A file is delivered at the latest this long after its first trace
+    /// (a duration such as `30s` or `5m`; minimum `1s`).
+    #[serde(default = "default_max_batch_age")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('1h')").message("maxBatchAge must be a duration between 1s and 1h, such as 30s or 5m"))]
+    pub max_batch_age: String,
+    /// Most traces in one file.
+    #[serde(default = "default_max_batch_events")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_batch_events: u32,
+    /// Most uncompressed bytes in one file.
+    #[serde(default = "default_max_batch_bytes")]
+    #[schemars(range(min = 1024, max = 1_073_741_824))]
+    pub max_batch_bytes: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            compression: Compression::default(),
+            max_batch_age: default_max_batch_age(),
+            max_batch_events: default_max_batch_events(),
+            max_batch_bytes: default_max_batch_bytes(),
+        }
+    }
+}
+
+fn default_max_batch_age() -> String {
+    "60s".into()
+}
+fn default_max_batch_events() -> u32 {
+    50_000
+}
+fn default_max_batch_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// Compression of trace files.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Compression {
+    /// `.jsonl.gz`, readable by `zcat`, Athena, Trino and DuckDB.
+    #[default]
+    Gzip,
+    /// `.jsonl.zst`.
+    Zstd,
+    /// `.jsonl`.
+    None,
+}
+
+/// Integrity digests (log file validation).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Integrity {
+    /// Write an hourly signed digest of delivered files.
+    #[serde(default = "default_true")]
+    pub digests: bool,
+    /// Secret holding the Ed25519 signing key (key `signingKey`); generated in the
+    /// operator's namespace when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret_ref: Option<SecretRef>,
+}
+
+impl Default for Integrity {
+    fn default() -> Self {
+        Self {
+            digests: true,
+            signing_key_secret_ref: None,
+        }
+    }
+}
+
+/// Extra redaction. Secret `data`, `stringData` and their last-applied annotation
+/// are always removed, whatever this says.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Redaction {
+    /// Remove the command of `pods/exec` and `pods/attach` from `request_uri`.
+    #[serde(default)]
+    pub exec_command: bool,
+    /// Object fields removed from request and response bodies of a resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldRedaction>,
+}
+
+/// Fields of one resource that never leave the cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRedaction {
+    /// API group of the resource (`""` for core).
+    #[serde(default)]
+    pub api_group: String,
+    /// Resource name, e.g. `configmaps`.
+    #[schemars(length(min = 1))]
+    pub resource: String,
+    /// Dotted paths of fields to remove, e.g. `data` or `spec.template.spec.containers`.
+    #[schemars(length(min = 1))]
+    pub paths: Vec<String>,
+}
+
+/// Observed state of a tracker.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerStatus {
+    /// `Enabled`, `Disabled` or `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TrackerPhase>,
+    /// `Ready` and `DestinationReachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The most recent file delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<LastDelivery>,
+    /// Traces delivered since the tracker was created.
+    #[serde(default)]
+    pub events_delivered: u64,
+    /// Files delivered since the tracker was created.
+    #[serde(default)]
+    pub files_delivered: u64,
+    /// The last error, cleared when the tracker is healthy again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Tracker phase.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum TrackerPhase {
+    Enabled,
+    Disabled,
+    Error,
+}
+
+/// The most recent delivery of a tracker.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDelivery {
+    pub time: Time,
+    pub object_key: String,
+    pub events: u64,
+}

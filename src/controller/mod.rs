@@ -1,0 +1,87 @@
+//! Reconcilers of kubetrail's custom resources.
+
+pub mod tracker;
+
+use crate::telemetry::Metrics;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Field manager of every status patch kubetrail writes.
+pub const FIELD_MANAGER: &str = "kubetrail";
+/// Finalizer on Trackers: lets the operator flush and clean up before deletion.
+pub const TRACKER_FINALIZER: &str = "kubetrail.io/tracker-cleanup";
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace the operator runs in; credentials Secrets are read from here.
+    pub namespace: String,
+    /// Only reconcile Trackers matching this label selector (sharding, tests).
+    pub tracker_selector: Option<String>,
+    /// Name of this instance in events (the pod name).
+    pub instance: String,
+    /// How often a healthy tracker's destination is checked again.
+    pub recheck_interval: Duration,
+}
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: "kubetrail".into(),
+            instance: Some(settings.instance.clone()),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+        })
+    }
+
+    /// Records a failure of `key` and returns how long to wait before trying again:
+    /// 2 s doubling to 5 min, per object, so one broken tracker does not slow others.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// Delay before retry number `attempt` (1-based): 2 s, 4 s, … capped at 5 minutes.
+pub fn backoff_delay(attempt: u32) -> Duration {
+    let secs = 2u64.saturating_pow(attempt.min(16)).min(300);
+    Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(9), Duration::from_secs(300));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
+}

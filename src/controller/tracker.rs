@@ -1,0 +1,284 @@
+//! The Tracker reconciler: checks the destination and reports it in status.
+
+use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
+use crate::api::{
+    FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition,
+};
+use crate::deliver::s3::{
+    self, ACCESS_KEY_ID, DestinationError, SECRET_ACCESS_KEY, SESSION_TOKEN, StaticCredentials,
+};
+use crate::telemetry::{ControllerLabels, ReconcileLabels};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{info, instrument, warn};
+
+const CONTROLLER: &str = "tracker";
+
+/// Errors of a Tracker reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::Finalizer(_) => "FinalizerError",
+        }
+    }
+}
+
+/// Why a tracker's destination is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationProblem {
+    #[error("credentials Secret {namespace}/{name} not found")]
+    CredentialsNotFound { namespace: String, name: String },
+    #[error("credentials Secret {namespace}/{name} lacks key {key}")]
+    CredentialsInvalid { namespace: String, name: String, key: &'static str },
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error("reading credentials Secret: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl DestinationProblem {
+    /// Condition and event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::CredentialsNotFound { .. } => "CredentialsNotFound",
+            Self::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Self::Destination(e) => e.reason(),
+            Self::Kube(_) => "KubeError",
+        }
+    }
+}
+
+/// Runs the Tracker controller until the process is asked to stop.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let trackers: Api<Tracker> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client, &ctx.settings.namespace);
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        config = config.labels(selector);
+    }
+    let controller = Controller::new(trackers, config);
+    let store = controller.store();
+    controller
+        // A fixed or created credentials Secret wakes the trackers that name it.
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|t| {
+                    t.spec.destination.credentials_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+                })
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[instrument(skip_all, fields(tracker = %tracker.name_any()))]
+async fn reconcile(tracker: Arc<Tracker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api: Api<Tracker> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, TRACKER_FINALIZER, tracker, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply(&t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&ControllerLabels { controller: CONTROLLER })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy(tracker: Arc<Tracker>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(tracker = %tracker.name_any(), error = %err, "reconcile failed");
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels { controller: CONTROLLER, result: err.reason() })
+        .inc();
+    Action::requeue(ctx.backoff(&tracker.name_any()))
+}
+
+/// Brings the tracker's status in line with its spec and destination.
+async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
+    let name = tracker.name_any();
+    let generation = tracker.metadata.generation;
+    let now = Time(jiff::Timestamp::now());
+    let mut status = tracker.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+
+    let outcome = if tracker.spec.enabled {
+        Some(check_destination(tracker, ctx).await)
+    } else {
+        None
+    };
+
+    let action = match &outcome {
+        None => {
+            status.phase = Some(TrackerPhase::Disabled);
+            status.last_error = None;
+            set_condition(&mut status.conditions, "Ready", FALSE, "Disabled", "tracker is disabled: it delivers nothing", generation, &now);
+            set_condition(&mut status.conditions, "DestinationReachable", "Unknown", "Disabled", "not checked while the tracker is disabled", generation, &now);
+            ctx.reset_backoff(&name);
+            Action::await_change()
+        }
+        Some(Ok(())) => {
+            status.phase = Some(TrackerPhase::Enabled);
+            status.last_error = None;
+            let dest = &tracker.spec.destination;
+            let msg = format!("bucket {} is reachable", dest.bucket);
+            set_condition(&mut status.conditions, "DestinationReachable", TRUE, "BucketReachable", &msg, generation, &now);
+            set_condition(&mut status.conditions, "Ready", TRUE, "Ready", "tracker is delivering", generation, &now);
+            ctx.reset_backoff(&name);
+            Action::requeue(ctx.settings.recheck_interval)
+        }
+        Some(Err(problem)) => {
+            let reason = problem.reason();
+            let message = problem.to_string();
+            status.phase = Some(TrackerPhase::Error);
+            status.last_error = Some(message.clone());
+            set_condition(&mut status.conditions, "DestinationReachable", FALSE, reason, &message, generation, &now);
+            set_condition(&mut status.conditions, "Ready", FALSE, reason, &message, generation, &now);
+            warn!(reason, error = %message, "destination not usable");
+            publish(ctx, tracker, EventType::Warning, reason, "CheckDestination", &message).await;
+            Action::requeue(ctx.backoff(&name))
+        }
+    };
+
+    let was_ready = tracker
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Ready"))
+        .map(|c| c.status == TRUE)
+        .unwrap_or(false);
+    let is_ready = matches!(outcome, Some(Ok(())));
+    if is_ready && !was_ready {
+        info!("tracker ready");
+        publish(ctx, tracker, EventType::Normal, "Ready", "CheckDestination", "destination reachable; tracker is delivering").await;
+    }
+
+    write_status(tracker, status, ctx).await?;
+    let result = match &outcome {
+        Some(Err(p)) => p.reason(),
+        _ => "ok",
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels { controller: CONTROLLER, result })
+        .inc();
+    Ok(action)
+}
+
+/// Runs when a Tracker is deleted: nothing is left to flush yet, so it only records it.
+async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
+    info!("tracker deleted");
+    ctx.reset_backoff(&tracker.name_any());
+    publish(ctx, tracker, EventType::Normal, "Deleted", "Cleanup", "tracker removed; files already delivered stay in the bucket").await;
+    Ok(Action::await_change())
+}
+
+/// Reads the credentials and checks the bucket.
+async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<(), DestinationProblem> {
+    let dest = &tracker.spec.destination;
+    let creds = match &dest.credentials_secret_ref {
+        Some(r) => Some(read_credentials(ctx, &r.name).await?),
+        None => None,
+    };
+    let client = s3::client(dest, creds).await;
+    s3::check_bucket(&client, dest).await?;
+    Ok(())
+}
+
+/// Reads static S3 credentials from a Secret in the operator's namespace.
+pub async fn read_credentials(ctx: &Context, name: &str) -> Result<StaticCredentials, DestinationProblem> {
+    let namespace = ctx.settings.namespace.clone();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(DestinationProblem::Kube)?
+        .ok_or_else(|| DestinationProblem::CredentialsNotFound {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })?;
+    let value = |key: &'static str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let missing = |key: &'static str| DestinationProblem::CredentialsInvalid {
+        namespace: namespace.clone(),
+        name: name.to_string(),
+        key,
+    };
+    Ok(StaticCredentials {
+        access_key_id: value(ACCESS_KEY_ID).ok_or_else(|| missing(ACCESS_KEY_ID))?,
+        secret_access_key: value(SECRET_ACCESS_KEY).ok_or_else(|| missing(SECRET_ACCESS_KEY))?,
+        session_token: value(SESSION_TOKEN),
+    })
+}
+
+/// Writes the status with server-side apply, skipping the write when nothing changed.
+async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -> Result<(), Error> {
+    if tracker.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Tracker> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "kubetrail.io/v1alpha1",
+        "kind": "Tracker",
+        "status": status,
+    });
+    api.patch_status(&tracker.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .await
+        .map_err(Error::Kube)?;
+    ctx.metrics
+        .status_patches
+        .get_or_create(&ControllerLabels { controller: CONTROLLER })
+        .inc();
+    Ok(())
+}
+
+/// Publishes an event on the tracker; a failure to publish is logged, not fatal.
+async fn publish(ctx: &Context, tracker: &Tracker, type_: EventType, reason: &str, action: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &tracker.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}

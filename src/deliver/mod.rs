@@ -1,0 +1,3 @@
+//! Delivery of trace files to a tracker's destination.
+
+pub mod s3;

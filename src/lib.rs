@@ -1,0 +1,17 @@
+//! kubetrail: Cloud Trace Service for Kubernetes.
+//!
+//! The cluster's audit events become traces, delivered as compressed trace files
+//! to an S3-compatible bucket per Tracker. See `docs/architecture.md`.
+
+/// Custom resource types (Tracker, TraceQuery, KeyEventNotification).
+pub mod api;
+/// Command-line interface of the `kubetrail` binary.
+pub mod cli;
+/// Reconcilers of the custom resources.
+pub mod controller;
+/// Delivery to destinations (S3 clients and their health checks).
+pub mod deliver;
+/// The `operator` subcommand: wires controllers and admin endpoints together.
+pub mod operator;
+/// Logging, metrics and health endpoints.
+pub mod telemetry;

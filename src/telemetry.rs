@@ -1,0 +1,179 @@
+//! Logging, Prometheus metrics and the admin endpoints (`/live`, `/ready`, `/metrics`).
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. The level comes from `RUST_LOG`
+/// (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+/// The operator's metrics. Labels are fixed words, never object names.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Reconciles by controller and outcome (`ok`, or the error reason).
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Status patches written (skipped ones are not counted).
+    pub status_patches: Family<ControllerLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kubetrail");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles by controller and result", reconciles.clone());
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        let status_patches = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "status_patches",
+            "Status patches written (unchanged status is not written)",
+            status_patches.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            status_patches,
+        }
+    }
+}
+
+/// Readiness flag flipped once everything has started.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// The admin router: liveness, readiness and metrics.
+pub fn admin_router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { metrics, readiness })
+}
+
+async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "metrics encoding failed".to_string(),
+        ),
+    }
+}
+
+/// Serves the admin router on `addr` until the process ends.
+pub async fn serve_admin(addr: SocketAddr, router: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin endpoints listening");
+    axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get_status(router: Router, path: &str) -> (StatusCode, String) {
+        let resp = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_flips_only_when_set() {
+        let metrics = Arc::new(Metrics::default());
+        let readiness = Readiness::default();
+        let router = admin_router(metrics, readiness.clone());
+        assert_eq!(get_status(router.clone(), "/live").await.0, StatusCode::OK);
+        assert_eq!(get_status(router.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        readiness.set_ready(true);
+        assert_eq!(get_status(router, "/ready").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_exposed() {
+        let metrics = Arc::new(Metrics::default());
+        metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels { controller: "tracker", result: "ok" })
+            .inc();
+        let router = admin_router(metrics, Readiness::default());
+        let (status, body) = get_status(router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#"kubetrail_reconciles_total{controller="tracker",result="ok"} 1"#), "{body}");
+    }
+}
