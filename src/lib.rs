@@ -15,3 +15,10 @@ pub mod deliver;
 pub mod operator;
 /// Logging, metrics and health endpoints.
 pub mod telemetry;
+
+/// Selects rustls' process-wide crypto provider (ring). Both ring and aws-lc-rs
+/// are linked in through dependencies, so rustls cannot pick one by itself.
+/// Call before the first TLS connection; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

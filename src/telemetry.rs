@@ -53,7 +53,11 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("kubetrail");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by controller and result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and result",
+            reconciles.clone(),
+        );
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
         });
@@ -118,7 +122,10 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         ),
         Err(_) => (
@@ -159,7 +166,10 @@ mod tests {
         let readiness = Readiness::default();
         let router = admin_router(metrics, readiness.clone());
         assert_eq!(get_status(router.clone(), "/live").await.0, StatusCode::OK);
-        assert_eq!(get_status(router.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get_status(router.clone(), "/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         readiness.set_ready(true);
         assert_eq!(get_status(router, "/ready").await.0, StatusCode::OK);
     }
@@ -169,11 +179,17 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         metrics
             .reconciles
-            .get_or_create(&ReconcileLabels { controller: "tracker", result: "ok" })
+            .get_or_create(&ReconcileLabels {
+                controller: "tracker",
+                result: "ok",
+            })
             .inc();
         let router = admin_router(metrics, Readiness::default());
         let (status, body) = get_status(router, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.contains(r#"kubetrail_reconciles_total{controller="tracker",result="ok"} 1"#), "{body}");
+        assert!(
+            body.contains(r#"kubetrail_reconciles_total{controller="tracker",result="ok"} 1"#),
+            "{body}"
+        );
     }
 }

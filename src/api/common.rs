@@ -72,10 +72,7 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
 pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema
 }
 
@@ -90,13 +87,37 @@ mod tests {
     #[test]
     fn transition_time_kept_while_status_unchanged() {
         let mut c = Vec::new();
-        set_condition(&mut c, "Ready", FALSE, "A", "a", Some(1), &t("2026-01-01T00:00:00Z"));
-        set_condition(&mut c, "Ready", FALSE, "B", "b", Some(2), &t("2026-01-01T00:05:00Z"));
+        set_condition(
+            &mut c,
+            "Ready",
+            FALSE,
+            "A",
+            "a",
+            Some(1),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut c,
+            "Ready",
+            FALSE,
+            "B",
+            "b",
+            Some(2),
+            &t("2026-01-01T00:05:00Z"),
+        );
         let ready = condition(&c, "Ready").unwrap();
         assert_eq!(ready.reason, "B");
         assert_eq!(ready.observed_generation, Some(2));
         assert_eq!(ready.last_transition_time, t("2026-01-01T00:00:00Z"));
-        set_condition(&mut c, "Ready", TRUE, "Ok", "", Some(2), &t("2026-01-01T00:09:00Z"));
+        set_condition(
+            &mut c,
+            "Ready",
+            TRUE,
+            "Ok",
+            "",
+            Some(2),
+            &t("2026-01-01T00:09:00Z"),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, t("2026-01-01T00:09:00Z"));
     }

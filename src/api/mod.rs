@@ -4,6 +4,9 @@
 //! fails when the committed copy drifts. Validation lives in the schema (OpenAPI
 //! bounds and CEL rules) so the apiserver rejects invalid objects at admission.
 
+// `printcolumn(type_ = …)` repeats by design; clippy mistakes it for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 mod common;
 mod notification;
 mod query;

@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Bucket", type_ = "string", json_path = ".spec.destination.bucket"),
     printcolumn(name = "Prefix", type_ = "string", json_path = ".spec.destination.prefix"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Last Delivery", type_ = "date", json_path = ".status.lastDelivery.time"),
+    printcolumn(
+        name = "Last Delivery",
+        type_ = "date",
+        json_path = ".status.lastDelivery.time"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -115,7 +119,7 @@ pub enum Encryption {
 }
 
 /// Which audit events a tracker keeps.
-#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackerFilter {
     /// Keep only events matching at least one of these rules; empty keeps all.
@@ -132,6 +136,17 @@ pub struct TrackerFilter {
     #[serde(default = "default_stages")]
     #[schemars(length(min = 1))]
     pub stages: Vec<Stage>,
+}
+
+impl Default for TrackerFilter {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            read_only: ReadOnly::default(),
+            stages: default_stages(),
+        }
+    }
 }
 
 fn default_stages() -> Vec<Stage> {

@@ -62,7 +62,10 @@ impl Context {
 
     /// Forgets the failures of `key` after a success.
     pub fn reset_backoff(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 

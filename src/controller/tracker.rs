@@ -1,9 +1,7 @@
 //! The Tracker reconciler: checks the destination and reports it in status.
 
 use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
-use crate::api::{
-    FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition,
-};
+use crate::api::{FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition};
 use crate::deliver::s3::{
     self, ACCESS_KEY_ID, DestinationError, SECRET_ACCESS_KEY, SESSION_TOKEN, StaticCredentials,
 };
@@ -48,7 +46,11 @@ pub enum DestinationProblem {
     #[error("credentials Secret {namespace}/{name} not found")]
     CredentialsNotFound { namespace: String, name: String },
     #[error("credentials Secret {namespace}/{name} lacks key {key}")]
-    CredentialsInvalid { namespace: String, name: String, key: &'static str },
+    CredentialsInvalid {
+        namespace: String,
+        name: String,
+        key: &'static str,
+    },
     #[error(transparent)]
     Destination(#[from] DestinationError),
     #[error("reading credentials Secret: {0}")]
@@ -86,7 +88,12 @@ pub async fn run(ctx: Arc<Context>) {
                 .state()
                 .into_iter()
                 .filter(|t| {
-                    t.spec.destination.credentials_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+                    t.spec
+                        .destination
+                        .credentials_secret_ref
+                        .as_ref()
+                        .map(|r| &r.name)
+                        == Some(&name)
                 })
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
@@ -111,7 +118,9 @@ async fn reconcile(tracker: Arc<Tracker>, ctx: Arc<Context>) -> Result<Action, E
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
         .reconcile_duration
-        .get_or_create(&ControllerLabels { controller: CONTROLLER })
+        .get_or_create(&ControllerLabels {
+            controller: CONTROLLER,
+        })
         .observe(started.elapsed().as_secs_f64());
     result
 }
@@ -120,7 +129,10 @@ fn error_policy(tracker: Arc<Tracker>, err: &Error, ctx: Arc<Context>) -> Action
     warn!(tracker = %tracker.name_any(), error = %err, "reconcile failed");
     ctx.metrics
         .reconciles
-        .get_or_create(&ReconcileLabels { controller: CONTROLLER, result: err.reason() })
+        .get_or_create(&ReconcileLabels {
+            controller: CONTROLLER,
+            result: err.reason(),
+        })
         .inc();
     Action::requeue(ctx.backoff(&tracker.name_any()))
 }
@@ -143,8 +155,24 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
         None => {
             status.phase = Some(TrackerPhase::Disabled);
             status.last_error = None;
-            set_condition(&mut status.conditions, "Ready", FALSE, "Disabled", "tracker is disabled: it delivers nothing", generation, &now);
-            set_condition(&mut status.conditions, "DestinationReachable", "Unknown", "Disabled", "not checked while the tracker is disabled", generation, &now);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                FALSE,
+                "Disabled",
+                "tracker is disabled: it delivers nothing",
+                generation,
+                &now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "DestinationReachable",
+                "Unknown",
+                "Disabled",
+                "not checked while the tracker is disabled",
+                generation,
+                &now,
+            );
             ctx.reset_backoff(&name);
             Action::await_change()
         }
@@ -153,8 +181,24 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             status.last_error = None;
             let dest = &tracker.spec.destination;
             let msg = format!("bucket {} is reachable", dest.bucket);
-            set_condition(&mut status.conditions, "DestinationReachable", TRUE, "BucketReachable", &msg, generation, &now);
-            set_condition(&mut status.conditions, "Ready", TRUE, "Ready", "tracker is delivering", generation, &now);
+            set_condition(
+                &mut status.conditions,
+                "DestinationReachable",
+                TRUE,
+                "BucketReachable",
+                &msg,
+                generation,
+                &now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                TRUE,
+                "Ready",
+                "tracker is delivering",
+                generation,
+                &now,
+            );
             ctx.reset_backoff(&name);
             Action::requeue(ctx.settings.recheck_interval)
         }
@@ -163,10 +207,34 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             let message = problem.to_string();
             status.phase = Some(TrackerPhase::Error);
             status.last_error = Some(message.clone());
-            set_condition(&mut status.conditions, "DestinationReachable", FALSE, reason, &message, generation, &now);
-            set_condition(&mut status.conditions, "Ready", FALSE, reason, &message, generation, &now);
+            set_condition(
+                &mut status.conditions,
+                "DestinationReachable",
+                FALSE,
+                reason,
+                &message,
+                generation,
+                &now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                FALSE,
+                reason,
+                &message,
+                generation,
+                &now,
+            );
             warn!(reason, error = %message, "destination not usable");
-            publish(ctx, tracker, EventType::Warning, reason, "CheckDestination", &message).await;
+            publish(
+                ctx,
+                tracker,
+                EventType::Warning,
+                reason,
+                "CheckDestination",
+                &message,
+            )
+            .await;
             Action::requeue(ctx.backoff(&name))
         }
     };
@@ -180,7 +248,15 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     let is_ready = matches!(outcome, Some(Ok(())));
     if is_ready && !was_ready {
         info!("tracker ready");
-        publish(ctx, tracker, EventType::Normal, "Ready", "CheckDestination", "destination reachable; tracker is delivering").await;
+        publish(
+            ctx,
+            tracker,
+            EventType::Normal,
+            "Ready",
+            "CheckDestination",
+            "destination reachable; tracker is delivering",
+        )
+        .await;
     }
 
     write_status(tracker, status, ctx).await?;
@@ -190,7 +266,10 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     };
     ctx.metrics
         .reconciles
-        .get_or_create(&ReconcileLabels { controller: CONTROLLER, result })
+        .get_or_create(&ReconcileLabels {
+            controller: CONTROLLER,
+            result,
+        })
         .inc();
     Ok(action)
 }
@@ -199,7 +278,15 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     info!("tracker deleted");
     ctx.reset_backoff(&tracker.name_any());
-    publish(ctx, tracker, EventType::Normal, "Deleted", "Cleanup", "tracker removed; files already delivered stay in the bucket").await;
+    publish(
+        ctx,
+        tracker,
+        EventType::Normal,
+        "Deleted",
+        "Cleanup",
+        "tracker removed; files already delivered stay in the bucket",
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -259,12 +346,18 @@ async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -
         "kind": "Tracker",
         "status": status,
     });
-    api.patch_status(&tracker.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .map_err(Error::Kube)?;
+    api.patch_status(
+        &tracker.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
     ctx.metrics
         .status_patches
-        .get_or_create(&ControllerLabels { controller: CONTROLLER })
+        .get_or_create(&ControllerLabels {
+            controller: CONTROLLER,
+        })
         .inc();
     Ok(())
 }

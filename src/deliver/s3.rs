@@ -60,7 +60,8 @@ impl DestinationError {
 
     /// Whether trying again later without a change can succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable(_)) || matches!(self, Self::Other { status, .. } if *status >= 500 || *status == 429)
+        matches!(self, Self::Unreachable(_))
+            || matches!(self, Self::Other { status, .. } if *status >= 500 || *status == 429)
     }
 }
 

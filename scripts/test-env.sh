@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the real parts the tests run against, with nothing but Go, Rust and the
+# package registries: kube-apiserver and etcd built from their published Go modules
+# (tests/envtest/), and the s3s-fs S3 server from crates.io. Results are cached in
+# $KUBETRAIL_CACHE (default ~/.cache/kubetrail) and rebuilt only when their inputs change.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${KUBETRAIL_CACHE:-$HOME/.cache/kubetrail}
+bin=$cache/bin
+mkdir -p "$bin"
+
+# Go: use the machine's toolchain; never fetch another one.
+export GOTOOLCHAIN=local CGO_ENABLED=0
+K8S_VERSION=v1.34.4
+S3S_FS_VERSION=0.14.1
+
+# Builds tests/envtest/$1 into $bin/$2 unless the stamp of its inputs matches.
+build_go() {
+  local dir=$root/tests/envtest/$1 out=$bin/$2 ldflags=${3:-}
+  local stamp
+  stamp=$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" <(echo "$ldflags") | sha256sum | cut -d' ' -f1)
+  if [[ -x $out && -f $out.stamp && $(cat "$out.stamp") == "$stamp" ]]; then
+    echo "test-env: $2 is up to date"
+    return
+  fi
+  echo "test-env: building $2 from Go modules (a cold build takes several minutes)"
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .)
+  mv "$out.tmp" "$out"
+  echo "$stamp" > "$out.stamp"
+}
+
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+build_go etcd etcd
+build_go apiserver kube-apiserver "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+
+s3s=$cache/s3s-fs/bin/s3s-fs
+if [[ -x $s3s ]] && "$s3s" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  echo "test-env: s3s-fs $S3S_FS_VERSION is installed"
+else
+  echo "test-env: installing s3s-fs $S3S_FS_VERSION from crates.io"
+  cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root "$cache/s3s-fs"
+fi
+
+"$bin/kube-apiserver" --version
+"$bin/etcd" --version | head -1
+"$s3s" --version

@@ -1,0 +1,12 @@
+//! `crds/` must be exactly what `kubetrail crd` prints.
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let generated = kubetrail::api::crds_yaml().expect("rendering CRDs");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kubetrail.yaml");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        generated == committed,
+        "crds/kubetrail.yaml is out of date: run `cargo run -- crd > crds/kubetrail.yaml`"
+    );
+}

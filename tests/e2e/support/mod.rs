@@ -1,0 +1,151 @@
+//! Real parts for the end-to-end tests: etcd + kube-apiserver built from the
+//! published Go modules (`tests/envtest/`), and the `s3s-fs` S3 server.
+//!
+//! One control plane and one S3 server are started per test binary, on first use,
+//! and live until the binary exits (children get SIGKILL when it does, even on a
+//! panic). Tests isolate themselves: own namespace, own bucket, own label.
+
+pub mod certs;
+pub mod controlplane;
+pub mod s3;
+
+use std::sync::OnceLock;
+
+pub use controlplane::ControlPlane;
+pub use s3::S3Server;
+
+/// Everything a test needs to reach the shared real parts.
+pub struct TestEnv {
+    pub cp: ControlPlane,
+    pub s3: S3Server,
+}
+
+static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+
+/// The shared environment, started on first call. A test fails (never skips) with
+/// the reason when a part cannot be started.
+pub fn env() -> &'static TestEnv {
+    let env = ENV.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The thread that starts the children must outlive them: PR_SET_PDEATHSIG
+        // fires when the forking thread exits. It parks until the binary exits.
+        std::thread::Builder::new()
+            .name("test-env".into())
+            .spawn(move || {
+                let started = start();
+                let _ = tx.send(started);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawning the test-env thread");
+        rx.recv().unwrap_or_else(|_| Err("test-env thread died".into()))
+    });
+    match env {
+        Ok(env) => env,
+        Err(e) => panic!("test environment unavailable: {e}"),
+    }
+}
+
+fn start() -> Result<TestEnv, String> {
+    kubetrail::install_crypto_provider();
+    let root = work_root();
+    let s3 = S3Server::start(&root.join("s3"))?;
+    let cp = ControlPlane::start(&root.join("cp"))?;
+    Ok(TestEnv { cp, s3 })
+}
+
+/// A fresh working directory for this test binary; directories of earlier runs
+/// whose process is gone are removed.
+fn work_root() -> std::path::PathBuf {
+    let base = std::env::temp_dir().join("kubetrail-e2e");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+            if let Some(pid) = pid
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).expect("creating the test work directory");
+    dir
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+/// A short random id for names of namespaces, buckets and labels.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}{n}", (nanos ^ std::process::id()) & 0xfffff)
+}
+
+/// Starts a child process that is killed when this test binary exits.
+pub fn spawn_child(
+    mut cmd: std::process::Command,
+    log: &std::path::Path,
+) -> Result<std::process::Child, String> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdout(out).stderr(err).stdin(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))
+}
+
+/// The last lines of a log file, for failure messages.
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Where the Go-built binaries are (see `scripts/test-env.sh`).
+pub fn bin_dir() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("KUBETRAIL_TEST_BIN") {
+        return dir.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    std::path::Path::new(&home).join(".cache/kubetrail/bin")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
