@@ -5,6 +5,8 @@
 
 /// Custom resource types (Tracker, TraceQuery, KeyEventNotification).
 pub mod api;
+/// audit.k8s.io/v1 types, as the webhook receives them.
+pub mod audit;
 /// Command-line interface of the `kubetrail` binary.
 pub mod cli;
 /// Reconcilers of the custom resources.
@@ -15,6 +17,8 @@ pub mod deliver;
 pub mod operator;
 /// Logging, metrics and health endpoints.
 pub mod telemetry;
+/// The trace record: rating, trace type, redaction.
+pub mod trace;
 
 /// Selects rustls' process-wide crypto provider (ring). Both ring and aws-lc-rs
 /// are linked in through dependencies, so rustls cannot pick one by itself.

@@ -1,0 +1,514 @@
+//! The trace record (DESIGN §3): one JSON line per operation, built from one audit
+//! event, with Secret values removed before anything touches disk.
+
+use crate::api::Rating;
+use crate::audit::Event;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "[redacted]";
+/// The annotation `kubectl apply` keeps a full copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Rating from the response code and stage: CTS's normal / warning / incident.
+pub fn rating(code: Option<i32>, stage: &str) -> Rating {
+    if stage == "Panic" {
+        return Rating::Incident;
+    }
+    match code {
+        Some(c) if c >= 500 => Rating::Incident,
+        Some(c) if c >= 400 => Rating::Warning,
+        _ => Rating::Normal,
+    }
+}
+
+/// `SystemAction` for the control plane's own users, `ApiCall` for everyone else
+/// (people and workloads' service accounts).
+pub fn trace_type(user: &str) -> &'static str {
+    if user.starts_with("system:serviceaccount:") {
+        if user.starts_with("system:serviceaccount:kube-system:") {
+            "SystemAction"
+        } else {
+            "ApiCall"
+        }
+    } else if user.starts_with("system:") {
+        "SystemAction"
+    } else {
+        "ApiCall"
+    }
+}
+
+/// Read operations (CTS's "read" traces); everything else is a management operation.
+pub fn is_read_only(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// What the router needs to know about a trace without parsing it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct RouteMeta<'a> {
+    #[serde(borrow)]
+    pub verb: Cow<'a, str>,
+    /// API group; `""` for core.
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    /// `resource` or `resource/subresource`; empty for non-resource URLs.
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
+    #[serde(borrow)]
+    pub namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user: Cow<'a, str>,
+    #[serde(borrow)]
+    pub groups: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub stage: Cow<'a, str>,
+    /// Trace time (requestReceivedTimestamp), Unix milliseconds.
+    pub time_ms: i64,
+}
+
+/// A request or response body: passed through as it came, or rewritten.
+enum Body<'a> {
+    Raw(&'a RawValue),
+    Rewritten(Value),
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Raw(r) => r.serialize(s),
+            Body::Rewritten(v) => v.serialize(s),
+        }
+    }
+}
+
+fn is_empty(s: &&str) -> bool {
+    s.is_empty()
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    trace_id: &'a str,
+    trace_name: String,
+    trace_rating: Rating,
+    trace_type: &'static str,
+    service_type: &'a str,
+    resource_type: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    resource_name: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<Cow<'a, str>>,
+    user: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    user_groups: &'a [Cow<'a, str>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_user: Option<&'a str>,
+    source_ips: &'a [Cow<'a, str>],
+    #[serde(skip_serializing_if = "is_empty")]
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    time: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    stage_time: &'a str,
+    record_time: &'a str,
+    stage: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    level: &'a str,
+    read_only: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    api_version: String,
+    request_uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<Body<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<Body<'a>>,
+    cluster: &'a str,
+}
+
+/// Builds the trace of `event`: its JSON line (without the closing `tracker`
+/// field, which routing adds) and its routing metadata.
+///
+/// Secret values are removed here, whatever the audit level, so they never reach
+/// the spool, a bucket or a notification.
+pub fn build<'a>(
+    event: &'a Event<'a>,
+    cluster: &'a str,
+    record_time: &'a str,
+    line: &mut Vec<u8>,
+) -> RouteMeta<'a> {
+    let verb = event.verb.as_deref().unwrap_or("");
+    let stage = event.stage.as_deref().unwrap_or("");
+    let obj = event.object_ref.as_ref();
+    let group = obj.and_then(|o| o.api_group.as_deref()).unwrap_or("");
+    let resource: Cow<'a, str> = match obj {
+        Some(o) => match (o.resource.as_deref(), o.subresource.as_deref()) {
+            (Some(r), Some(s)) if !s.is_empty() => Cow::Owned(format!("{r}/{s}")),
+            (Some(r), _) => Cow::Borrowed(r),
+            (None, _) => Cow::Borrowed(""),
+        },
+        None => Cow::Borrowed(""),
+    };
+    let request_uri = event.request_uri.as_deref().unwrap_or("");
+    let trace_name = if resource.is_empty() {
+        // Non-resource request: name it by its path.
+        format!("{verb} {}", request_uri.split('?').next().unwrap_or(""))
+    } else {
+        format!("{verb} {resource}")
+    };
+    let user = event.user.username.as_deref().unwrap_or("");
+    let status = event.response_status.as_ref();
+    let code = status.and_then(|s| s.code);
+    let api_version = match obj.and_then(|o| o.api_version.as_deref()) {
+        Some(v) if !group.is_empty() => format!("{group}/{v}"),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let secret = group.is_empty() && resource == "secrets";
+    let body = |raw: Option<&'a RawValue>| -> Option<Body<'a>> {
+        let raw = raw?;
+        if secret {
+            Some(Body::Rewritten(redact_secret_body(raw)))
+        } else {
+            Some(Body::Raw(raw))
+        }
+    };
+    let resource_id = obj
+        .and_then(|o| o.uid.as_deref())
+        .filter(|u| !u.is_empty())
+        .map(Cow::Borrowed)
+        .or_else(|| event.response_object.and_then(object_uid).map(Cow::Owned));
+    let time = event.request_received_timestamp.as_deref().unwrap_or("");
+    let record = Record {
+        trace_id: event.audit_id.as_deref().unwrap_or(""),
+        trace_name,
+        trace_rating: rating(code, stage),
+        trace_type: trace_type(user),
+        service_type: if group.is_empty() { "core" } else { group },
+        resource_type: &resource,
+        resource_name: obj.and_then(|o| o.name.as_deref()).unwrap_or(""),
+        namespace: obj.and_then(|o| o.namespace.as_deref()).unwrap_or(""),
+        resource_id,
+        user,
+        user_groups: &event.user.groups,
+        impersonated_user: event
+            .impersonated_user
+            .as_ref()
+            .and_then(|u| u.username.as_deref()),
+        source_ips: &event.source_ips,
+        user_agent: event.user_agent.as_deref().unwrap_or(""),
+        code,
+        message: status
+            .and_then(|s| s.message.as_deref())
+            .filter(|m| !m.is_empty()),
+        time,
+        stage_time: event.stage_timestamp.as_deref().unwrap_or(""),
+        record_time,
+        stage,
+        level: event.level.as_deref().unwrap_or(""),
+        read_only: is_read_only(verb),
+        api_version,
+        request_uri,
+        annotations: event.annotations,
+        request: body(event.request_object),
+        response: body(event.response_object),
+        cluster,
+    };
+    // Serializing plain data into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *line, &record);
+    let namespace = obj.and_then(|o| o.namespace.as_deref()).unwrap_or("");
+    RouteMeta {
+        verb: Cow::Borrowed(verb),
+        group: Cow::Borrowed(group),
+        resource,
+        namespace: Cow::Borrowed(namespace),
+        user: Cow::Borrowed(user),
+        groups: event
+            .user
+            .groups
+            .iter()
+            .map(|g| Cow::Borrowed(g.as_ref()))
+            .collect(),
+        stage: Cow::Borrowed(stage),
+        time_ms: parse_time_ms(time).unwrap_or(0),
+    }
+}
+
+/// Unix milliseconds of an RFC 3339 timestamp.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// `metadata.uid` of an object, read without building the whole object.
+fn object_uid(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Obj<'a> {
+        #[serde(borrow)]
+        metadata: Option<Meta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        uid: Option<Cow<'a, str>>,
+    }
+    let obj: Obj<'_> = serde_json::from_str(raw.get()).ok()?;
+    obj.metadata?.uid.map(|u| u.into_owned())
+}
+
+/// Removes a Secret's values from a request or response body: the object itself,
+/// a list of them, a merge/apply patch, or a JSON patch. Keys stay visible (which
+/// key changed is audit data); values become `[redacted]`. Anything else that is
+/// not understood is replaced whole.
+pub fn redact_secret_body(raw: &RawValue) -> Value {
+    let Ok(mut v) = serde_json::from_str::<Value>(raw.get()) else {
+        return Value::String(REDACTED.into());
+    };
+    match &mut v {
+        Value::Object(map) => {
+            if let Some(Value::Array(items)) = map.get_mut("items") {
+                for item in items {
+                    redact_secret_object(item);
+                }
+            }
+            redact_secret_object(&mut v);
+            v
+        }
+        Value::Array(ops) => {
+            for op in ops.iter_mut() {
+                let sensitive = op.get("path").and_then(Value::as_str).is_some_and(|p| {
+                    p.starts_with("/data")
+                        || p.starts_with("/stringData")
+                        || p == "/metadata/annotations"
+                        || p.starts_with(
+                            "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+                        )
+                });
+                if sensitive && let Some(value) = op.get_mut("value") {
+                    redact_values(value);
+                }
+            }
+            v
+        }
+        _ => Value::String(REDACTED.into()),
+    }
+}
+
+fn redact_secret_object(obj: &mut Value) {
+    let Value::Object(map) = obj else { return };
+    for field in ["data", "stringData"] {
+        if let Some(data) = map.get_mut(field) {
+            redact_values(data);
+        }
+    }
+    if let Some(Value::Object(meta)) = map.get_mut("metadata")
+        && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
+        && let Some(a) = annotations.get_mut(LAST_APPLIED)
+    {
+        *a = Value::String(REDACTED.into());
+    }
+}
+
+/// Replaces every value of a map (or the value itself) with `[redacted]`.
+fn redact_values(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if k == LAST_APPLIED || !val.is_null() {
+                    *val = Value::String(REDACTED.into());
+                }
+            }
+        }
+        Value::Null => {}
+        other => *other = Value::String(REDACTED.into()),
+    }
+}
+
+/// Removes `command` parameters from a `pods/exec` or `pods/attach` request URI.
+pub fn redact_exec_command(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_string();
+    };
+    let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("command=")).collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Removes a dotted path (`spec.template.spec.containers`) from an object, and from
+/// each item of a list.
+pub fn remove_path(obj: &mut Value, path: &str) {
+    if let Some(Value::Array(items)) = obj.get_mut("items") {
+        for item in items {
+            remove_path(item, path);
+        }
+    }
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = obj;
+    for p in parts {
+        match cur.get_mut(p) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Value::Object(map) = cur {
+        map.remove(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::parse_event_list;
+
+    fn one(event: &str) -> (Value, String) {
+        let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#);
+        let list = parse_event_list(body.as_bytes()).unwrap();
+        let mut line = Vec::new();
+        let meta = build(&list.items[0], "c1", "2026-11-24T01:00:01Z", &mut line);
+        let meta = serde_json::to_string(&meta).unwrap();
+        (serde_json::from_slice(&line).unwrap(), meta)
+    }
+
+    #[test]
+    fn ratings() {
+        assert_eq!(rating(Some(200), "ResponseComplete"), Rating::Normal);
+        assert_eq!(rating(Some(399), "ResponseComplete"), Rating::Normal);
+        assert_eq!(rating(Some(403), "ResponseComplete"), Rating::Warning);
+        assert_eq!(rating(Some(499), "ResponseComplete"), Rating::Warning);
+        assert_eq!(rating(Some(500), "ResponseComplete"), Rating::Incident);
+        assert_eq!(rating(Some(200), "Panic"), Rating::Incident);
+        assert_eq!(rating(None, "ResponseStarted"), Rating::Normal);
+    }
+
+    #[test]
+    fn trace_types() {
+        assert_eq!(trace_type("alice"), "ApiCall");
+        assert_eq!(trace_type("system:kube-controller-manager"), "SystemAction");
+        assert_eq!(
+            trace_type("system:serviceaccount:kube-system:replicaset-controller"),
+            "SystemAction"
+        );
+        assert_eq!(trace_type("system:serviceaccount:shop:api"), "ApiCall");
+    }
+
+    #[test]
+    fn record_fields_come_from_the_event() {
+        let (t, meta) = one(
+            r#"{"level":"Metadata","auditID":"id-1","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/shop/deployments/web/scale",
+            "verb":"update","user":{"username":"alice","groups":["dev"]},"impersonatedUser":{"username":"bob"},
+            "sourceIPs":["10.1.2.3"],"userAgent":"kubectl/v1.34",
+            "objectRef":{"resource":"deployments","subresource":"scale","namespace":"shop","name":"web","apiGroup":"apps","apiVersion":"v1","uid":"u-9"},
+            "responseStatus":{"code":409,"message":"conflict"},
+            "requestReceivedTimestamp":"2026-11-24T01:00:00.123456Z","stageTimestamp":"2026-11-24T01:00:00.200000Z"}"#,
+        );
+        assert_eq!(t["trace_id"], "id-1");
+        assert_eq!(t["trace_name"], "update deployments/scale");
+        assert_eq!(t["trace_rating"], "warning");
+        assert_eq!(t["trace_type"], "ApiCall");
+        assert_eq!(t["service_type"], "apps");
+        assert_eq!(t["resource_type"], "deployments/scale");
+        assert_eq!(t["resource_name"], "web");
+        assert_eq!(t["namespace"], "shop");
+        assert_eq!(t["resource_id"], "u-9");
+        assert_eq!(t["user"], "alice");
+        assert_eq!(t["impersonated_user"], "bob");
+        assert_eq!(t["source_ips"][0], "10.1.2.3");
+        assert_eq!(t["code"], 409);
+        assert_eq!(t["message"], "conflict");
+        assert_eq!(t["time"], "2026-11-24T01:00:00.123456Z");
+        assert_eq!(t["record_time"], "2026-11-24T01:00:01Z");
+        assert_eq!(t["read_only"], false);
+        assert_eq!(t["api_version"], "apps/v1");
+        assert_eq!(t["cluster"], "c1");
+        assert!(t.get("request").is_none(), "no body at Metadata level");
+        assert!(meta.contains(r#""resource":"deployments/scale""#), "{meta}");
+        assert!(meta.contains(r#""time_ms":1795482000123"#), "{meta}");
+    }
+
+    #[test]
+    fn core_group_and_non_resource_requests() {
+        let (t, _) = one(
+            r#"{"auditID":"x","verb":"get","requestURI":"/healthz?verbose","user":{"username":"system:anonymous"},"stage":"ResponseComplete","responseStatus":{"code":200}}"#,
+        );
+        assert_eq!(t["trace_name"], "get /healthz");
+        assert_eq!(t["service_type"], "core");
+        assert_eq!(t["read_only"], true);
+        assert_eq!(t["trace_type"], "SystemAction");
+    }
+
+    #[test]
+    fn resource_id_falls_back_to_the_response_object() {
+        let (t, _) = one(
+            r#"{"auditID":"x","verb":"create","objectRef":{"resource":"configmaps","namespace":"d","apiVersion":"v1"},"responseObject":{"kind":"ConfigMap","metadata":{"name":"c","uid":"uid-7"},"data":{"a":"b"}}}"#,
+        );
+        assert_eq!(t["resource_id"], "uid-7");
+        assert_eq!(t["response"]["data"]["a"], "b", "non-secret bodies pass through");
+    }
+
+    #[test]
+    fn secret_values_never_appear() {
+        let (t, _) = one(
+            r#"{"auditID":"s","verb":"create","objectRef":{"resource":"secrets","namespace":"d","name":"db","apiVersion":"v1"},
+            "requestObject":{"kind":"Secret","metadata":{"name":"db","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{\"password\":\"c2VjcmV0\"}}","team":"a"}},"data":{"password":"c2VjcmV0"},"stringData":{"token":"hunter2"}},
+            "responseObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"password":"c2VjcmV0","token":"aHVudGVyMg=="}}}"#,
+        );
+        let text = t.to_string();
+        for secret in ["c2VjcmV0", "hunter2", "aHVudGVyMg=="] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(t["request"]["data"]["password"], REDACTED, "keys stay visible");
+        assert_eq!(t["request"]["metadata"]["annotations"]["team"], "a");
+        assert_eq!(t["response"]["data"]["token"], REDACTED);
+    }
+
+    #[test]
+    fn secret_lists_and_patches_are_redacted() {
+        let list = RawValue::from_string(
+            r#"{"kind":"SecretList","items":[{"metadata":{"name":"a"},"data":{"k":"djE="}},{"metadata":{"name":"b"},"data":{"k":"djI="}}]}"#.into(),
+        )
+        .unwrap();
+        let v = redact_secret_body(&list).to_string();
+        assert!(!v.contains("djE=") && !v.contains("djI="), "{v}");
+        let json_patch = RawValue::from_string(
+            r#"[{"op":"replace","path":"/data/k","value":"djM="},{"op":"add","path":"/metadata/labels/x","value":"y"},{"op":"add","path":"/data","value":{"k":"djQ="}}]"#.into(),
+        )
+        .unwrap();
+        let v = redact_secret_body(&json_patch).to_string();
+        assert!(!v.contains("djM=") && !v.contains("djQ="), "{v}");
+        assert!(v.contains(r#""value":"y""#), "non-secret ops stay: {v}");
+        let merge = RawValue::from_string(r#"{"stringData":{"pw":"plain"}}"#.into()).unwrap();
+        assert!(!redact_secret_body(&merge).to_string().contains("plain"));
+        let odd = RawValue::from_string(r#""data: c2VjcmV0""#.into()).unwrap();
+        assert_eq!(redact_secret_body(&odd), Value::String(REDACTED.into()));
+    }
+
+    #[test]
+    fn exec_command_and_paths() {
+        assert_eq!(
+            redact_exec_command(
+                "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=cat+%2Fetc%2Fshadow&stdout=true"
+            ),
+            "/api/v1/namespaces/d/pods/p/exec?stdout=true"
+        );
+        assert_eq!(
+            redact_exec_command("/api/v1/namespaces/d/pods/p/exec?command=ls"),
+            "/api/v1/namespaces/d/pods/p/exec"
+        );
+        let mut v: Value = serde_json::from_str(r#"{"data":{"a":"1"},"spec":{"x":{"y":1,"z":2}}}"#).unwrap();
+        remove_path(&mut v, "data");
+        remove_path(&mut v, "spec.x.y");
+        remove_path(&mut v, "no.such.path");
+        assert_eq!(v.to_string(), r#"{"spec":{"x":{"z":2}}}"#);
+    }
+}
