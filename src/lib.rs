@@ -15,6 +15,8 @@ pub mod controller;
 pub mod deliver;
 /// The `operator` subcommand: wires controllers and admin endpoints together.
 pub mod operator;
+/// Which traces each tracker keeps.
+pub mod route;
 /// The write-ahead spool between the webhook and delivery.
 pub mod spool;
 /// Logging, metrics and health endpoints.
