@@ -2,7 +2,7 @@
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +39,19 @@ pub struct ControllerLabels {
     pub controller: &'static str,
 }
 
-/// The operator's metrics. Labels are fixed words, never object names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrackerLabels {
+    /// Tracker name: bounded by the trackers an admin creates.
+    pub tracker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The operator's metrics. Labels are fixed words or tracker names, never
+/// request data.
 pub struct Metrics {
     pub registry: Registry,
     /// Reconciles by controller and outcome (`ok`, or the error reason).
@@ -47,6 +59,19 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     /// Status patches written (skipped ones are not counted).
     pub status_patches: Family<ControllerLabels, Counter>,
+    /// Audit events in accepted batches.
+    pub events_received: Counter,
+    /// Audit events written to the spool (= received, once fsynced).
+    pub events_spooled: Counter,
+    /// Batches refused, by reason (unauthenticated, too_large, malformed, spool_full…).
+    pub batches_rejected: Family<ReasonLabels, Counter>,
+    pub events_delivered: Family<TrackerLabels, Counter>,
+    pub files_delivered: Family<TrackerLabels, Counter>,
+    /// Failed writes of trace files, by reason (retried).
+    pub delivery_errors: Family<ReasonLabels, Counter>,
+    /// Time from receiving a batch to its trace file being written.
+    pub delivery_latency: Histogram,
+    pub spool_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,11 +97,59 @@ impl Default for Metrics {
             "Status patches written (unchanged status is not written)",
             status_patches.clone(),
         );
+        let events_received = Counter::default();
+        registry.register(
+            "events_received",
+            "Audit events in accepted batches",
+            events_received.clone(),
+        );
+        let events_spooled = Counter::default();
+        registry.register(
+            "events_spooled",
+            "Audit events durably written to the spool",
+            events_spooled.clone(),
+        );
+        let batches_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "batches_rejected",
+            "Audit batches refused, by reason",
+            batches_rejected.clone(),
+        );
+        let events_delivered = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "events_delivered",
+            "Traces written to trace files",
+            events_delivered.clone(),
+        );
+        let files_delivered = Family::<TrackerLabels, Counter>::default();
+        registry.register("files_delivered", "Trace files written", files_delivered.clone());
+        let delivery_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "delivery_errors",
+            "Failed (and retried) trace file writes",
+            delivery_errors.clone(),
+        );
+        let delivery_latency = Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]);
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from receiving an audit batch to its trace file being written",
+            delivery_latency.clone(),
+        );
+        let spool_bytes = Gauge::default();
+        registry.register("spool_bytes", "Bytes held in the spool", spool_bytes.clone());
         Self {
             registry,
             reconciles,
             reconcile_duration,
             status_patches,
+            events_received,
+            events_spooled,
+            batches_rejected,
+            events_delivered,
+            files_delivered,
+            delivery_errors,
+            delivery_latency,
+            spool_bytes,
         }
     }
 }

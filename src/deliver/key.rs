@@ -1,0 +1,112 @@
+//! Object keys of trace files (DESIGN §5).
+//!
+//! `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_{seq}.jsonl.gz`
+//!
+//! The date is the trace time of the file's first trace, so a query lists only the
+//! days it asks for. `seq` is the spool position the file starts at (with the
+//! spool's epoch), so redelivering after a crash rewrites the same object.
+
+use crate::api::Compression;
+use crate::spool::Position;
+
+/// Identity of one file.
+pub struct FileId<'a> {
+    pub prefix: &'a str,
+    pub cluster: &'a str,
+    pub tracker: &'a str,
+    pub writer: &'a str,
+    pub epoch: &'a str,
+    pub start: Position,
+    /// Trace time of the first trace, Unix milliseconds.
+    pub first_time_ms: i64,
+    pub compression: Compression,
+}
+
+/// File name extension for a compression.
+pub fn extension(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "jsonl.gz",
+        Compression::Zstd => "jsonl.zst",
+        Compression::None => "jsonl",
+    }
+}
+
+/// `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` for a day.
+pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
+    let mut key = String::new();
+    let prefix = prefix.trim_end_matches('/');
+    if !prefix.is_empty() {
+        key.push_str(prefix);
+        key.push('/');
+    }
+    key.push_str(&format!(
+        "KubeTrail/{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"
+    ));
+    key
+}
+
+/// The object key of a file.
+pub fn object_key(id: &FileId<'_>) -> String {
+    let ts = jiff::Timestamp::from_millisecond(id.first_time_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let dt = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    let mut key = day_prefix(id.prefix, id.cluster, id.tracker, dt.year(), dt.month(), dt.day());
+    key.push_str(&format!(
+        "{cluster}_{tracker}_{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z_{writer}_{epoch}-{seq:012}-{idx:05}.{ext}",
+        cluster = id.cluster,
+        tracker = id.tracker,
+        y = dt.year(),
+        mo = dt.month(),
+        d = dt.day(),
+        h = dt.hour(),
+        mi = dt.minute(),
+        s = dt.second(),
+        writer = id.writer,
+        epoch = id.epoch,
+        seq = id.start.seq,
+        idx = id.start.idx,
+        ext = extension(id.compression),
+    ));
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(prefix: &str, compression: Compression) -> FileId<'_> {
+        FileId {
+            prefix,
+            cluster: "prod-eu",
+            tracker: "system",
+            writer: "kubetrail-7d9f-x2",
+            epoch: "0a1b2c3d",
+            start: Position { seq: 42, idx: 7 },
+            first_time_ms: 1_795_482_061_500, // 2026-11-24T01:01:01.5Z
+            compression,
+        }
+    }
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(
+            object_key(&id("audit/prod", Compression::Gzip)),
+            "audit/prod/KubeTrail/prod-eu/2026/11/24/system/prod-eu_system_20261124T010101Z_kubetrail-7d9f-x2_0a1b2c3d-000000000042-00007.jsonl.gz"
+        );
+    }
+
+    #[test]
+    fn empty_prefix_and_trailing_slash() {
+        assert!(object_key(&id("", Compression::Zstd)).starts_with("KubeTrail/prod-eu/2026/11/24/system/"));
+        assert!(object_key(&id("", Compression::Zstd)).ends_with(".jsonl.zst"));
+        assert!(object_key(&id("p/", Compression::None)).starts_with("p/KubeTrail/"));
+        assert!(object_key(&id("p/", Compression::None)).ends_with("-00007.jsonl"));
+    }
+
+    #[test]
+    fn day_prefix_pads() {
+        assert_eq!(
+            day_prefix("x", "c", "t", 2026, 1, 2),
+            "x/KubeTrail/c/2026/01/02/t/"
+        );
+    }
+}
