@@ -17,6 +17,8 @@ pub mod deliver;
 pub mod operator;
 /// Which traces each tracker keeps.
 pub mod route;
+/// The audit webhook (HTTPS, authenticated, size-capped).
+pub mod source;
 /// The write-ahead spool between the webhook and delivery.
 pub mod spool;
 /// Logging, metrics and health endpoints.

@@ -1,0 +1,499 @@
+//! The audit webhook: where the kube-apiserver sends `EventList` batches.
+//!
+//! Order of checks, each with its own answer and nothing written before the last:
+//! caller authenticated (401), body within the cap (413, enforced while reading),
+//! a well-formed `audit.k8s.io/v1` `EventList` with an `auditID` on every event
+//! (400), room in the spool (503, the apiserver backs off and retries). Only a
+//! batch that is in the spool and fsynced gets 200.
+
+use crate::audit;
+use crate::spool::{AppendError, Spool, entries};
+use crate::telemetry::{Metrics, ReasonLabels};
+use crate::trace;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Who may send audit batches.
+#[derive(Clone, Debug, Default)]
+pub struct AuthPolicy {
+    /// Bearer tokens accepted (from `--token-file`).
+    pub tokens: Vec<String>,
+    /// Accept callers without credentials. Only for a loopback listener in `serve`.
+    pub allow_anonymous: bool,
+}
+
+/// Whether the connection presented a client certificate the CA verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerAuth {
+    pub client_cert: bool,
+}
+
+/// State of the webhook handler.
+#[derive(Clone)]
+pub struct Ingest {
+    pub spool: Spool,
+    pub metrics: Arc<Metrics>,
+    pub cluster: Arc<str>,
+    pub auth: Arc<AuthPolicy>,
+}
+
+/// The webhook router; tests drive it without a socket.
+pub fn app(ingest: Ingest, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", post(receive))
+        .route("/audit", post(receive))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ingest)
+}
+
+fn reject(metrics: &Metrics, status: StatusCode, reason: &str, message: String) -> Response {
+    metrics
+        .batches_rejected
+        .get_or_create(&ReasonLabels {
+            reason: reason.to_string(),
+        })
+        .inc();
+    tracing::warn!(status = status.as_u16(), reason, %message, "audit batch refused");
+    (status, message).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Compares without leaking where two tokens differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn receive(
+    State(st): State<Ingest>,
+    peer: Option<Extension<PeerAuth>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let cert = peer.map(|p| p.client_cert).unwrap_or(false);
+    let token = bearer(&headers)
+        .map(|t| {
+            st.auth
+                .tokens
+                .iter()
+                .any(|ok| constant_time_eq(ok.as_bytes(), t.as_bytes()))
+        })
+        .unwrap_or(false);
+    if !(cert || token || st.auth.allow_anonymous) {
+        return reject(
+            &st.metrics,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a client certificate signed by the configured CA or a valid bearer token is required".into(),
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return reject(
+                &st.metrics,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body too large: {e}"),
+            );
+        }
+        Err(e) => {
+            return reject(
+                &st.metrics,
+                StatusCode::BAD_REQUEST,
+                "unreadable",
+                format!("reading body: {e}"),
+            );
+        }
+    };
+    let received = jiff::Timestamp::now();
+    let (payload, events) = match encode(&body, &st.cluster, received) {
+        Ok(v) => v,
+        Err(e) => return reject(&st.metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    };
+    st.metrics.events_received.inc_by(events);
+    match st.spool.append(payload, received.as_millisecond()).await {
+        Ok(seq) => {
+            st.metrics.events_spooled.inc_by(events);
+            st.metrics.spool_bytes.set(st.spool.bytes() as i64);
+            tracing::debug!(seq, events, "audit batch spooled");
+            (StatusCode::OK, "").into_response()
+        }
+        Err(e @ AppendError::Full { .. }) => {
+            let mut r = reject(
+                &st.metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_full",
+                e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            r
+        }
+        Err(e @ AppendError::TooLarge(_)) => reject(
+            &st.metrics,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            e.to_string(),
+        ),
+        Err(e) => reject(
+            &st.metrics,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "spool_error",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Parses a batch and encodes its traces as one spool record payload.
+/// Returns the payload and the number of events.
+pub fn encode(
+    body: &[u8],
+    cluster: &str,
+    received: jiff::Timestamp,
+) -> Result<(Vec<u8>, u64), audit::ParseError> {
+    let list = audit::parse_event_list(body)?;
+    let record_time = received.to_string();
+    let mut payload = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut line = Vec::with_capacity(4096);
+    let mut meta = Vec::with_capacity(256);
+    for event in &list.items {
+        line.clear();
+        meta.clear();
+        let m = trace::build(event, cluster, &record_time, &mut line);
+        // Serializing plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut meta, &m);
+        entries::push(&mut payload, &meta, &line);
+    }
+    Ok((payload, list.items.len() as u64))
+}
+
+/// TLS settings of the webhook listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs accepted client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Builds a TLS acceptor from the files; re-read when they change.
+struct TlsState {
+    files: TlsFiles,
+    stamp: Vec<Option<SystemTime>>,
+    checked: Instant,
+    acceptor: TlsAcceptor,
+}
+
+fn mtimes(files: &TlsFiles) -> Vec<Option<SystemTime>> {
+    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Errors loading the TLS files.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {message}")]
+    File { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn load_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+    let file_err = |p: &PathBuf, e: &dyn std::fmt::Display| TlsError::File {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| file_err(&files.cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(&files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, &e))? {
+                roots
+                    .add(c.map_err(|e| file_err(ca, &e))?)
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            }
+            // Certificates are optional at the TLS layer so a bearer token can be
+            // used instead; a presented certificate must verify.
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl TlsState {
+    fn new(files: TlsFiles) -> Result<TlsState, TlsError> {
+        let acceptor = load_acceptor(&files)?;
+        Ok(TlsState {
+            stamp: mtimes(&files),
+            files,
+            checked: Instant::now(),
+            acceptor,
+        })
+    }
+
+    /// The acceptor, rebuilt when a file changed (checked at most once a second).
+    fn current(&mut self) -> TlsAcceptor {
+        if self.checked.elapsed() >= Duration::from_secs(1) {
+            self.checked = Instant::now();
+            let stamp = mtimes(&self.files);
+            if stamp != self.stamp {
+                match load_acceptor(&self.files) {
+                    Ok(a) => {
+                        tracing::info!("webhook TLS certificate reloaded");
+                        self.acceptor = a;
+                        self.stamp = stamp;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reloading webhook TLS failed; keeping the previous certificate")
+                    }
+                }
+            }
+        }
+        self.acceptor.clone()
+    }
+}
+
+/// Serves the webhook on `listener` (HTTPS when `tls` is set) until the process ends.
+pub async fn serve(listener: TcpListener, tls: Option<TlsFiles>, router: Router) -> Result<(), TlsError> {
+    let mut tls = tls.map(TlsState::new).transpose()?;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a webhook connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tls.as_mut().map(TlsState::current);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        let client_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .is_some_and(|c| !c.is_empty());
+                        let svc = TowerToHyperService::new(router.layer(Extension(PeerAuth { client_cert })));
+                        builder.serve_connection(TokioIo::new(stream), svc).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let svc = TowerToHyperService::new(router.layer(Extension(PeerAuth::default())));
+                    builder.serve_connection(TokioIo::new(tcp), svc).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Config, Position};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const BATCH: &str = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[
+        {"auditID":"a1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},
+         "objectRef":{"resource":"secrets","namespace":"d","name":"s","apiVersion":"v1"},
+         "requestObject":{"kind":"Secret","data":{"k":"c2VjcmV0"}},"responseStatus":{"code":201},
+         "requestReceivedTimestamp":"2026-11-24T01:00:00Z"}]}"#;
+
+    fn ingest(dir: &std::path::Path, max_bytes: u64, anonymous: bool) -> Ingest {
+        let spool = Spool::open(Config {
+            dir: dir.into(),
+            max_bytes,
+            segment_bytes: 1 << 20,
+            fsync: false,
+        })
+        .unwrap();
+        Ingest {
+            spool,
+            metrics: Arc::new(Metrics::default()),
+            cluster: "c".into(),
+            auth: Arc::new(AuthPolicy {
+                tokens: vec!["s3cret-token".into()],
+                allow_anonymous: anonymous,
+            }),
+        }
+    }
+
+    async fn post(router: Router, body: &str, token: Option<&str>, cert: bool) -> (StatusCode, String) {
+        let mut req = Request::post("/audit").header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .extension(PeerAuth { client_cert: cert })
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let router = router.layer(Extension(PeerAuth { client_cert: cert }));
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let text = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&text).to_string())
+    }
+
+    #[tokio::test]
+    async fn accepted_batch_is_spooled_without_secret_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 1 << 20, false);
+        let spool = st.spool.clone();
+        let (code, _) = post(app(st.clone(), 1 << 20), BATCH, Some("s3cret-token"), false).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(spool.head(), 1);
+        let rec = spool.reader(Position::default()).next_record().unwrap().unwrap();
+        let text = String::from_utf8_lossy(&rec.payload);
+        assert!(text.contains(r#""trace_id":"a1""#));
+        assert!(
+            !text.contains("c2VjcmV0"),
+            "secret value reached the spool: {text}"
+        );
+        let (code, _) = post(app(st, 1 << 20), BATCH, None, true).await;
+        assert_eq!(code, StatusCode::OK, "a verified client certificate is enough");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 1 << 20, false);
+        let spool = st.spool.clone();
+        let router = app(st.clone(), 2048);
+        let cases = [
+            (
+                BATCH.to_string(),
+                None,
+                StatusCode::UNAUTHORIZED,
+                "client certificate",
+            ),
+            (
+                BATCH.to_string(),
+                Some("wrong"),
+                StatusCode::UNAUTHORIZED,
+                "bearer token",
+            ),
+            (
+                "{not json".to_string(),
+                Some("s3cret-token"),
+                StatusCode::BAD_REQUEST,
+                "malformed JSON",
+            ),
+            (
+                BATCH.replace("EventList", "Event"),
+                Some("s3cret-token"),
+                StatusCode::BAD_REQUEST,
+                "expected kind EventList",
+            ),
+            (
+                BATCH.replace("audit.k8s.io/v1", "audit.k8s.io/v1beta1"),
+                Some("s3cret-token"),
+                StatusCode::BAD_REQUEST,
+                "expected apiVersion",
+            ),
+            (
+                BATCH.replace(r#""auditID":"a1","#, ""),
+                Some("s3cret-token"),
+                StatusCode::BAD_REQUEST,
+                "has no auditID",
+            ),
+            (
+                format!("{}{}", BATCH, " ".repeat(4096)),
+                Some("s3cret-token"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large",
+            ),
+        ];
+        for (body, token, status, message) in cases {
+            let (code, text) = post(router.clone(), &body, token, false).await;
+            assert_eq!(code, status, "{message}: {text}");
+            assert!(text.contains(message), "expected {message:?} in {text:?}");
+        }
+        assert_eq!(spool.head(), 0, "nothing was spooled");
+        let metrics = &st.metrics;
+        let count = |r: &str| {
+            metrics
+                .batches_rejected
+                .get_or_create(&ReasonLabels { reason: r.into() })
+                .get()
+        };
+        assert_eq!(count("unauthenticated"), 2);
+        assert_eq!(count("malformed"), 4);
+        assert_eq!(count("too_large"), 1);
+    }
+
+    #[tokio::test]
+    async fn full_spool_answers_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 600, true);
+        let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
+        assert_eq!(code, StatusCode::OK);
+        let router = app(st.clone(), 1 << 20);
+        let req = Request::post("/audit").body(Body::from(BATCH)).unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
+        assert_eq!(st.spool.head(), 1);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
