@@ -20,7 +20,7 @@ pub enum Command {
     /// Run the operator: controllers, audit webhook, spool and delivery.
     Operator(crate::operator::OperatorArgs),
     /// Run the pipeline without the Kubernetes API, trackers from a file.
-    Serve,
+    Serve(crate::serve::ServeArgs),
     /// Search delivered traces.
     Query,
     /// Check delivered trace files against their digests.
@@ -43,27 +43,32 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
-            Command::Operator(args) => {
-                telemetry::init_logging(self.log_format);
-                let runtime = match tokio::runtime::Runtime::new() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("error: starting the async runtime: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                match runtime.block_on(crate::operator::run(args)) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "operator failed");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Command::Serve | Command::Query | Command::Verify => {
+            Command::Operator(args) => run_async(self.log_format, crate::operator::run(args)),
+            Command::Serve(args) => run_async(self.log_format, crate::serve::run(args)),
+            Command::Query | Command::Verify => {
                 eprintln!("error: this subcommand is not yet implemented");
                 ExitCode::from(2)
             }
+        }
+    }
+}
+
+/// Runs an async subcommand on a multi-threaded runtime, with logging set up.
+fn run_async(format: LogFormat, job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    telemetry::init_logging(format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

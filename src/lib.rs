@@ -17,6 +17,8 @@ pub mod deliver;
 pub mod operator;
 /// Which traces each tracker keeps.
 pub mod route;
+/// `kubetrail serve`: the pipeline without the Kubernetes API.
+pub mod serve;
 /// The audit webhook (HTTPS, authenticated, size-capped).
 pub mod source;
 /// The write-ahead spool between the webhook and delivery.

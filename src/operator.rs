@@ -1,11 +1,122 @@
-//! The `operator` subcommand.
+//! The `operator` subcommand: audit webhook, spool, delivery and controllers.
 
 use crate::controller::{self, Context, Settings};
+use crate::deliver::pipeline::{Pipelines, WriterId};
+use crate::source::{self, AuthPolicy, Ingest, TlsFiles};
+use crate::spool::{self, Spool};
 use crate::telemetry::{self, Metrics, Readiness};
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Flags of the audit webhook, shared by `operator` and `serve`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the audit webhook.
+    #[arg(long, env = "KUBETRAIL_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "KUBETRAIL_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "KUBETRAIL_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA whose client certificates are accepted (the apiserver's webhook client cert).
+    #[arg(long, env = "KUBETRAIL_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// File with accepted bearer tokens, one per line.
+    #[arg(long, env = "KUBETRAIL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve plain HTTP without authentication. Refused unless the address is loopback.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Largest accepted audit batch body, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Spool directory (write-ahead log).
+    #[arg(long, env = "KUBETRAIL_SPOOL_DIR", default_value = "/var/lib/kubetrail/spool")]
+    pub spool_dir: PathBuf,
+    /// Bytes the spool may hold before the webhook answers 503.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Name of this cluster in traces and object keys.
+    #[arg(long, env = "KUBETRAIL_CLUSTER_NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+}
+
+impl WebhookArgs {
+    /// Opens the spool and starts the webhook listener.
+    pub async fn start(&self, metrics: Arc<Metrics>) -> anyhow::Result<Spool> {
+        let spool = Spool::open(spool::Config {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: 64 * 1024 * 1024,
+            fsync: true,
+        })
+        .with_context(|| format!("opening the spool in {}", self.spool_dir.display()))?;
+        let tokens = match &self.token_file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading token file {}", p.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca_file.clone(),
+            }),
+            (None, None) if self.insecure_http => {
+                if !self.webhook_addr.ip().is_loopback() {
+                    bail!(
+                        "--insecure-http is only allowed on a loopback address, not {}",
+                        self.webhook_addr
+                    );
+                }
+                None
+            }
+            _ => bail!(
+                "the audit webhook needs --tls-cert-file and --tls-key-file (or --insecure-http on loopback)"
+            ),
+        };
+        if tls.is_some() && self.client_ca_file.is_none() && tokens.is_empty() {
+            bail!(
+                "the audit webhook needs a way to authenticate the apiserver: --client-ca-file and/or --token-file"
+            );
+        }
+        let ingest = Ingest {
+            spool: spool.clone(),
+            metrics,
+            cluster: self.cluster_name.as_str().into(),
+            auth: Arc::new(AuthPolicy {
+                tokens,
+                allow_anonymous: tls.is_none(),
+            }),
+        };
+        let router = source::app(ingest, self.max_body_bytes);
+        let listener = tokio::net::TcpListener::bind(self.webhook_addr)
+            .await
+            .with_context(|| format!("binding the webhook address {}", self.webhook_addr))?;
+        let tls_on = tls.is_some();
+        // Load the certificate now, so a bad one fails the start rather than every handshake.
+        if let Some(files) = &tls {
+            source::check_tls(files).context("loading the webhook TLS files")?;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = source::serve(listener, tls, router).await {
+                tracing::error!(error = %e, "audit webhook stopped");
+            }
+        });
+        tracing::info!(addr = %self.webhook_addr, tls = tls_on, "audit webhook listening");
+        Ok(spool)
+    }
+}
 
 /// Flags of `kubetrail operator`.
 #[derive(Clone, Debug, clap::Args)]
@@ -25,6 +136,11 @@ pub struct OperatorArgs {
     /// Seconds between checks of a healthy tracker's destination.
     #[arg(long, default_value_t = 300)]
     pub recheck_seconds: u64,
+    /// Seconds between delivery status writes (lastDelivery, counters).
+    #[arg(long, default_value_t = 10)]
+    pub status_seconds: u64,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 /// Runs the operator until SIGTERM or Ctrl-C.
@@ -44,6 +160,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "admin endpoints stopped");
         }
     });
+    let spool = args.webhook.start(metrics.clone()).await?;
+    let pipelines = Pipelines::new(
+        spool,
+        WriterId {
+            cluster: args.webhook.cluster_name.clone(),
+            writer: args.instance.clone(),
+        },
+        metrics.clone(),
+    );
     let ctx = Context::new(
         client,
         Settings {
@@ -54,9 +179,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         },
         metrics,
     );
+    let delivery = tokio::spawn(controller::delivery::run(
+        ctx.clone(),
+        pipelines.clone(),
+        Duration::from_secs(args.status_seconds.max(1)),
+    ));
     readiness.set_ready(true);
     tracing::info!("operator started");
     controller::tracker::run(ctx).await;
+    delivery.abort();
+    let stopping = pipelines.clone();
+    let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
     tracing::info!("operator stopped");
     Ok(())
 }

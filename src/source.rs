@@ -262,6 +262,11 @@ fn load_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Loads the TLS files once, to report a bad certificate at start.
+pub fn check_tls(files: &TlsFiles) -> Result<(), TlsError> {
+    load_acceptor(files).map(|_| ())
+}
+
 impl TlsState {
     fn new(files: TlsFiles) -> Result<TlsState, TlsError> {
         let acceptor = load_acceptor(&files)?;

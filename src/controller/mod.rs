@@ -1,5 +1,6 @@
 //! Reconcilers of kubetrail's custom resources.
 
+pub mod delivery;
 pub mod tracker;
 
 use crate::telemetry::Metrics;

@@ -335,16 +335,31 @@ pub async fn read_credentials(ctx: &Context, name: &str) -> Result<StaticCredent
     })
 }
 
-/// Writes the status with server-side apply, skipping the write when nothing changed.
+/// Writes the reconciler's part of the status (phase, conditions,
+/// observedGeneration, lastError) with server-side apply, and only when it changed.
+/// Delivery fields belong to the delivery writers and are left alone.
 async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -> Result<(), Error> {
-    if tracker.status.as_ref() == Some(&status) {
+    let owned = |s: &TrackerStatus| {
+        serde_json::json!({
+            "phase": s.phase,
+            "conditions": s.conditions,
+            "observedGeneration": s.observed_generation,
+            "lastError": s.last_error,
+        })
+    };
+    let wanted = owned(&status);
+    if tracker.status.as_ref().map(owned).as_ref() == Some(&wanted) {
         return Ok(());
+    }
+    let mut fields = wanted;
+    if let Some(map) = fields.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
     }
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let patch = serde_json::json!({
         "apiVersion": "kubetrail.io/v1alpha1",
         "kind": "Tracker",
-        "status": status,
+        "status": fields,
     });
     api.patch_status(
         &tracker.name_any(),

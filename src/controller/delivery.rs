@@ -1,0 +1,185 @@
+//! Delivery on every replica: keeps one pipeline per enabled Tracker in line with
+//! the Tracker objects, and reports deliveries in their status.
+
+use super::{Context, tracker::read_credentials};
+use crate::api::{Tracker, TrackerSpec};
+use crate::deliver::pipeline::{PipelineSpec, Pipelines, SinkFactory};
+use crate::deliver::{s3, sink::Sink};
+use crate::route::Filter;
+use futures::{FutureExt, StreamExt};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `1.5s`, `500ms`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * factor;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// The pipeline of a tracker spec; `sink` builds its destination.
+pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: SinkFactory) -> PipelineSpec {
+    let fingerprint =
+        serde_json::to_string(&(&spec.destination, &spec.filter, &spec.delivery, &spec.redaction))
+            .unwrap_or_default();
+    PipelineSpec {
+        name: name.to_string(),
+        prefix: spec.destination.prefix.trim_end_matches('/').to_string(),
+        filter: Filter::new(&spec.filter),
+        compression: spec.delivery.compression,
+        max_age: parse_duration(&spec.delivery.max_batch_age).unwrap_or(Duration::from_secs(60)),
+        max_events: u64::from(spec.delivery.max_batch_events),
+        max_bytes: spec.delivery.max_batch_bytes,
+        redaction: spec.redaction.clone(),
+        sink,
+        fingerprint,
+    }
+}
+
+/// A sink factory that reads the tracker's credentials Secret each time.
+fn s3_sink(ctx: &Arc<Context>, tracker: &Tracker) -> SinkFactory {
+    let ctx = ctx.clone();
+    let dest = tracker.spec.destination.clone();
+    Arc::new(move || {
+        let ctx = ctx.clone();
+        let dest = dest.clone();
+        async move {
+            let creds = match &dest.credentials_secret_ref {
+                Some(r) => Some(read_credentials(&ctx, &r.name).await.map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let client = s3::client(&dest, creds).await;
+            Ok(Sink::S3 {
+                client,
+                dest: Box::new(dest),
+            })
+        }
+        .boxed()
+    })
+}
+
+/// Runs until the process stops.
+pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: Duration) {
+    let api: Api<Tracker> = Api::all(ctx.client.clone());
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        config = config.labels(selector);
+    }
+    let (store, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects();
+    let status = tokio::spawn(write_status_loop(ctx.clone(), pipelines.clone(), status_interval));
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "tracker watch error");
+            continue;
+        }
+        let desired: Vec<PipelineSpec> = store
+            .state()
+            .iter()
+            .filter(|t| t.spec.enabled && t.metadata.deletion_timestamp.is_none())
+            .map(|t| pipeline_spec(&t.name_any(), &t.spec, s3_sink(&ctx, t)))
+            .collect();
+        pipelines.apply(desired);
+    }
+    status.abort();
+}
+
+/// Every `interval`, adds what was delivered since the last write to each
+/// tracker's status. The counters are read and written with the resourceVersion
+/// as a precondition, so replicas add up rather than overwrite each other.
+async fn write_status_loop(ctx: Arc<Context>, pipelines: Arc<Pipelines>, interval: Duration) {
+    let api: Api<Tracker> = Api::all(ctx.client.clone());
+    loop {
+        tokio::time::sleep(interval).await;
+        let pending: Vec<(String, crate::deliver::pipeline::DeliveryStats)> = {
+            let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats
+                .iter()
+                .filter(|(_, s)| s.unreported_files > 0)
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect()
+        };
+        for (name, s) in pending {
+            let Ok(Some(t)) = api.get_opt(&name).await else {
+                continue;
+            };
+            let status = t.status.clone().unwrap_or_default();
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": t.resource_version()},
+                "status": {
+                    "lastDelivery": {
+                        "time": s.last_time.map(|t| t.to_string()),
+                        "objectKey": s.last_key,
+                        "events": s.last_events,
+                    },
+                    "eventsDelivered": status.events_delivered + s.unreported_events,
+                    "filesDelivered": status.files_delivered + s.unreported_files,
+                }
+            });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    let mut stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(cur) = stats.get_mut(&name) {
+                        cur.unreported_events -= s.unreported_events.min(cur.unreported_events);
+                        cur.unreported_files -= s.unreported_files.min(cur.unreported_files);
+                    }
+                    ctx.metrics
+                        .status_patches
+                        .get_or_create(&crate::telemetry::ControllerLabels {
+                            controller: "delivery",
+                        })
+                        .inc();
+                }
+                Err(e) => {
+                    tracing::debug!(tracker = %name, error = %e, "delivery status write failed; retrying later")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+}

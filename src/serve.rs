@@ -1,0 +1,309 @@
+//! `kubetrail serve`: the pipeline without the Kubernetes API. Trackers come from
+//! a YAML file; destinations are S3 buckets or local directories. It is the quick
+//! start, and the shape of a sidecar on a self-managed control plane.
+
+use crate::api::{Delivery, Destination, Redaction, TrackerFilter, TrackerSpec};
+use crate::controller::delivery::pipeline_spec;
+use crate::deliver::pipeline::{Pipelines, SinkFactory, WriterId};
+use crate::deliver::s3::{self, StaticCredentials};
+use crate::deliver::sink::Sink;
+use crate::operator::WebhookArgs;
+use crate::telemetry::{self, Metrics, Readiness};
+use anyhow::Context as _;
+use futures::FutureExt;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The configuration used when no `--config` is given: one tracker keeping every
+/// completed request in `./kubetrail-traces`, files cut every 5 seconds.
+pub const DEFAULT_CONFIG: &str = "\
+cluster: local
+trackers:
+  - name: system
+    directory: ./kubetrail-traces
+    delivery:
+      maxBatchAge: 5s
+";
+
+/// The `serve` configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Cluster name in traces and keys.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    pub trackers: Vec<ServeTracker>,
+}
+
+fn default_cluster() -> String {
+    "local".into()
+}
+
+/// One tracker of `serve`: a local `directory` or an S3 `destination`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServeTracker {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    #[serde(default)]
+    pub destination: Option<Destination>,
+    /// Static S3 credentials; without them the default AWS chain is used.
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    #[serde(default)]
+    pub filter: TrackerFilter,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl ServeConfig {
+    /// Parses and checks a configuration.
+    pub fn parse(text: &str) -> anyhow::Result<ServeConfig> {
+        let config: ServeConfig = serde_saphyr::from_str(text).context("parsing the serve configuration")?;
+        let mut seen = std::collections::HashSet::new();
+        for t in &config.trackers {
+            if !seen.insert(&t.name) {
+                anyhow::bail!("tracker {:?} is defined twice", t.name);
+            }
+            match (&t.directory, &t.destination) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => anyhow::bail!(
+                    "tracker {:?} needs exactly one of directory or destination",
+                    t.name
+                ),
+            }
+            if crate::controller::delivery::parse_duration(&t.delivery.max_batch_age)
+                .is_none_or(|d| d < std::time::Duration::from_secs(1))
+            {
+                anyhow::bail!(
+                    "tracker {:?}: maxBatchAge must be a duration of at least 1s",
+                    t.name
+                );
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Flags of `kubetrail serve`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Trackers file (YAML); without it, one tracker writes to ./kubetrail-traces.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the audit webhook. Without TLS flags only loopback is allowed.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of `/live`, `/ready`, `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin_addr: SocketAddr,
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    #[arg(long, default_value = "./kubetrail-spool")]
+    pub spool_dir: PathBuf,
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Writer id in object keys (default: the host name).
+    #[arg(long, env = "HOSTNAME", default_value = "local")]
+    pub writer: String,
+}
+
+/// Runs `serve` until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let text = match &args.config {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let config = ServeConfig::parse(&text)?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let admin = telemetry::admin_router(metrics.clone(), readiness.clone());
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin).await;
+    });
+    let webhook = WebhookArgs {
+        webhook_addr: args.listen,
+        insecure_http: args.tls_cert_file.is_none(),
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        client_ca_file: args.client_ca_file,
+        token_file: args.token_file,
+        max_body_bytes: 32 * 1024 * 1024,
+        spool_dir: args.spool_dir,
+        spool_max_bytes: args.spool_max_bytes,
+        cluster_name: config.cluster.clone(),
+    };
+    let spool = webhook.start(metrics.clone()).await?;
+    let pipelines = Pipelines::new(
+        spool,
+        WriterId {
+            cluster: config.cluster.clone(),
+            writer: args.writer,
+        },
+        metrics,
+    );
+    let desired = config
+        .trackers
+        .iter()
+        .filter(|t| t.enabled)
+        .map(|t| {
+            let (destination, sink) = sink_of(t);
+            let spec = TrackerSpec {
+                enabled: true,
+                destination,
+                filter: t.filter.clone(),
+                delivery: t.delivery.clone(),
+                integrity: Default::default(),
+                redaction: t.redaction.clone(),
+            };
+            pipeline_spec(&t.name, &spec, sink)
+        })
+        .collect();
+    pipelines.apply(desired);
+    readiness.set_ready(true);
+    tracing::info!(trackers = ?pipelines.names(), "serving");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let p = pipelines.clone();
+    let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    Ok(())
+}
+
+/// The destination and sink of a serve tracker.
+fn sink_of(t: &ServeTracker) -> (Destination, SinkFactory) {
+    match (&t.directory, &t.destination) {
+        (Some(dir), _) => {
+            let dir = dir.clone();
+            let destination = Destination {
+                bucket: "local".into(),
+                prefix: String::new(),
+                region: "local".into(),
+                endpoint: None,
+                force_path_style: false,
+                credentials_secret_ref: None,
+                encryption: None,
+                kms_key_id: None,
+                retention_days: None,
+            };
+            (
+                destination,
+                Arc::new(move || futures::future::ready(Ok(Sink::Dir(dir.clone()))).boxed()),
+            )
+        }
+        (None, Some(dest)) => {
+            let dest = dest.clone();
+            let creds = t.credentials.as_ref().map(|c| StaticCredentials {
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: c.secret_access_key.clone(),
+                session_token: None,
+            });
+            let d = dest.clone();
+            let factory: SinkFactory = Arc::new(move || {
+                let d = d.clone();
+                let creds = creds.clone();
+                async move {
+                    let client = s3::client(&d, creds).await;
+                    Ok(Sink::S3 {
+                        client,
+                        dest: Box::new(d),
+                    })
+                }
+                .boxed()
+            });
+            (dest, factory)
+        }
+        (None, None) => unreachable!("checked by ServeConfig::parse"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses() {
+        let c = ServeConfig::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.trackers.len(), 1);
+        assert_eq!(c.trackers[0].delivery.max_batch_age, "5s");
+        assert_eq!(c.trackers[0].filter.stages.len(), 2, "defaults apply");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases = [
+            ("trackers: [{name: a}]", "exactly one of directory or destination"),
+            (
+                "trackers: [{name: a, directory: x}, {name: a, directory: y}]",
+                "defined twice",
+            ),
+            (
+                "trackers: [{name: a, directory: x, delivery: {maxBatchAge: 10ms}}]",
+                "maxBatchAge",
+            ),
+            ("trackers: [{name: a, directory: x, colour: red}]", "parsing"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", ServeConfig::parse(text).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../examples/serve/kubetrail.yaml");
+        let c = super::ServeConfig::parse(text).unwrap();
+        assert_eq!(c.trackers.len(), 2);
+    }
+}
