@@ -183,8 +183,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         ctx.clone(),
         pipelines.clone(),
         Duration::from_secs(args.status_seconds.max(1)),
+        readiness,
     ));
-    readiness.set_ready(true);
     tracing::info!("operator started");
     controller::tracker::run(ctx).await;
     delivery.abort();

@@ -6,6 +6,7 @@ use crate::api::{Tracker, TrackerSpec};
 use crate::deliver::pipeline::{PipelineSpec, Pipelines, SinkFactory};
 use crate::deliver::{s3, sink::Sink};
 use crate::route::Filter;
+use crate::telemetry::Readiness;
 use futures::{FutureExt, StreamExt};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -81,23 +82,27 @@ fn s3_sink(ctx: &Arc<Context>, tracker: &Tracker) -> SinkFactory {
     })
 }
 
-/// Runs until the process stops.
-pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: Duration) {
+/// Runs until the process stops. `ready` flips once the first list of Trackers
+/// has been applied, so no batch is accepted before its trackers are listening.
+pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: Duration, ready: Readiness) {
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.settings.tracker_selector {
         config = config.labels(selector);
     }
     let (store, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, config))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector(writer, watcher(api, config)).default_backoff();
     let status = tokio::spawn(write_status_loop(ctx.clone(), pipelines.clone(), status_interval));
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "tracker watch error");
-            continue;
+        match event {
+            Err(e) => {
+                tracing::warn!(error = %e, "tracker watch error");
+                continue;
+            }
+            // The store is complete only once a (re)list is done.
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(_) => {}
         }
         let desired: Vec<PipelineSpec> = store
             .state()
@@ -106,6 +111,7 @@ pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: 
             .map(|t| pipeline_spec(&t.name_any(), &t.spec, s3_sink(&ctx, t)))
             .collect();
         pipelines.apply(desired);
+        ready.set_ready(true);
     }
     status.abort();
 }

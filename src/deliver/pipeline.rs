@@ -336,7 +336,7 @@ impl Worker {
                     None => Duration::from_millis(200),
                 };
                 let head = self.spool.head();
-                let _ = self.handle.block_on(async {
+                self.handle.block_on(async {
                     if *head_rx.borrow_and_update() > head {
                         return;
                     }

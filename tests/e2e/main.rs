@@ -6,6 +6,7 @@
 mod support;
 
 mod crd_validation;
+mod ingest;
 mod operator_binary;
 mod tracker;
 

@@ -34,6 +34,13 @@ async fn operator_binary_serves_health_and_metrics_and_reconciles() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
         .arg("operator")
         .args(["--admin-addr", &addr, "--namespace", &h.namespace])
+        .args([
+            "--insecure-http",
+            "--webhook-addr",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .arg("--spool-dir")
+        .arg(tempfile::tempdir().expect("tempdir").keep())
         .args(["--tracker-selector", &format!("kubetrail.io/test={label}")])
         .env("KUBECONFIG", env.cp.admin_kubeconfig())
         .env("RUST_LOG", "info")

@@ -189,6 +189,11 @@ impl ControlPlane {
         client_from(&self.admin_kubeconfig()).await
     }
 
+    /// A client certificate signed by the cluster CA (e.g. for the audit webhook).
+    pub fn client_pair(&self, user: &str) -> Pair {
+        self.ca.client(user, &[])
+    }
+
     /// A client for `user` in `groups`, with no permissions unless RBAC grants some.
     pub async fn client_as(&self, user: &str, groups: &[&str]) -> kube::Client {
         let pair = self.ca.client(user, groups);

@@ -149,3 +149,69 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// A minimal HTTP/1.1 request over a fresh connection; returns the status and body.
+pub async fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A `kubetrail operator` process against the test cluster.
+pub struct Operator {
+    pub child: tokio::process::Child,
+    pub admin: String,
+}
+
+impl Operator {
+    /// Starts the binary with `args` (webhook and spool flags) and waits for `/ready`.
+    pub async fn start(namespace: &str, label: &str, instance: &str, args: &[String]) -> Operator {
+        let env = env();
+        let admin = format!("127.0.0.1:{}", free_port());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+            .arg("operator")
+            .args([
+                "--admin-addr",
+                &admin,
+                "--namespace",
+                namespace,
+                "--instance",
+                instance,
+            ])
+            .args(["--tracker-selector", &format!("kubetrail.io/test={label}")])
+            .args(["--status-seconds", "1", "--cluster-name", "e2e"])
+            .args(args)
+            .env("KUBECONFIG", env.cp.admin_kubeconfig())
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting kubetrail operator");
+        let op = Operator { child, admin };
+        eventually(std::time::Duration::from_secs(30), "operator /ready", || async {
+            http(&op.admin, "GET", "/ready", b"")
+                .await
+                .filter(|(c, _)| *c == 200)
+        })
+        .await;
+        op
+    }
+
+    /// SIGKILL, as a node loss or OOM kill would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

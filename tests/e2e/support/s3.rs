@@ -10,10 +10,18 @@ pub const SECRET_KEY: &str = "kubetrail-test-secret-key";
 pub struct S3Server {
     pub endpoint: String,
     pub root: PathBuf,
+    pub port: u16,
+    dir: PathBuf,
+    pid: std::sync::atomic::AtomicI32,
 }
 
 impl S3Server {
     pub fn start(dir: &Path) -> Result<S3Server, String> {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Starts a server on `port` with its data under `dir` (kept across restarts).
+    pub fn start_on(dir: &Path, port: u16) -> Result<S3Server, String> {
         let bin = std::env::var("KUBETRAIL_S3S_FS")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
@@ -28,7 +36,6 @@ impl S3Server {
         }
         let root = dir.join("data");
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        let port = free_port();
         let mut cmd = std::process::Command::new(&bin);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
@@ -48,11 +55,33 @@ impl S3Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let pid = child.id() as i32;
         std::mem::forget(child);
         Ok(S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             root,
+            port,
+            dir: dir.to_path_buf(),
+            pid: pid.into(),
         })
+    }
+
+    /// Kills the server (SIGKILL): the bucket becomes unreachable.
+    pub fn stop(&self) {
+        let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: signalling a child process this server started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&self) -> Result<(), String> {
+        let again = Self::start_on(&self.dir, self.port)?;
+        let pid = again.pid.load(std::sync::atomic::Ordering::SeqCst);
+        self.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// An S3 client with the server's keys.
@@ -71,6 +100,45 @@ impl S3Server {
             ))
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Every object under `prefix` in `bucket`, decompressed, by key.
+    pub async fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        use std::io::Read;
+        let client = self.client();
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let mut req = client.list_objects_v2().bucket(bucket).prefix(prefix);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            let Ok(page) = req.send().await else { return out };
+            for obj in page.contents() {
+                let key = obj.key().unwrap_or_default().to_string();
+                let Ok(got) = client.get_object().bucket(bucket).key(&key).send().await else {
+                    continue;
+                };
+                let Ok(bytes) = got.body.collect().await else {
+                    continue;
+                };
+                let bytes = bytes.into_bytes();
+                let mut text = String::new();
+                if key.ends_with(".gz") {
+                    let _ = flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text);
+                } else if key.ends_with(".zst") {
+                    text = String::from_utf8_lossy(&zstd::decode_all(&bytes[..]).unwrap_or_default())
+                        .to_string();
+                } else {
+                    text = String::from_utf8_lossy(&bytes).to_string();
+                }
+                out.push((key, text));
+            }
+            token = page.next_continuation_token().map(String::from);
+            if token.is_none() {
+                return out;
+            }
+        }
     }
 
     /// Creates a bucket of its own for one test.
