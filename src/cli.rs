@@ -27,6 +27,8 @@ pub enum Command {
     Verify,
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Load-test the ingest path (webhook → spool → trace files) and report.
+    Bench(crate::bench::BenchArgs),
 }
 
 impl Cli {
@@ -45,6 +47,7 @@ impl Cli {
             },
             Command::Operator(args) => run_async(self.log_format, crate::operator::run(args)),
             Command::Serve(args) => run_async(self.log_format, crate::serve::run(args)),
+            Command::Bench(args) => run_async(self.log_format, crate::bench::run(args)),
             Command::Query | Command::Verify => {
                 eprintln!("error: this subcommand is not yet implemented");
                 ExitCode::from(2)

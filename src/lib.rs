@@ -7,6 +7,8 @@
 pub mod api;
 /// audit.k8s.io/v1 types, as the webhook receives them.
 pub mod audit;
+/// `kubetrail bench`: load generator against the ingest path.
+pub mod bench;
 /// Command-line interface of the `kubetrail` binary.
 pub mod cli;
 /// Reconcilers of the custom resources.

@@ -76,8 +76,15 @@ pub struct Pipelines {
     handle: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
     pub stats: Stats,
+    /// Recent receive→written latencies in ms (one per spool record per file),
+    /// bounded; for `kubetrail bench`.
+    pub latencies: Latencies,
     running: Mutex<HashMap<String, Running>>,
 }
+
+/// Bounded store of recent delivery latencies (ms).
+pub type Latencies = Arc<Mutex<std::collections::VecDeque<i64>>>;
+const MAX_LATENCY_SAMPLES: usize = 100_000;
 
 impl Pipelines {
     pub fn new(spool: Spool, id: WriterId, metrics: Arc<Metrics>) -> Arc<Pipelines> {
@@ -87,6 +94,7 @@ impl Pipelines {
             handle: tokio::runtime::Handle::current(),
             metrics,
             stats: Stats::default(),
+            latencies: Latencies::default(),
             running: Mutex::default(),
         })
     }
@@ -128,6 +136,7 @@ impl Pipelines {
                 handle: self.handle.clone(),
                 metrics: self.metrics.clone(),
                 stats: self.stats.clone(),
+                latencies: self.latencies.clone(),
                 stop: stop.clone(),
             };
             let thread = std::thread::Builder::new()
@@ -190,6 +199,7 @@ struct Worker {
     handle: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
     stats: Stats,
+    latencies: Latencies,
     stop: Arc<AtomicBool>,
 }
 
@@ -431,10 +441,16 @@ impl Worker {
             .inc_by(events);
         self.metrics.files_delivered.get_or_create(&labels).inc();
         let now_ms = now.as_millisecond();
-        for r in received {
-            self.metrics
-                .delivery_latency
-                .observe((now_ms - r).max(0) as f64 / 1000.0);
+        {
+            let mut lat = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+            for r in received {
+                let ms = (now_ms - r).max(0);
+                self.metrics.delivery_latency.observe(ms as f64 / 1000.0);
+                if lat.len() == MAX_LATENCY_SAMPLES {
+                    lat.pop_front();
+                }
+                lat.push_back(ms);
+            }
         }
         tracing::info!(%key, events, bytes = size, "trace file delivered");
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());

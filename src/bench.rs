@@ -1,0 +1,406 @@
+//! `kubetrail bench`: a load generator against the real ingest path.
+//!
+//! Starts the webhook, spool and one delivery pipeline in this process, posts
+//! realistic audit batches to the webhook over loopback HTTP from several senders,
+//! waits until every accepted event is in a trace file, and reports throughput,
+//! event→object latency and peak RSS. The destination is an S3 endpoint (e.g.
+//! `s3s-fs` on loopback) or, without `--endpoint`, a local directory.
+
+use crate::api::{Compression, Delivery, Destination, TrackerFilter, TrackerSpec};
+use crate::controller::delivery::pipeline_spec;
+use crate::deliver::pipeline::{Pipelines, SinkFactory, WriterId};
+use crate::deliver::s3::{self, StaticCredentials};
+use crate::deliver::sink::Sink;
+use crate::source::{self, AuthPolicy, Ingest};
+use crate::spool::{self, Spool};
+use crate::telemetry::Metrics;
+use anyhow::Context as _;
+use futures::FutureExt;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Flags of `kubetrail bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Concurrent senders (the apiserver sends one batch at a time per backend).
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+    /// Events per batch (the apiserver's default batch size is 400).
+    #[arg(long, default_value_t = 400)]
+    pub batch_events: usize,
+    /// S3 endpoint; without it, files go to a temporary directory.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value = "kubetrail-bench")]
+    pub bucket: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "")]
+    pub access_key: String,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "")]
+    pub secret_key: String,
+    /// gzip, zstd or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    #[arg(long, default_value = "5s")]
+    pub max_batch_age: String,
+    /// Spool directory (default: a temporary directory).
+    #[arg(long)]
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Cap on the offered load, events per second over all senders (0: as fast as
+    /// the webhook answers).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Skip fsync (to see what it costs).
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+/// One realistic event of about 1.5 KB.
+fn event(i: usize, batch: usize) -> serde_json::Value {
+    let verbs = [
+        "get", "list", "update", "patch", "create", "delete", "watch", "get",
+    ];
+    let resources = [
+        ("", "configmaps"),
+        ("apps", "deployments"),
+        ("", "pods"),
+        ("", "secrets"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ];
+    let (group, resource) = resources[i % resources.len()];
+    let verb = verbs[(i / 3) % verbs.len()];
+    let ns = format!("team-{}", i % 17);
+    let name = format!("{resource}-{:04}", (i * 7919) % 5000);
+    let code = if i % 50 == 0 {
+        403
+    } else if verb == "create" {
+        201
+    } else {
+        200
+    };
+    let api_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+        "auditID": format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", batch, i, i % 4096, batch % 4096, i * 31 + batch),
+        "stage": "ResponseComplete",
+        "requestURI": format!("/api{}/namespaces/{ns}/{resource}/{name}?timeout=30s", if group.is_empty() { "/v1".to_string() } else { format!("s/{group}/v1") }),
+        "verb": verb,
+        "user": {"username": format!("system:serviceaccount:{ns}:deployer-{}", i % 5), "uid": "9f2c0f6e-5d0a-4d7e-9f61-0c2f7e3d8a11",
+                 "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                 "extra": {"authentication.kubernetes.io/pod-name": [format!("deployer-{}-7d9f8c6b5-x2kq9", i % 5)]}},
+        "sourceIPs": [format!("10.{}.{}.{}", i % 200, (i / 200) % 250, i % 250)],
+        "userAgent": "kubectl/v1.34.4 (linux/amd64) kubernetes/4b3a8c1",
+        "objectRef": {"resource": resource, "namespace": ns, "name": name, "apiGroup": group, "apiVersion": "v1", "resourceVersion": "48213"},
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestObject": {"kind": "ConfigMap", "apiVersion": api_version, "metadata": {"name": name, "namespace": ns,
+            "labels": {"app.kubernetes.io/name": "shop", "app.kubernetes.io/part-of": "storefront", "team": ns},
+            "annotations": {"deploy.example.com/revision": format!("{}", i % 97)}},
+            "data": {"config.yaml": "replicas: 3\nimage: registry.example.com/shop/web:1.42.0\nresources:\n  cpu: 500m\n  memory: 512Mi\n", "feature-flags": "checkout-v2=true,search-v3=false"}},
+        "requestReceivedTimestamp": "2026-11-24T01:00:00.123456Z",
+        "stageTimestamp": "2026-11-24T01:00:00.145678Z",
+        "annotations": {"authorization.k8s.io/decision": if code == 403 { "forbid" } else { "allow" },
+                        "authorization.k8s.io/reason": "RBAC: allowed by RoleBinding \"deployer\" of Role \"deployer\" to ServiceAccount"}
+    })
+}
+
+fn batch_body(batch: usize, events: usize) -> Vec<u8> {
+    let items: Vec<_> = (0..events).map(|i| event(i, batch)).collect();
+    serde_json::to_vec(
+        &json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items}),
+    )
+    .unwrap_or_default()
+}
+
+/// Peak resident set size of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(String::from))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Posts one body on a kept-alive connection; returns the status code.
+async fn post(stream: &mut tokio::net::TcpStream, body: &[u8], buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    let head = format!(
+        "POST /audit HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    buf.clear();
+    // Read the head, then the body by Content-Length.
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            return Ok(code);
+        }
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs the benchmark and prints a report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let tmp = std::env::temp_dir().join(format!("kubetrail-bench-{}", std::process::id()));
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| tmp.join("spool"));
+    let metrics = Arc::new(Metrics::default());
+    let spool = Spool::open(spool::Config {
+        dir: spool_dir.clone(),
+        max_bytes: 8 * 1024 * 1024 * 1024,
+        segment_bytes: 64 * 1024 * 1024,
+        fsync: !args.no_fsync,
+    })
+    .context("opening the spool")?;
+    let compression = match args.compression.as_str() {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        other => anyhow::bail!("unknown compression {other:?}"),
+    };
+    let destination = Destination {
+        bucket: args.bucket.clone(),
+        prefix: "bench".into(),
+        region: "us-east-1".into(),
+        endpoint: args.endpoint.clone(),
+        force_path_style: true,
+        credentials_secret_ref: None,
+        encryption: None,
+        kms_key_id: None,
+        retention_days: None,
+    };
+    let sink: SinkFactory = match &args.endpoint {
+        Some(_) => {
+            let creds = StaticCredentials {
+                access_key_id: args.access_key.clone(),
+                secret_access_key: args.secret_key.clone(),
+                session_token: None,
+            };
+            let client = s3::client(&destination, Some(creds)).await;
+            match client.create_bucket().bucket(&args.bucket).send().await {
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = ?e, "create bucket (may exist)"),
+            }
+            s3::check_bucket(&client, &destination)
+                .await
+                .context("checking the bench bucket")?;
+            let d = destination.clone();
+            Arc::new(move || {
+                futures::future::ready(Ok(Sink::S3 {
+                    client: client.clone(),
+                    dest: Box::new(d.clone()),
+                }))
+                .boxed()
+            })
+        }
+        None => {
+            let dir = tmp.join("files");
+            Arc::new(move || futures::future::ready(Ok(Sink::Dir(dir.clone()))).boxed())
+        }
+    };
+    let spec = TrackerSpec {
+        enabled: true,
+        destination,
+        filter: TrackerFilter::default(),
+        delivery: Delivery {
+            compression,
+            max_batch_age: args.max_batch_age.clone(),
+            ..Delivery::default()
+        },
+        integrity: Default::default(),
+        redaction: Default::default(),
+    };
+    let pipelines = Pipelines::new(
+        spool.clone(),
+        WriterId {
+            cluster: "bench".into(),
+            writer: "bench-0".into(),
+        },
+        metrics.clone(),
+    );
+    pipelines.apply(vec![pipeline_spec("bench", &spec, sink)]);
+
+    let ingest = Ingest {
+        spool: spool.clone(),
+        metrics: metrics.clone(),
+        cluster: "bench".into(),
+        auth: Arc::new(AuthPolicy {
+            tokens: vec![],
+            allow_anonymous: true,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(source::serve(
+        listener,
+        None,
+        source::app(ingest, 64 * 1024 * 1024),
+    ));
+
+    eprintln!(
+        "generating {} distinct batches of {} events…",
+        32, args.batch_events
+    );
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..32).map(|b| batch_body(b, args.batch_events)).collect());
+    let avg_event = bodies.iter().map(Vec::len).sum::<usize>() as f64 / (32 * args.batch_events) as f64;
+    let sent_events = Arc::new(AtomicU64::new(0));
+    let sent_bytes = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..args.senders {
+        let (bodies, sent_events, sent_bytes, refused) = (
+            bodies.clone(),
+            sent_events.clone(),
+            sent_bytes.clone(),
+            refused.clone(),
+        );
+        let batch_events = args.batch_events as u64;
+        // Each sender's share of the rate, as a pause between its batches.
+        let interval = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(batch_events as f64 * args.senders as f64 / args.rate as f64));
+        tasks.push(tokio::spawn(async move {
+            let mut next = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut buf = Vec::new();
+            let mut i = s;
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    next += iv;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let body = &bodies[i % bodies.len()];
+                i += 1;
+                match post(&mut stream, body, &mut buf).await? {
+                    200 => {
+                        sent_events.fetch_add(batch_events, Ordering::Relaxed);
+                        sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    }
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("sender task")?.context("sender")?;
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let accepted = sent_events.load(Ordering::Relaxed);
+    eprintln!("load done; waiting for delivery of {accepted} events…");
+    let labels = crate::telemetry::TrackerLabels {
+        tracker: "bench".into(),
+    };
+    let wait_deadline = Instant::now() + Duration::from_secs(600);
+    while metrics.events_delivered.get_or_create(&labels).get() < accepted && Instant::now() < wait_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let delivered = metrics.events_delivered.get_or_create(&labels).get();
+    let files = metrics.files_delivered.get_or_create(&labels).get();
+    let mut lat: Vec<i64> = pipelines
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    lat.sort_unstable();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mb = sent_bytes.load(Ordering::Relaxed) as f64 / 1e6;
+    println!(
+        "kubetrail bench: {} s, {} senders, {} events/batch, avg event {:.0} B, rate {}, compression {}, fsync {}, destination {}",
+        args.seconds,
+        args.senders,
+        args.batch_events,
+        avg_event,
+        if args.rate > 0 {
+            format!("{}/s", args.rate)
+        } else {
+            "unlimited".into()
+        },
+        args.compression,
+        !args.no_fsync,
+        args.endpoint.as_deref().unwrap_or("local directory")
+    );
+    println!(
+        "accepted   {accepted} events, {:.0} events/s, {:.1} MB/s of audit JSON ({:.0} events/s per core on {cores} cores)",
+        accepted as f64 / ingest_secs,
+        mb / ingest_secs,
+        accepted as f64 / ingest_secs / cores as f64
+    );
+    println!(
+        "delivered  {delivered} events in {files} files, {:.0} events/s end to end",
+        delivered as f64 / total_secs
+    );
+    println!(
+        "latency    p50 {} ms, p99 {} ms, max {} ms (receive → object written; maxBatchAge {})",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+        args.max_batch_age
+    );
+    println!(
+        "refused    {} batches (503: spool full)",
+        refused.load(Ordering::Relaxed)
+    );
+    println!("peak RSS   {:.0} MiB", peak_rss_mib());
+    let p = pipelines.clone();
+    let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    if args.spool_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if delivered < accepted {
+        anyhow::bail!("only {delivered} of {accepted} accepted events were delivered");
+    }
+    Ok(())
+}
