@@ -76,7 +76,7 @@ fn event(i: usize, batch: usize) -> serde_json::Value {
     let verb = verbs[(i / 3) % verbs.len()];
     let ns = format!("team-{}", i % 17);
     let name = format!("{resource}-{:04}", (i * 7919) % 5000);
-    let code = if i % 50 == 0 {
+    let code = if i.is_multiple_of(50) {
         403
     } else if verb == "create" {
         201
