@@ -17,6 +17,8 @@ pub mod controller;
 pub mod deliver;
 /// The `operator` subcommand: wires controllers and admin endpoints together.
 pub mod operator;
+/// The query engine over delivered trace files.
+pub mod query;
 /// Which traces each tracker keeps.
 pub mod route;
 /// `kubetrail serve`: the pipeline without the Kubernetes API.

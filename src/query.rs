@@ -1,0 +1,388 @@
+//! The query engine: "what happened", over a tracker's trace files.
+//!
+//! For a time range it lists only the day prefixes the range touches, fetches
+//! and decompresses files with a bounded number in flight, filters each trace as
+//! it streams (from a borrowed view, without building the whole JSON value), drops
+//! duplicate trace IDs, and orders newest first (or oldest first for a resource's
+//! lifecycle), stopping early where the order allows.
+
+use crate::api::{Order, QueryFilter, Rating};
+use crate::deliver::key::day_prefix;
+use crate::deliver::s3::DestinationError;
+use crate::deliver::sink::{ObjectInfo, Sink};
+use futures::StreamExt;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::{BinaryHeap, HashSet};
+use std::io::Read;
+
+/// Where a tracker's files are and what to look for.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub prefix: String,
+    pub cluster: String,
+    pub tracker: String,
+    /// Inclusive start, Unix ms.
+    pub from_ms: i64,
+    /// Exclusive end, Unix ms.
+    pub to_ms: i64,
+    pub filter: QueryFilter,
+    pub limit: usize,
+    pub order: Order,
+    /// Only traces of this namespace (a tenant's TraceQuery); `None`: all.
+    pub namespace_scope: Option<String>,
+    /// Files fetched at once.
+    pub parallelism: usize,
+}
+
+/// One matching trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub time_ms: i64,
+    pub trace_id: String,
+    /// The trace's JSON line as stored.
+    pub line: String,
+}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time_ms, &self.trace_id).cmp(&(other.time_ms, &other.trace_id))
+    }
+}
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The answer.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// At most `limit` traces in the asked order.
+    pub hits: Vec<Hit>,
+    /// Traces that matched (distinct trace IDs), counting those beyond `limit`
+    /// among the files read.
+    pub matched: u64,
+    pub truncated: bool,
+    pub scanned_objects: u64,
+    pub scanned_bytes: u64,
+    pub scanned_traces: u64,
+    /// The prefixes listed (one per day).
+    pub listed_prefixes: Vec<String>,
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("time range is empty: from must be before to")]
+    EmptyRange,
+    #[error("time range of {days} days is larger than the allowed {max} days")]
+    RangeTooLarge { days: i64, max: i64 },
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+}
+
+impl QueryError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::EmptyRange => "InvalidTimeRange",
+            Self::RangeTooLarge { .. } => "RangeTooLarge",
+            Self::Destination(e) => e.reason(),
+        }
+    }
+}
+
+/// The fields a filter looks at, borrowed from the line.
+#[derive(Deserialize)]
+struct View<'a> {
+    #[serde(borrow, default)]
+    trace_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    trace_name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    trace_rating: Cow<'a, str>,
+    #[serde(borrow, default)]
+    service_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    resource_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    resource_name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow, default)]
+    user: Cow<'a, str>,
+    #[serde(borrow, default)]
+    source_ips: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    time: Cow<'a, str>,
+}
+
+fn rating_name(r: Rating) -> &'static str {
+    match r {
+        Rating::Normal => "normal",
+        Rating::Warning => "warning",
+        Rating::Incident => "incident",
+    }
+}
+
+/// Whether a trace passes the filter and scope.
+fn matches(q: &Query, v: &View<'_>) -> bool {
+    let f = &q.filter;
+    let verb = v.trace_name.split(' ').next().unwrap_or("");
+    let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+    if let Some(ns) = &q.namespace_scope
+        && v.namespace != ns.as_str()
+    {
+        return false;
+    }
+    any(&f.verbs, verb)
+        && (f.api_groups.is_empty()
+            || f.api_groups
+                .iter()
+                .any(|g| g == v.service_type.as_ref() || (g.is_empty() && v.service_type == "core")))
+        && (f.resources.is_empty()
+            || f.resources
+                .iter()
+                .any(|r| crate::route::resource_matches(r, &v.resource_type)))
+        && any(&f.resource_names, &v.resource_name)
+        && any(&f.namespaces, &v.namespace)
+        && (f.users.is_empty() || f.users.iter().any(|u| crate::route::name_matches(u, &v.user)))
+        && (f.ratings.is_empty() || f.ratings.iter().any(|r| rating_name(*r) == v.trace_rating))
+        && (f.source_ips.is_empty()
+            || v.source_ips
+                .iter()
+                .any(|ip| f.source_ips.iter().any(|x| x == ip.as_ref())))
+        && any(&f.trace_ids, &v.trace_id)
+}
+
+/// The day prefixes of a range (UTC days, inclusive of the day of `to - 1ms`).
+pub fn day_prefixes(q: &Query) -> Vec<String> {
+    let day_ms = 86_400_000;
+    let mut out = Vec::new();
+    let mut day = q.from_ms.div_euclid(day_ms);
+    let last = (q.to_ms - 1).div_euclid(day_ms);
+    while day <= last {
+        if let Ok(ts) = jiff::Timestamp::from_millisecond(day * day_ms) {
+            let d = ts.to_zoned(jiff::tz::TimeZone::UTC).date();
+            out.push(day_prefix(
+                &q.prefix,
+                &q.cluster,
+                &q.tracker,
+                d.year(),
+                d.month(),
+                d.day(),
+            ));
+        }
+        day += 1;
+    }
+    out
+}
+
+/// First-trace time of a file, from its name (`…_{yyyymmddTHHMMSSZ}_…`).
+pub fn file_time_ms(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    let stamp = name
+        .split('_')
+        .find(|p| p.len() == 16 && p.ends_with('Z') && p.as_bytes().get(8) == Some(&b'T'))?;
+    let s = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+fn decompress(key: &str, bytes: Vec<u8>) -> std::io::Result<String> {
+    let mut text = String::new();
+    if key.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text)?;
+    } else if key.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(&bytes[..])?.read_to_string(&mut text)?;
+    } else {
+        text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+    }
+    Ok(text)
+}
+
+/// Runs a query against a tracker's destination.
+pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
+    if q.from_ms >= q.to_ms {
+        return Err(QueryError::EmptyRange);
+    }
+    let days = (q.to_ms - q.from_ms + 86_399_999) / 86_400_000;
+    if days > max_days {
+        return Err(QueryError::RangeTooLarge { days, max: max_days });
+    }
+    let mut out = Outcome {
+        listed_prefixes: day_prefixes(q),
+        ..Outcome::default()
+    };
+    let mut objects: Vec<(i64, ObjectInfo)> = Vec::new();
+    for prefix in &out.listed_prefixes {
+        for o in sink.list(prefix).await? {
+            let t = file_time_ms(&o.key).unwrap_or(i64::MIN);
+            // A file starts with its first trace: one starting at or after `to` has nothing for us.
+            if t < q.to_ms {
+                objects.push((t, o));
+            }
+        }
+    }
+    match q.order {
+        Order::NewestFirst => objects.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.key.cmp(&a.1.key))),
+        Order::OldestFirst => objects.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.key.cmp(&b.1.key))),
+    }
+
+    let limit = q.limit.max(1);
+    let mut seen: HashSet<String> = HashSet::new();
+    // Newest first keeps the `limit` newest in a min-heap; oldest first the oldest in a max-heap.
+    let mut newest: BinaryHeap<std::cmp::Reverse<Hit>> = BinaryHeap::new();
+    let mut oldest: BinaryHeap<Hit> = BinaryHeap::new();
+    let times: Vec<i64> = objects.iter().map(|(t, _)| *t).collect();
+    let mut fetches = futures::stream::iter(objects.into_iter().map(|(_, o)| async move {
+        let bytes = sink.get(&o.key).await;
+        (o, bytes)
+    }))
+    .buffered(q.parallelism.max(1));
+    let mut index = 0usize;
+    while let Some((o, bytes)) = fetches.next().await {
+        index += 1;
+        let bytes = bytes?;
+        out.scanned_objects += 1;
+        out.scanned_bytes += bytes.len() as u64;
+        let key = o.key.clone();
+        let text = match tokio::task::spawn_blocking(move || decompress(&key, bytes)).await {
+            Ok(Ok(t)) => t,
+            _ => {
+                tracing::warn!(key = %o.key, "unreadable trace file skipped");
+                continue;
+            }
+        };
+        for line in text.lines() {
+            out.scanned_traces += 1;
+            let Ok(v) = serde_json::from_str::<View<'_>>(line) else {
+                continue;
+            };
+            let Some(t) = crate::trace::parse_time_ms(&v.time) else {
+                continue;
+            };
+            if t < q.from_ms || t >= q.to_ms || !matches(q, &v) {
+                continue;
+            }
+            if !seen.insert(v.trace_id.to_string()) {
+                continue;
+            }
+            out.matched += 1;
+            let hit = Hit {
+                time_ms: t,
+                trace_id: v.trace_id.to_string(),
+                line: line.to_string(),
+            };
+            match q.order {
+                Order::NewestFirst => {
+                    newest.push(std::cmp::Reverse(hit));
+                    if newest.len() > limit {
+                        newest.pop();
+                    }
+                }
+                Order::OldestFirst => {
+                    oldest.push(hit);
+                    if oldest.len() > limit {
+                        oldest.pop();
+                    }
+                }
+            }
+        }
+        // Oldest first: files are in order of their first trace, and a file's
+        // traces are not older than its first; once `limit` traces older than the
+        // next file's start are in hand, nothing later can displace them.
+        if q.order == Order::OldestFirst
+            && oldest.len() >= limit
+            && let (Some(top), Some(next)) = (oldest.peek(), times.get(index))
+            && *next > top.time_ms
+        {
+            out.truncated = true;
+            break;
+        }
+    }
+    out.hits = match q.order {
+        Order::NewestFirst => {
+            let mut v: Vec<Hit> = newest.into_iter().map(|r| r.0).collect();
+            v.sort_by(|a, b| b.cmp(a));
+            v
+        }
+        Order::OldestFirst => oldest.into_sorted_vec(),
+    };
+    out.truncated = out.truncated || out.matched > out.hits.len() as u64;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(from: &str, to: &str) -> Query {
+        Query {
+            prefix: "p".into(),
+            cluster: "c".into(),
+            tracker: "t".into(),
+            from_ms: crate::trace::parse_time_ms(from).unwrap(),
+            to_ms: crate::trace::parse_time_ms(to).unwrap(),
+            filter: QueryFilter::default(),
+            limit: 10,
+            order: Order::NewestFirst,
+            namespace_scope: None,
+            parallelism: 4,
+        }
+    }
+
+    #[test]
+    fn prefixes_cover_exactly_the_days_asked() {
+        let p = day_prefixes(&q("2026-11-22T23:00:00Z", "2026-11-24T00:00:00Z"));
+        assert_eq!(p, ["p/KubeTrail/c/2026/11/22/t/", "p/KubeTrail/c/2026/11/23/t/"]);
+        let p = day_prefixes(&q("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
+        assert_eq!(p, ["p/KubeTrail/c/2026/11/24/t/"]);
+    }
+
+    #[test]
+    fn file_times_come_from_the_name() {
+        let k = "p/KubeTrail/c/2026/11/24/t/c_t_20261124T010101Z_w-1_0a1b2c3d-000000000042-00007.jsonl.gz";
+        assert_eq!(
+            file_time_ms(k),
+            crate::trace::parse_time_ms("2026-11-24T01:01:01Z")
+        );
+        assert_eq!(file_time_ms("p/x.jsonl"), None);
+    }
+
+    #[test]
+    fn filters_and_scope() {
+        let line = r#"{"trace_id":"a","trace_name":"delete secrets","trace_rating":"warning","service_type":"core","resource_type":"secrets","resource_name":"db","namespace":"shop","user":"alice","source_ips":["10.0.0.1"],"time":"2026-11-24T01:00:00Z","request":{"big":[1,2,3]}}"#;
+        let v: View<'_> = serde_json::from_str(line).unwrap();
+        let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
+        assert!(matches(&query, &v));
+        let set = |f: &mut QueryFilter, yaml: &str| *f = serde_json::from_str(yaml).unwrap();
+        for (yaml, expect) in [
+            (r#"{"verbs":["delete"]}"#, true),
+            (r#"{"verbs":["get"]}"#, false),
+            (r#"{"apiGroups":[""]}"#, true),
+            (r#"{"apiGroups":["apps"]}"#, false),
+            (r#"{"resources":["secrets"],"resourceNames":["db"]}"#, true),
+            (r#"{"resourceNames":["other"]}"#, false),
+            (r#"{"users":["ali*"],"ratings":["warning"]}"#, true),
+            (r#"{"ratings":["normal"]}"#, false),
+            (r#"{"sourceIps":["10.0.0.1"]}"#, true),
+            (r#"{"traceIds":["b"]}"#, false),
+        ] {
+            set(&mut query.filter, yaml);
+            assert_eq!(matches(&query, &v), expect, "{yaml}");
+        }
+        query.filter = QueryFilter::default();
+        query.namespace_scope = Some("other".into());
+        assert!(!matches(&query, &v), "another namespace's trace is out of scope");
+        query.namespace_scope = Some("shop".into());
+        assert!(matches(&query, &v));
+    }
+}
