@@ -136,6 +136,13 @@ pub struct OperatorArgs {
     /// Seconds between checks of a healthy tracker's destination.
     #[arg(long, default_value_t = 300)]
     pub recheck_seconds: u64,
+    /// Namespaces whose TraceQueries may read every namespace's traces (comma-separated).
+    /// Queries elsewhere see only their own namespace's traces.
+    #[arg(long, env = "KUBETRAIL_ADMIN_NAMESPACES", value_delimiter = ',')]
+    pub admin_namespaces: Vec<String>,
+    /// Longest time range a TraceQuery may ask for, in days.
+    #[arg(long, default_value_t = 31)]
+    pub max_query_days: i64,
     /// Seconds between delivery status writes (lastDelivery, counters).
     #[arg(long, default_value_t = 10)]
     pub status_seconds: u64,
@@ -176,6 +183,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             tracker_selector: args.tracker_selector,
             instance: args.instance,
             recheck_interval: Duration::from_secs(args.recheck_seconds),
+            cluster: args.webhook.cluster_name.clone(),
+            admin_namespaces: args.admin_namespaces.clone(),
+            max_query_days: args.max_query_days,
         },
         metrics,
     );
@@ -186,7 +196,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         readiness,
     ));
     tracing::info!("operator started");
+    let queries = tokio::spawn(controller::query::run(ctx.clone()));
     controller::tracker::run(ctx).await;
+    queries.abort();
     delivery.abort();
     let stopping = pipelines.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;

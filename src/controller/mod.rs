@@ -1,6 +1,7 @@
 //! Reconcilers of kubetrail's custom resources.
 
 pub mod delivery;
+pub mod query;
 pub mod tracker;
 
 use crate::telemetry::Metrics;
@@ -26,6 +27,12 @@ pub struct Settings {
     pub instance: String,
     /// How often a healthy tracker's destination is checked again.
     pub recheck_interval: Duration,
+    /// Cluster name in traces and object keys.
+    pub cluster: String,
+    /// Namespaces whose TraceQueries see every namespace's traces.
+    pub admin_namespaces: Vec<String>,
+    /// Longest time range a TraceQuery may ask for, in days.
+    pub max_query_days: i64,
 }
 
 /// State shared by every reconcile.

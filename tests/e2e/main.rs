@@ -8,6 +8,7 @@ mod support;
 mod crd_validation;
 mod ingest;
 mod operator_binary;
+mod query;
 mod tracker;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -56,10 +57,19 @@ impl Harness {
                 tracker_selector: Some(format!("kubetrail.io/test={label}")),
                 instance: format!("test-{label}"),
                 recheck_interval: Duration::from_secs(300),
+                cluster: "e2e".into(),
+                admin_namespaces: vec!["kubetrail-admin".into()],
+                max_query_days: 31,
             },
             Arc::new(Metrics::default()),
         );
-        let task = tokio::spawn(kubetrail::controller::tracker::run(ctx.clone()));
+        let c = ctx.clone();
+        let task = tokio::spawn(async move {
+            tokio::join!(
+                kubetrail::controller::tracker::run(c.clone()),
+                kubetrail::controller::query::run(c)
+            );
+        });
         Harness {
             client,
             namespace,

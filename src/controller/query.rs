@@ -1,0 +1,287 @@
+//! The TraceQuery reconciler: runs a query when the object is created or its spec
+//! changes, and reports the answer in its status.
+
+use super::{Context, FIELD_MANAGER, tracker::read_credentials};
+use crate::api::{FALSE, QueryPhase, TRUE, TraceQuery, TraceQueryStatus, TraceRow, Tracker, set_condition};
+use crate::controller::delivery::parse_duration;
+use crate::deliver::{s3, sink::Sink};
+use crate::query::{self, Query};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rows kept inline in the status; the full result is in the bucket.
+pub const INLINE_ROWS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+/// Runs the TraceQuery controller until the process stops.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<TraceQuery> = Api::all(ctx.client.clone());
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        config = config.labels(selector);
+    }
+    Controller::new(api, config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(q: Arc<TraceQuery>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(query = %q.name_any(), error = %err, "reconcile failed");
+    Action::requeue(ctx.backoff(&format!("tq/{}", q.name_any())))
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+#[tracing::instrument(skip_all, fields(query = %q.name_any(), namespace = %q.namespace().unwrap_or_default()))]
+async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = q.namespace().unwrap_or_default();
+    let api: Api<TraceQuery> = Api::namespaced(ctx.client.clone(), &ns);
+    let status = q.status.clone().unwrap_or_default();
+    let done = matches!(status.phase, Some(QueryPhase::Succeeded | QueryPhase::Failed));
+    if done && status.observed_generation == q.metadata.generation {
+        // Finished: only the TTL is left to handle.
+        if let (Some(ttl), Some(end)) = (q.spec.ttl_seconds_after_finished, &status.completion_time) {
+            let expires = end.0.as_millisecond() + i64::from(ttl) * 1000;
+            let left = expires - jiff::Timestamp::now().as_millisecond();
+            if left <= 0 {
+                tracing::info!("deleting finished query after its TTL");
+                api.delete(&q.name_any(), &DeleteParams::default())
+                    .await
+                    .map_err(Error::Kube)?;
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(Duration::from_millis(left as u64)));
+        }
+        return Ok(Action::await_change());
+    }
+
+    let started = now();
+    let mut running = TraceQueryStatus {
+        phase: Some(QueryPhase::Running),
+        start_time: Some(started.clone()),
+        observed_generation: q.metadata.generation,
+        ..TraceQueryStatus::default()
+    };
+    set_condition(
+        &mut running.conditions,
+        "Complete",
+        FALSE,
+        "Running",
+        "query is running",
+        q.metadata.generation,
+        &started,
+    );
+    write(&api, &q, &running).await?;
+
+    let mut result = running.clone();
+    match execute(&q, &ctx).await {
+        Ok((outcome, key)) => {
+            result.phase = Some(QueryPhase::Succeeded);
+            result.matched = outcome.matched;
+            result.scanned_objects = outcome.scanned_objects;
+            result.scanned_bytes = outcome.scanned_bytes;
+            result.truncated = outcome.truncated;
+            result.results = outcome
+                .hits
+                .iter()
+                .take(INLINE_ROWS)
+                .map(|h| row(&h.line))
+                .collect();
+            result.result_key = Some(key);
+            let msg = format!(
+                "{} traces matched in {} files",
+                outcome.matched, outcome.scanned_objects
+            );
+            set_condition(
+                &mut result.conditions,
+                "Complete",
+                TRUE,
+                "Succeeded",
+                &msg,
+                q.metadata.generation,
+                &now(),
+            );
+            tracing::info!(
+                matched = outcome.matched,
+                objects = outcome.scanned_objects,
+                "query succeeded"
+            );
+        }
+        Err((reason, message)) => {
+            result.phase = Some(QueryPhase::Failed);
+            result.message = Some(message.clone());
+            set_condition(
+                &mut result.conditions,
+                "Complete",
+                TRUE,
+                reason,
+                &message,
+                q.metadata.generation,
+                &now(),
+            );
+            tracing::warn!(reason, %message, "query failed");
+        }
+    }
+    result.completion_time = Some(now());
+    write(&api, &q, &result).await?;
+    ctx.reset_backoff(&format!("tq/{}", q.name_any()));
+    Ok(match q.spec.ttl_seconds_after_finished {
+        Some(ttl) => Action::requeue(Duration::from_secs(u64::from(ttl))),
+        None => Action::await_change(),
+    })
+}
+
+/// A compact status row of a trace line.
+fn row(line: &str) -> TraceRow {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    TraceRow {
+        time: s("time"),
+        trace_id: s("trace_id"),
+        trace_name: s("trace_name"),
+        rating: s("trace_rating"),
+        user: s("user"),
+        namespace: s("namespace"),
+        resource_name: s("resource_name"),
+        code: v["code"].as_i64().unwrap_or(0) as i32,
+    }
+}
+
+/// The time range of a query spec as Unix ms, default the last hour.
+pub fn time_range(q: &crate::api::TraceQuerySpec, now_ms: i64) -> Result<(i64, i64), String> {
+    let range = q.time_range.clone().unwrap_or_default();
+    if let Some(last) = &range.last {
+        let d = parse_duration(last).ok_or_else(|| format!("last: cannot parse duration {last:?}"))?;
+        return Ok((now_ms - d.as_millis() as i64, now_ms + 1));
+    }
+    let to = range.to.map(|t| t.0.as_millisecond()).unwrap_or(now_ms + 1);
+    let from = range.from.map(|t| t.0.as_millisecond()).unwrap_or(to - 3_600_000);
+    Ok((from, to))
+}
+
+/// Runs the query; on failure returns a condition reason and message.
+async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, String), (&'static str, String)> {
+    let ns = q.namespace().unwrap_or_default();
+    let trackers: Api<Tracker> = Api::all(ctx.client.clone());
+    let tracker = trackers
+        .get_opt(&q.spec.tracker)
+        .await
+        .map_err(|e| ("KubeError", e.to_string()))?
+        .ok_or_else(|| {
+            (
+                "TrackerNotFound",
+                format!("tracker {:?} does not exist", q.spec.tracker),
+            )
+        })?;
+    let (from_ms, to_ms) =
+        time_range(&q.spec, jiff::Timestamp::now().as_millisecond()).map_err(|e| ("InvalidTimeRange", e))?;
+    let dest = tracker.spec.destination.clone();
+    let creds = match &dest.credentials_secret_ref {
+        Some(r) => Some(
+            read_credentials(ctx, &r.name)
+                .await
+                .map_err(|e| (e.reason(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let sink = Sink::S3 {
+        client: s3::client(&dest, creds).await,
+        dest: Box::new(dest.clone()),
+    };
+    let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
+    let query = Query {
+        prefix: dest.prefix.trim_end_matches('/').to_string(),
+        cluster: ctx.settings.cluster.clone(),
+        tracker: tracker.name_any(),
+        from_ms,
+        to_ms,
+        filter: q.spec.filter.clone(),
+        limit: q.spec.limit as usize,
+        order: q.spec.order,
+        namespace_scope: (!admin).then(|| ns.clone()),
+        parallelism: 8,
+    };
+    let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
+        .await
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    // The full result set, as JSON Lines, next to the tracker's files.
+    let mut body = Vec::new();
+    for h in &outcome.hits {
+        body.extend_from_slice(h.line.as_bytes());
+        body.push(b'\n');
+    }
+    let mut key = String::new();
+    if !query.prefix.is_empty() {
+        key.push_str(&query.prefix);
+        key.push('/');
+    }
+    key.push_str(&format!(
+        "KubeTrail-Query/{}/{}/{}-{}.jsonl",
+        ctx.settings.cluster,
+        ns,
+        q.name_any(),
+        q.uid().unwrap_or_default()
+    ));
+    sink.put(&key, body, crate::api::Compression::None)
+        .await
+        .map_err(|e| (e.reason(), format!("writing the result set: {e}")))?;
+    Ok((outcome, key))
+}
+
+async fn write(api: &Api<TraceQuery>, q: &TraceQuery, status: &TraceQueryStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "kubetrail.io/v1alpha1",
+        "kind": "TraceQuery",
+        "status": status,
+    });
+    api.patch_status(
+        &q.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_ranges() {
+        let spec = |tr: serde_json::Value| -> crate::api::TraceQuerySpec {
+            serde_json::from_value(serde_json::json!({"tracker": "t", "timeRange": tr})).unwrap()
+        };
+        let now = 1_000_000_000_000;
+        assert_eq!(
+            time_range(&spec(serde_json::json!({"last": "24h"})), now).unwrap(),
+            (now - 86_400_000, now + 1)
+        );
+        assert_eq!(
+            time_range(&spec(serde_json::json!({})), now).unwrap(),
+            (now + 1 - 3_600_000, now + 1)
+        );
+        let (f, t) = time_range(
+            &spec(serde_json::json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"})),
+            now,
+        )
+        .unwrap();
+        assert_eq!(t - f, 86_400_000);
+    }
+}

@@ -1,0 +1,341 @@
+//! TraceQuery against known trace files spanning several days in a real bucket.
+
+use crate::Harness;
+use crate::support::{self, eventually};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kubetrail::api::{Compression, QueryPhase, TraceQuery, Tracker};
+use kubetrail::deliver::batch::{Batch, tracker_suffix};
+use kubetrail::deliver::key::{FileId, object_key};
+use kubetrail::deliver::sink::Sink;
+use kubetrail::spool::Position;
+use serde_json::json;
+use std::time::Duration;
+
+const ADMIN_NS: &str = "kubetrail-admin";
+
+struct T {
+    id: &'static str,
+    time: &'static str,
+    verb: &'static str,
+    resource: &'static str,
+    name: &'static str,
+    ns: String,
+    user: &'static str,
+    code: i32,
+}
+
+fn line(t: &T) -> Vec<u8> {
+    let rating = if t.code >= 500 {
+        "incident"
+    } else if t.code >= 400 {
+        "warning"
+    } else {
+        "normal"
+    };
+    serde_json::to_vec(&json!({
+        "trace_id": t.id, "trace_name": format!("{} {}", t.verb, t.resource), "trace_rating": rating,
+        "trace_type": "ApiCall", "service_type": "core", "resource_type": t.resource, "resource_name": t.name,
+        "namespace": t.ns, "user": t.user, "source_ips": ["10.0.0.9"], "code": t.code, "time": t.time,
+        "record_time": t.time, "stage": "ResponseComplete", "read_only": matches!(t.verb, "get" | "list"),
+        "request_uri": "/x", "cluster": "e2e",
+    }))
+    .unwrap()
+}
+
+/// Writes one trace file per group, keyed as delivery would name it.
+async fn write_files(sink: &Sink, tracker: &str, files: &[Vec<&T>]) {
+    for (n, group) in files.iter().enumerate() {
+        let first = kubetrail::trace::parse_time_ms(group[0].time).unwrap();
+        let mut b = Batch::new(
+            Compression::Gzip,
+            Position {
+                seq: n as u64,
+                idx: 0,
+            },
+            0,
+            first,
+        );
+        let suffix = tracker_suffix(tracker);
+        for t in group {
+            b.push(&line(t), &suffix).unwrap();
+        }
+        let key = object_key(&FileId {
+            prefix: "q",
+            cluster: "e2e",
+            tracker,
+            writer: "w0",
+            epoch: "00000000",
+            start: Position {
+                seq: n as u64,
+                idx: 0,
+            },
+            first_time_ms: first,
+            compression: Compression::Gzip,
+        });
+        sink.put(&key, b.finish().unwrap(), Compression::Gzip)
+            .await
+            .unwrap();
+    }
+}
+
+async fn ensure_namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let _ = api.create(&PostParams::default(), &ns).await;
+}
+
+async fn run_query(h: &Harness, ns: &str, spec: serde_json::Value) -> TraceQuery {
+    let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), ns);
+    let name = support::unique("q");
+    let obj: TraceQuery = serde_json::from_value(json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+        "metadata": {"name": name, "labels": {"kubetrail.io/test": h.label}},
+        "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("creating TraceQuery");
+    eventually(
+        Duration::from_secs(60),
+        &format!("query {name} finished"),
+        || async {
+            let q = api.get(&name).await.ok()?;
+            matches!(
+                q.status.as_ref()?.phase,
+                Some(QueryPhase::Succeeded | QueryPhase::Failed)
+            )
+            .then_some(q)
+        },
+    )
+    .await
+}
+
+fn ids(q: &TraceQuery) -> Vec<String> {
+    q.status
+        .as_ref()
+        .unwrap()
+        .results
+        .iter()
+        .map(|r| r.trace_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn trace_queries_answer_exactly_within_their_scope() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let tenant = h.namespace.clone();
+    let billing = support::unique("billing");
+    ensure_namespace(&h.client, ADMIN_NS).await;
+    let bucket = env.s3.bucket("query").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let tracker = format!("{tenant}-trk");
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(h.tracker(
+        &tracker,
+        json!({"destination": {
+        "bucket": bucket, "prefix": "q", "endpoint": env.s3.endpoint, "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3"}}}),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+
+    let t = |id, time, verb, resource, name, ns: &str, user, code| T {
+        id,
+        time,
+        verb,
+        resource,
+        name,
+        ns: ns.to_string(),
+        user,
+        code,
+    };
+    let d20a = t(
+        "d20-create",
+        "2026-11-20T09:00:00Z",
+        "create",
+        "secrets",
+        "db",
+        &tenant,
+        "alice",
+        201,
+    );
+    let d20b = t(
+        "d20-get",
+        "2026-11-20T09:05:00Z",
+        "get",
+        "configmaps",
+        "cfg",
+        &tenant,
+        "bob",
+        200,
+    );
+    let d21a = t(
+        "d21-delete",
+        "2026-11-21T10:00:00Z",
+        "delete",
+        "secrets",
+        "db",
+        &tenant,
+        "alice",
+        200,
+    );
+    let d21b = t(
+        "d21-denied",
+        "2026-11-21T10:01:00Z",
+        "get",
+        "secrets",
+        "db",
+        &tenant,
+        "eve",
+        403,
+    );
+    let d21c = t(
+        "d21-cluster",
+        "2026-11-21T11:00:00Z",
+        "create",
+        "namespaces",
+        "x",
+        "",
+        "admin",
+        201,
+    );
+    let d22a = t(
+        "d22-billing",
+        "2026-11-22T08:00:00Z",
+        "delete",
+        "secrets",
+        "pay",
+        &billing,
+        "carol",
+        200,
+    );
+    let d22b = t(
+        "d22-patch",
+        "2026-11-22T08:30:00Z",
+        "patch",
+        "deployments",
+        "web",
+        &tenant,
+        "alice",
+        200,
+    );
+    let d23a = t(
+        "d23-delete",
+        "2026-11-23T07:00:00Z",
+        "delete",
+        "secrets",
+        "db-2",
+        &tenant,
+        "alice",
+        200,
+    );
+    let sink = Sink::S3 {
+        client: env.s3.client(),
+        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
+    };
+    // Day 21's delete is in two files (a redelivery by another writer): one trace, not two.
+    write_files(
+        &sink,
+        &tracker,
+        &[
+            vec![&d20a, &d20b],
+            vec![&d21a, &d21b],
+            vec![&d21a, &d21c],
+            vec![&d22a, &d22b],
+            vec![&d23a],
+        ],
+    )
+    .await;
+
+    // Deletes of Secrets on days 20–21, in the tenant namespace: exactly one trace,
+    // and only the files of those two days were read.
+    let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"},
+        "filter": {"verbs": ["delete"], "resources": ["secrets"]}})).await;
+    let s = q.status.clone().unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Succeeded), "{:?}", s.message);
+    assert_eq!(ids(&q), ["d21-delete"]);
+    assert_eq!(s.matched, 1);
+    assert_eq!(s.scanned_objects, 3, "only the files of the two asked days");
+    assert!(!s.truncated);
+    let row = &s.results[0];
+    assert_eq!(
+        (
+            row.trace_name.as_str(),
+            row.user.as_str(),
+            row.resource_name.as_str()
+        ),
+        ("delete secrets", "alice", "db")
+    );
+    // The full result set is in the bucket.
+    let key = s.result_key.clone().expect("result key");
+    let body = sink.get(&key).await.expect("result object");
+    assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1);
+
+    // Denied requests over all days.
+    let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"},
+        "filter": {"ratings": ["warning"]}})).await;
+    assert_eq!(ids(&q), ["d21-denied"]);
+
+    // A tenant sees its namespace only: not billing's, not cluster-scoped traces.
+    let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"}})).await;
+    assert_eq!(
+        ids(&q),
+        [
+            "d23-delete",
+            "d22-patch",
+            "d21-denied",
+            "d21-delete",
+            "d20-get",
+            "d20-create"
+        ],
+        "newest first, no duplicates"
+    );
+    let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"},
+        "filter": {"namespaces": [billing]}})).await;
+    assert_eq!(
+        q.status.as_ref().unwrap().matched,
+        0,
+        "another namespace's traces are out of reach"
+    );
+
+    // The admin namespace sees everything; oldest first with a limit is a lifecycle view.
+    let q = run_query(&h, ADMIN_NS, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"}})).await;
+    assert_eq!(q.status.as_ref().unwrap().matched, 8);
+    assert!(ids(&q).contains(&"d22-billing".to_string()) && ids(&q).contains(&"d21-cluster".to_string()));
+    let q = run_query(&h, ADMIN_NS, json!({"tracker": tracker, "order": "oldestFirst", "limit": 2,
+        "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"}, "filter": {"resourceNames": ["db"]}})).await;
+    assert_eq!(ids(&q), ["d20-create", "d21-delete"]);
+    assert!(q.status.as_ref().unwrap().truncated);
+
+    // Failures, each with its reason.
+    let q = run_query(&h, &tenant, json!({"tracker": "no-such-tracker"})).await;
+    let s = q.status.unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Failed));
+    assert!(s.message.unwrap_or_default().contains("does not exist"));
+    assert_eq!(s.conditions[0].reason, "TrackerNotFound");
+    let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-01-01T00:00:00Z", "to": "2026-11-24T00:00:00Z"}})).await;
+    let s = q.status.unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Failed));
+    assert_eq!(s.conditions[0].reason, "RangeTooLarge");
+
+    // Finished queries go away after their TTL.
+    let q = run_query(
+        &h,
+        &tenant,
+        json!({"tracker": tracker, "ttlSecondsAfterFinished": 1, "timeRange": {"last": "1h"}}),
+    )
+    .await;
+    let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), &tenant);
+    let name = kube::ResourceExt::name_any(&q);
+    eventually(Duration::from_secs(30), "query deleted after its TTL", || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|o| o.is_none().then_some(()))
+    })
+    .await;
+}
