@@ -22,7 +22,7 @@ pub enum Command {
     /// Run the pipeline without the Kubernetes API, trackers from a file.
     Serve(crate::serve::ServeArgs),
     /// Search delivered traces.
-    Query,
+    Query(crate::query_command::QueryArgs),
     /// Check delivered trace files against their digests.
     Verify,
     /// Print the CustomResourceDefinitions as YAML.
@@ -48,7 +48,8 @@ impl Cli {
             Command::Operator(args) => run_async(self.log_format, crate::operator::run(args)),
             Command::Serve(args) => run_async(self.log_format, crate::serve::run(args)),
             Command::Bench(args) => run_async(self.log_format, crate::bench::run(args)),
-            Command::Query | Command::Verify => {
+            Command::Query(args) => run_async(self.log_format, crate::query_command::run(args)),
+            Command::Verify => {
                 eprintln!("error: this subcommand is not yet implemented");
                 ExitCode::from(2)
             }

@@ -19,6 +19,8 @@ pub mod deliver;
 pub mod operator;
 /// The query engine over delivered trace files.
 pub mod query;
+/// `kubetrail query`.
+pub mod query_command;
 /// Which traces each tracker keeps.
 pub mod route;
 /// `kubetrail serve`: the pipeline without the Kubernetes API.

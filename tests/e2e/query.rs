@@ -339,3 +339,144 @@ async fn trace_queries_answer_exactly_within_their_scope() {
     })
     .await;
 }
+
+/// Runs the `kubetrail query` binary; returns stdout.
+async fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .arg("query")
+        .args(args)
+        .env("KUBECONFIG", support::env().cp.admin_kubeconfig())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("running kubetrail query");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn query_command_reads_a_tracker_through_the_api() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("cli").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let tracker = format!("{ns}-cli");
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(h.tracker(
+        &tracker,
+        json!({"destination": {
+        "bucket": bucket, "prefix": "q", "endpoint": env.s3.endpoint, "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3"}}}),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let t = |id, time, verb, name, user, code| T {
+        id,
+        time,
+        verb,
+        resource: "secrets",
+        name,
+        ns: ns.clone(),
+        user,
+        code,
+    };
+    let a = t(
+        "c-1",
+        "2026-11-21T10:00:00Z",
+        "create",
+        "db-password",
+        "alice",
+        201,
+    );
+    let b = t("c-2", "2026-11-21T11:00:00Z", "get", "db-password", "eve", 403);
+    let c = t(
+        "c-3",
+        "2026-11-22T09:00:00Z",
+        "delete",
+        "db-password",
+        "alice",
+        200,
+    );
+    let d = t("c-4", "2026-11-22T09:30:00Z", "delete", "other", "bob", 200);
+    let sink = Sink::S3 {
+        client: env.s3.client(),
+        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
+    };
+    write_files(&sink, &tracker, &[vec![&a, &b], vec![&c, &d]]).await;
+
+    let range = ["--from", "2026-11-21T00:00:00Z", "--to", "2026-11-23T00:00:00Z"];
+    let base = [
+        "--tracker",
+        tracker.as_str(),
+        "--operator-namespace",
+        ns.as_str(),
+        "--cluster",
+        "e2e",
+    ];
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .chain(range.iter())
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run = |a: Vec<String>| async move {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        cli(&refs).await
+    };
+    let ids = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["trace_id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+
+    let (ok, out, err) = run(args(&[
+        "--verb",
+        "delete",
+        "--resource",
+        "secrets/db-password",
+        "-o",
+        "jsonl",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(ids(&out), ["c-3"]);
+    assert!(err.contains("1 matched") && err.contains("in 2 day(s)"), "{err}");
+    let (ok, out, _) = run(args(&[
+        "--resource",
+        "secrets/db-password",
+        "--lifecycle",
+        "-o",
+        "jsonl",
+    ]))
+    .await;
+    assert!(ok);
+    assert_eq!(ids(&out), ["c-1", "c-2", "c-3"], "lifecycle is oldest first");
+    let (ok, out, _) = run(args(&["--rating", "warning", "-o", "table"])).await;
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("OPERATION"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].contains("eve") && lines[1].contains("get secrets") && lines[1].contains("403"),
+        "{out}"
+    );
+    let (ok, out, _) = run(args(&["--user", "bob", "-o", "json"])).await;
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1));
+    // Errors are clear and fail the command.
+    let (ok, _, err) = cli(&["--tracker", "no-such-tracker-x", "--since", "1h"]).await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) = run(args(&["--rating", "fatal"])).await;
+    assert!(!ok && err.contains("rating must be"), "{err}");
+}

@@ -1,0 +1,316 @@
+//! `kubetrail query`: the query engine from the command line.
+
+use crate::api::{Destination, Order, QueryFilter, Rating, Tracker};
+use crate::deliver::s3::{self, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, StaticCredentials};
+use crate::deliver::sink::Sink;
+use crate::query::{self, Query};
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use std::path::PathBuf;
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+    Jsonl,
+}
+
+/// Flags of `kubetrail query`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Tracker whose destination is searched (read through the Kubernetes API).
+    #[arg(long, conflicts_with_all = ["bucket", "directory"])]
+    pub tracker: Option<String>,
+    /// Namespace of the tracker's credentials Secret (the operator's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kubetrail")]
+    pub operator_namespace: String,
+    /// Search a bucket directly (credentials from the AWS environment).
+    #[arg(long, requires = "tracker_name")]
+    pub bucket: Option<String>,
+    /// Search a local directory written by `kubetrail serve`.
+    #[arg(long, requires = "tracker_name")]
+    pub directory: Option<PathBuf>,
+    /// Tracker name in the object keys, with --bucket or --directory.
+    #[arg(long)]
+    pub tracker_name: Option<String>,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    #[arg(long)]
+    pub force_path_style: bool,
+    /// Cluster name in the object keys.
+    #[arg(long, env = "KUBETRAIL_CLUSTER_NAME", default_value = "kubernetes")]
+    pub cluster: String,
+    /// A trailing window, e.g. 24h (default 1h unless --from is given).
+    #[arg(long, conflicts_with = "from")]
+    pub since: Option<String>,
+    /// Start (RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (RFC 3339, default now).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub verb: Vec<String>,
+    #[arg(long)]
+    pub user: Vec<String>,
+    /// `resource` or `resource/name`, e.g. `secrets/db-password`.
+    #[arg(long)]
+    pub resource: Vec<String>,
+    #[arg(long)]
+    pub api_group: Vec<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Vec<String>,
+    #[arg(long, value_parser = parse_rating)]
+    pub rating: Vec<Rating>,
+    #[arg(long)]
+    pub source_ip: Vec<String>,
+    #[arg(long)]
+    pub trace_id: Vec<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// A resource's operations, oldest first.
+    #[arg(long)]
+    pub lifecycle: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Longest time range, in days.
+    #[arg(long, default_value_t = 366)]
+    pub max_days: i64,
+}
+
+fn parse_rating(s: &str) -> Result<Rating, String> {
+    match s {
+        "normal" => Ok(Rating::Normal),
+        "warning" => Ok(Rating::Warning),
+        "incident" => Ok(Rating::Incident),
+        _ => Err(format!("rating must be normal, warning or incident, not {s:?}")),
+    }
+}
+
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    Ok(s.parse::<jiff::Timestamp>()
+        .with_context(|| format!("{s:?} is not an RFC 3339 time such as 2026-11-24T03:12:00Z"))?
+        .as_millisecond())
+}
+
+/// Resolves where to search.
+async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
+    if let Some(dir) = &args.directory {
+        return Ok((
+            Sink::Dir(dir.clone()),
+            args.prefix.clone(),
+            args.tracker_name.clone().unwrap_or_default(),
+        ));
+    }
+    if let Some(bucket) = &args.bucket {
+        let dest = Destination {
+            bucket: bucket.clone(),
+            prefix: args.prefix.clone(),
+            region: args.region.clone(),
+            endpoint: args.endpoint.clone(),
+            force_path_style: args.force_path_style,
+            credentials_secret_ref: None,
+            encryption: None,
+            kms_key_id: None,
+            retention_days: None,
+        };
+        let client = s3::client(&dest, None).await;
+        return Ok((
+            Sink::S3 {
+                client,
+                dest: Box::new(dest),
+            },
+            args.prefix.clone(),
+            args.tracker_name.clone().unwrap_or_default(),
+        ));
+    }
+    let Some(name) = &args.tracker else {
+        bail!("name a --tracker, or give --bucket or --directory with --tracker-name");
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let tracker = Api::<Tracker>::all(client.clone())
+        .get_opt(name)
+        .await
+        .context("reading the tracker")?
+        .with_context(|| format!("tracker {name:?} does not exist"))?;
+    let dest = tracker.spec.destination.clone();
+    let creds = match &dest.credentials_secret_ref {
+        Some(r) => {
+            let secret = Api::<Secret>::namespaced(client, &args.operator_namespace)
+                .get(&r.name)
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading credentials Secret {}/{}",
+                        args.operator_namespace, r.name
+                    )
+                })?;
+            let value = |k: &str| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+            };
+            Some(StaticCredentials {
+                access_key_id: value(ACCESS_KEY_ID)
+                    .with_context(|| format!("Secret lacks {ACCESS_KEY_ID}"))?,
+                secret_access_key: value(SECRET_ACCESS_KEY)
+                    .with_context(|| format!("Secret lacks {SECRET_ACCESS_KEY}"))?,
+                session_token: value(SESSION_TOKEN),
+            })
+        }
+        None => None,
+    };
+    let client = s3::client(&dest, creds).await;
+    let prefix = dest.prefix.trim_end_matches('/').to_string();
+    Ok((
+        Sink::S3 {
+            client,
+            dest: Box::new(dest),
+        },
+        prefix,
+        name.clone(),
+    ))
+}
+
+/// Runs `kubetrail query` and prints the result.
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let (sink, prefix, tracker) = sink_for(&args).await?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let to_ms = match &args.to {
+        Some(t) => parse_time(t)?,
+        None => now + 1,
+    };
+    let from_ms = match (&args.from, &args.since) {
+        (Some(f), _) => parse_time(f)?,
+        (None, Some(s)) => {
+            let d = crate::controller::delivery::parse_duration(s)
+                .with_context(|| format!("--since {s:?} is not a duration such as 24h"))?;
+            to_ms - d.as_millis() as i64
+        }
+        (None, None) => to_ms - 3_600_000,
+    };
+    let mut filter = QueryFilter {
+        verbs: args.verb.clone(),
+        api_groups: args.api_group.clone(),
+        namespaces: args.namespace.clone(),
+        users: args.user.clone(),
+        ratings: args.rating.clone(),
+        source_ips: args.source_ip.clone(),
+        trace_ids: args.trace_id.clone(),
+        ..QueryFilter::default()
+    };
+    for r in &args.resource {
+        match r.split_once('/') {
+            Some((res, name)) => {
+                filter.resources.push(res.to_string());
+                filter.resource_names.push(name.to_string());
+            }
+            None => filter.resources.push(r.clone()),
+        }
+    }
+    let q = Query {
+        prefix,
+        cluster: args.cluster.clone(),
+        tracker,
+        from_ms,
+        to_ms,
+        filter,
+        limit: args.limit,
+        order: if args.lifecycle {
+            Order::OldestFirst
+        } else {
+            Order::NewestFirst
+        },
+        namespace_scope: None,
+        parallelism: 8,
+    };
+    let out = query::run(&sink, &q, args.max_days).await?;
+    print(&out, args.output);
+    eprintln!(
+        "{} matched{}, {} files ({} bytes, {} traces) scanned in {} day(s)",
+        out.matched,
+        if out.truncated {
+            format!(" (first {} shown)", out.hits.len())
+        } else {
+            String::new()
+        },
+        out.scanned_objects,
+        out.scanned_bytes,
+        out.scanned_traces,
+        out.listed_prefixes.len()
+    );
+    Ok(())
+}
+
+fn print(out: &query::Outcome, format: Output) {
+    match format {
+        Output::Jsonl => {
+            for h in &out.hits {
+                println!("{}", h.line);
+            }
+        }
+        Output::Json => {
+            let all: Vec<serde_json::Value> = out
+                .hits
+                .iter()
+                .filter_map(|h| serde_json::from_str(&h.line).ok())
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        }
+        Output::Table | Output::Wide => {
+            let wide = matches!(format, Output::Wide);
+            let mut rows = vec![{
+                let mut r = vec!["TIME", "RATING", "USER", "OPERATION", "RESOURCE", "CODE"];
+                if wide {
+                    r.extend(["TRACE ID", "SOURCE IP", "USER AGENT"]);
+                }
+                r.into_iter().map(String::from).collect::<Vec<_>>()
+            }];
+            for h in &out.hits {
+                let v: serde_json::Value = serde_json::from_str(&h.line).unwrap_or_default();
+                let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                let resource = match (s("namespace").as_str(), s("resource_name").as_str()) {
+                    ("", "") => String::new(),
+                    ("", n) => n.to_string(),
+                    (ns, "") => format!("{ns}/"),
+                    (ns, n) => format!("{ns}/{n}"),
+                };
+                let mut r = vec![
+                    s("time"),
+                    s("trace_rating"),
+                    s("user"),
+                    s("trace_name"),
+                    resource,
+                    v["code"].to_string(),
+                ];
+                if wide {
+                    r.extend([
+                        s("trace_id"),
+                        v["source_ips"][0].as_str().unwrap_or("").to_string(),
+                        s("user_agent"),
+                    ]);
+                }
+                rows.push(r);
+            }
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+                .collect();
+            for r in rows {
+                let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                println!("{}", line.join("  ").trim_end());
+            }
+        }
+    }
+}
