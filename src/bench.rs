@@ -266,6 +266,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let ingest = Ingest {
         spool: spool.clone(),
+        max_body_bytes: 0,
         metrics: metrics.clone(),
         cluster: "bench".into(),
         auth: Arc::new(AuthPolicy {

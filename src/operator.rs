@@ -92,6 +92,7 @@ impl WebhookArgs {
         }
         let ingest = Ingest {
             spool: spool.clone(),
+            max_body_bytes: self.max_body_bytes,
             metrics,
             cluster: self.cluster_name.as_str().into(),
             auth: Arc::new(AuthPolicy {

@@ -208,6 +208,105 @@ fn decompress(key: &str, bytes: Vec<u8>) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// What one file contributed.
+struct FileScan {
+    bytes: u64,
+    traces: u64,
+    unreadable: bool,
+    /// Hashes of the trace IDs that matched (for the distinct count).
+    matched: Vec<u64>,
+    /// The file's best `limit` hits in the asked order, with their ID hashes.
+    hits: Vec<(u64, Hit)>,
+}
+
+impl FileScan {
+    fn unreadable(bytes: u64) -> FileScan {
+        FileScan {
+            bytes,
+            traces: 0,
+            unreadable: true,
+            matched: Vec::new(),
+            hits: Vec::new(),
+        }
+    }
+}
+
+/// FNV-1a: a stable 64-bit hash of a trace ID, for de-duplication.
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Decompresses and filters one file.
+fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
+    let size = bytes.len() as u64;
+    let Ok(text) = decompress(key, bytes) else {
+        return FileScan::unreadable(size);
+    };
+    let mut scan = FileScan {
+        bytes: size,
+        traces: 0,
+        unreadable: false,
+        matched: Vec::new(),
+        hits: Vec::new(),
+    };
+    let mut newest: BinaryHeap<std::cmp::Reverse<(Hit, u64)>> = BinaryHeap::new();
+    let mut oldest: BinaryHeap<(Hit, u64)> = BinaryHeap::new();
+    for line in text.lines() {
+        scan.traces += 1;
+        let Ok(v) = serde_json::from_str::<View<'_>>(line) else {
+            continue;
+        };
+        let Some(t) = crate::trace::parse_time_ms(&v.time) else {
+            continue;
+        };
+        if t < q.from_ms || t >= q.to_ms || !matches(q, &v) {
+            continue;
+        }
+        let hash = id_hash(&v.trace_id);
+        scan.matched.push(hash);
+        let better = |worst: Option<&Hit>| match (q.order, worst) {
+            (_, None) => true,
+            (Order::NewestFirst, Some(w)) => t >= w.time_ms,
+            (Order::OldestFirst, Some(w)) => t <= w.time_ms,
+        };
+        let full = newest.len().max(oldest.len()) >= limit;
+        let worst = match q.order {
+            Order::NewestFirst => newest.peek().map(|r| &r.0.0),
+            Order::OldestFirst => oldest.peek().map(|r| &r.0),
+        };
+        if full && !better(worst) {
+            continue;
+        }
+        let hit = Hit {
+            time_ms: t,
+            trace_id: v.trace_id.to_string(),
+            line: line.to_string(),
+        };
+        match q.order {
+            Order::NewestFirst => {
+                newest.push(std::cmp::Reverse((hit, hash)));
+                if newest.len() > limit {
+                    newest.pop();
+                }
+            }
+            Order::OldestFirst => {
+                oldest.push((hit, hash));
+                if oldest.len() > limit {
+                    oldest.pop();
+                }
+            }
+        }
+    }
+    scan.hits = newest
+        .into_iter()
+        .map(|r| (r.0.1, r.0.0))
+        .chain(oldest.into_iter().map(|(h, x)| (x, h)))
+        .collect();
+    scan
+}
+
 /// Runs a query against a tracker's destination.
 pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
     if q.from_ms >= q.to_ms {
@@ -237,50 +336,43 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
     }
 
     let limit = q.limit.max(1);
-    let mut seen: HashSet<String> = HashSet::new();
+    let shared = std::sync::Arc::new(q.clone());
     // Newest first keeps the `limit` newest in a min-heap; oldest first the oldest in a max-heap.
     let mut newest: BinaryHeap<std::cmp::Reverse<Hit>> = BinaryHeap::new();
     let mut oldest: BinaryHeap<Hit> = BinaryHeap::new();
+    let mut matched: HashSet<u64> = HashSet::new();
+    let mut kept: HashSet<u64> = HashSet::new();
     let times: Vec<i64> = objects.iter().map(|(t, _)| *t).collect();
-    let mut fetches = futures::stream::iter(objects.into_iter().map(|(_, o)| async move {
-        let bytes = sink.get(&o.key).await;
-        (o, bytes)
+    // Fetch, decompress and filter several files at once (on blocking threads);
+    // results are merged in file order.
+    let mut scans = futures::stream::iter(objects.into_iter().map(|(_, o)| {
+        let q = shared.clone();
+        let sink = sink.clone();
+        async move {
+            let bytes = sink.get(&o.key).await?;
+            let key = o.key.clone();
+            let scan = tokio::task::spawn_blocking(move || scan_file(&q, &key, bytes, limit))
+                .await
+                .unwrap_or_else(|_| FileScan::unreadable(0));
+            Ok::<_, DestinationError>((o, scan))
+        }
     }))
     .buffered(q.parallelism.max(1));
     let mut index = 0usize;
-    while let Some((o, bytes)) = fetches.next().await {
+    while let Some(result) = scans.next().await {
         index += 1;
-        let bytes = bytes?;
+        let (o, scan) = result?;
         out.scanned_objects += 1;
-        out.scanned_bytes += bytes.len() as u64;
-        let key = o.key.clone();
-        let text = match tokio::task::spawn_blocking(move || decompress(&key, bytes)).await {
-            Ok(Ok(t)) => t,
-            _ => {
-                tracing::warn!(key = %o.key, "unreadable trace file skipped");
+        out.scanned_bytes += scan.bytes;
+        out.scanned_traces += scan.traces;
+        if scan.unreadable {
+            tracing::warn!(key = %o.key, "unreadable trace file skipped");
+        }
+        matched.extend(scan.matched);
+        for (hash, hit) in scan.hits {
+            if !kept.insert(hash) {
                 continue;
             }
-        };
-        for line in text.lines() {
-            out.scanned_traces += 1;
-            let Ok(v) = serde_json::from_str::<View<'_>>(line) else {
-                continue;
-            };
-            let Some(t) = crate::trace::parse_time_ms(&v.time) else {
-                continue;
-            };
-            if t < q.from_ms || t >= q.to_ms || !matches(q, &v) {
-                continue;
-            }
-            if !seen.insert(v.trace_id.to_string()) {
-                continue;
-            }
-            out.matched += 1;
-            let hit = Hit {
-                time_ms: t,
-                trace_id: v.trace_id.to_string(),
-                line: line.to_string(),
-            };
             match q.order {
                 Order::NewestFirst => {
                     newest.push(std::cmp::Reverse(hit));
@@ -308,6 +400,7 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
             break;
         }
     }
+    out.matched = matched.len() as u64;
     out.hits = match q.order {
         Order::NewestFirst => {
             let mut v: Vec<Hit> = newest.into_iter().map(|r| r.0).collect();

@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
@@ -45,17 +46,20 @@ pub struct PeerAuth {
 #[derive(Clone)]
 pub struct Ingest {
     pub spool: Spool,
+    /// Largest accepted body; set by [`app`].
+    pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<str>,
     pub auth: Arc<AuthPolicy>,
 }
 
 /// The webhook router; tests drive it without a socket.
-pub fn app(ingest: Ingest, max_body_bytes: usize) -> Router {
+pub fn app(mut ingest: Ingest, max_body_bytes: usize) -> Router {
+    ingest.max_body_bytes = max_body_bytes;
     Router::new()
         .route("/", post(receive))
         .route("/audit", post(receive))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::disable())
         .with_state(ingest)
 }
 
@@ -88,7 +92,7 @@ async fn receive(
     State(st): State<Ingest>,
     peer: Option<Extension<PeerAuth>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let cert = peer.map(|p| p.client_cert).unwrap_or(false);
     let token = bearer(&headers)
@@ -100,6 +104,9 @@ async fn receive(
         })
         .unwrap_or(false);
     if !(cert || token || st.auth.allow_anonymous) {
+        // Read (and drop) a bounded part of the body so the caller gets the 401
+        // instead of a reset connection.
+        let _ = read_capped(body, 1024 * 1024).await;
         return reject(
             &st.metrics,
             StatusCode::UNAUTHORIZED,
@@ -107,17 +114,17 @@ async fn receive(
             "a client certificate signed by the configured CA or a valid bearer token is required".into(),
         );
     }
-    let body = match body {
+    let body = match read_capped(body, st.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(ReadError::TooLarge) => {
             return reject(
                 &st.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("request body too large: {e}"),
+                format!("request body too large: more than {} bytes", st.max_body_bytes),
             );
         }
-        Err(e) => {
+        Err(ReadError::Broken(e)) => {
             return reject(
                 &st.metrics,
                 StatusCode::BAD_REQUEST,
@@ -163,6 +170,36 @@ async fn receive(
             e.to_string(),
         ),
     }
+}
+
+enum ReadError {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// Reads a body of at most `max` bytes. Past the cap, the rest is read and
+/// dropped (up to 4× the cap) so the client gets a clean 413 rather than a reset
+/// connection; memory holds at most `max` bytes either way.
+async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut over = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Broken)?;
+        if over > 0 || buf.len() + chunk.len() > max {
+            over += chunk.len();
+            buf = Vec::new();
+            if over > max.saturating_mul(4) {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if over > 0 {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Parses a batch and encodes its traces as one spool record payload.
@@ -369,6 +406,7 @@ mod tests {
         .unwrap();
         Ingest {
             spool,
+            max_body_bytes: 0,
             metrics: Arc::new(Metrics::default()),
             cluster: "c".into(),
             auth: Arc::new(AuthPolicy {

@@ -524,11 +524,14 @@ async fn s3_outage_is_absorbed_by_the_spool() {
         "batches acknowledged while S3 was down: {}",
         acked.len()
     );
-    let (_, metrics) = http(&op.admin, "GET", "/metrics", b"").await.expect("metrics");
-    assert!(
-        metrics.contains("kubetrail_delivery_errors_total{reason=\"DestinationUnreachable\"}"),
-        "{metrics}"
-    );
+    // Delivery tries, fails, counts the failure, and keeps the data.
+    eventually(WAIT, "a counted delivery failure", || async {
+        let (_, metrics) = http(&op.admin, "GET", "/metrics", b"").await?;
+        metrics
+            .contains("kubetrail_delivery_errors_total{reason=\"DestinationUnreachable\"}")
+            .then_some(())
+    })
+    .await;
 
     s3.restart().expect("restarting S3");
     assert_delivered_once(&s3, &bucket, &acked).await;
