@@ -55,6 +55,12 @@ pub struct BenchArgs {
     /// the webhook answers).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Query benchmark instead of ingest: write this many traces spread over
+    /// `--query-days` days, then time full scans with and without filters.
+    #[arg(long, default_value_t = 0)]
+    pub query_traces: usize,
+    #[arg(long, default_value_t = 7)]
+    pub query_days: usize,
     /// Skip fsync (to see what it costs).
     #[arg(long)]
     pub no_fsync: bool,
@@ -186,6 +192,9 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::install_crypto_provider();
+    if args.query_traces > 0 {
+        return run_query(args).await;
+    }
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-{}", std::process::id()));
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| tmp.join("spool"));
     let metrics = Arc::new(Metrics::default());
@@ -403,5 +412,157 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if delivered < accepted {
         anyhow::bail!("only {delivered} of {accepted} accepted events were delivered");
     }
+    Ok(())
+}
+
+/// The query benchmark: known trace files over several days, then scans.
+async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
+    use crate::api::{Order, QueryFilter};
+    use crate::deliver::batch::{Batch, tracker_suffix};
+    use crate::deliver::key::{FileId, object_key};
+    use crate::query::{self, Query};
+    use crate::spool::{Position, entries};
+
+    let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
+    let destination = Destination {
+        bucket: args.bucket.clone(),
+        prefix: "bench".into(),
+        region: "us-east-1".into(),
+        endpoint: args.endpoint.clone(),
+        force_path_style: true,
+        credentials_secret_ref: None,
+        encryption: None,
+        kms_key_id: None,
+        retention_days: None,
+    };
+    let sink = match &args.endpoint {
+        Some(_) => {
+            let creds = StaticCredentials {
+                access_key_id: args.access_key.clone(),
+                secret_access_key: args.secret_key.clone(),
+                session_token: None,
+            };
+            let client = s3::client(&destination, Some(creds)).await;
+            let _ = client.create_bucket().bucket(&args.bucket).send().await;
+            Sink::S3 {
+                client,
+                dest: Box::new(destination.clone()),
+            }
+        }
+        None => Sink::Dir(tmp.clone()),
+    };
+    let cluster = format!("bq{}", std::process::id());
+    let per_day = args.query_traces / args.query_days.max(1);
+    let per_file = 50_000usize;
+    let start_day = jiff::Timestamp::from_second(1_795_132_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH); // 2026-11-20
+    eprintln!(
+        "writing {} traces over {} days…",
+        per_day * args.query_days,
+        args.query_days
+    );
+    let template = batch_body(0, args.batch_events);
+    let suffix = tracker_suffix("bench");
+    let mut files = 0u64;
+    let mut raw_bytes = 0u64;
+    let mut chunk = 0u64;
+    let spacing_ms = (86_400_000 / per_day.max(1)).max(1);
+    for day in 0..args.query_days {
+        let mut written = 0usize;
+        while written < per_day {
+            let n = per_file.min(per_day - written);
+            let first_ms =
+                start_day.as_millisecond() + day as i64 * 86_400_000 + (written * spacing_ms) as i64;
+            let mut batch = Batch::new(Compression::Gzip, Position { seq: files, idx: 0 }, 0, first_ms);
+            let mut done = 0usize;
+            while done < n {
+                // Spread the traces over the day, each chunk with its own audit IDs.
+                let ts = jiff::Timestamp::from_millisecond(first_ms + (done * spacing_ms) as i64)
+                    .unwrap_or(start_day);
+                chunk += 1;
+                let body = String::from_utf8_lossy(&template)
+                    .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
+                    .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
+                let (payload, _) =
+                    source::encode(body.as_bytes(), &cluster, ts).map_err(|e| anyhow::anyhow!("{e}"))?;
+                for (_, line) in entries::iter(&payload).take(n - done) {
+                    batch.push(line, &suffix)?;
+                    done += 1;
+                }
+            }
+            raw_bytes += batch.raw_bytes;
+            let key = object_key(&FileId {
+                prefix: "bench",
+                cluster: &cluster,
+                tracker: "bench",
+                writer: "w0",
+                epoch: "00000000",
+                start: Position { seq: files, idx: 0 },
+                first_time_ms: first_ms,
+                compression: Compression::Gzip,
+            });
+            sink.put(&key, batch.finish()?, Compression::Gzip)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            files += 1;
+            written += n;
+        }
+    }
+    let from = start_day.as_millisecond();
+    let to = from + args.query_days as i64 * 86_400_000;
+    let base = Query {
+        prefix: "bench".into(),
+        cluster: cluster.clone(),
+        tracker: "bench".into(),
+        from_ms: from,
+        to_ms: to,
+        filter: QueryFilter::default(),
+        limit: 100,
+        order: Order::NewestFirst,
+        namespace_scope: None,
+        parallelism: 8,
+    };
+    let filtered = Query {
+        filter: QueryFilter {
+            verbs: vec!["delete".into()],
+            resources: vec!["secrets".into()],
+            ..QueryFilter::default()
+        },
+        ..base.clone()
+    };
+    let one_day = Query {
+        from_ms: from + 3 * 86_400_000,
+        to_ms: from + 4 * 86_400_000,
+        ..base.clone()
+    };
+    println!(
+        "kubetrail bench --query-traces: {} traces in {files} files over {} days ({:.0} MB uncompressed), destination {}",
+        per_day * args.query_days,
+        args.query_days,
+        raw_bytes as f64 / 1e6,
+        args.endpoint.as_deref().unwrap_or("local directory")
+    );
+    for (name, q) in [
+        ("full scan, no filter", &base),
+        ("full scan, delete secrets", &filtered),
+        ("one day of seven", &one_day),
+    ] {
+        let started = Instant::now();
+        let out = query::run(&sink, q, 400)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{name:<28} {:>9} traces in {:.2} s = {:>9.0} traces/s, {:>6.1} MB/s compressed; {} prefixes listed, {} objects read, {} matched",
+            out.scanned_traces,
+            secs,
+            out.scanned_traces as f64 / secs,
+            out.scanned_bytes as f64 / 1e6 / secs,
+            out.listed_prefixes.len(),
+            out.scanned_objects,
+            out.matched
+        );
+    }
+    println!("peak RSS {:.0} MiB", peak_rss_mib());
+    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

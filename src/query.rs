@@ -14,7 +14,6 @@ use futures::StreamExt;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BinaryHeap, HashSet};
-use std::io::Read;
 
 /// Where a tracker's files are and what to look for.
 #[derive(Clone, Debug)]
@@ -93,7 +92,7 @@ impl QueryError {
 }
 
 /// The fields a filter looks at, borrowed from the line.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct View<'a> {
     #[serde(borrow, default)]
     trace_id: Cow<'a, str>,
@@ -115,6 +114,74 @@ struct View<'a> {
     source_ips: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Cow<'a, str>,
+}
+
+/// Fields of [`View`]; reading stops once all were seen.
+const VIEW_FIELDS: usize = 10;
+
+/// Fills a [`View`] from a trace line and stops reading as soon as every field
+/// it needs was seen: the request and response bodies, most of a line's bytes,
+/// come after them in delivered traces and are never parsed.
+struct ViewSeed<'v, 'a> {
+    view: &'v mut View<'a>,
+    complete: &'v mut bool,
+}
+
+impl<'de, 'v> serde::de::DeserializeSeed<'de> for ViewSeed<'v, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a trace object")
+    }
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<(), M::Error> {
+        let mut seen = 0;
+        while let Some(key) = m.next_key::<Cow<'de, str>>()? {
+            let v = &mut *self.view;
+            match key.as_ref() {
+                "trace_id" => v.trace_id = m.next_value()?,
+                "trace_name" => v.trace_name = m.next_value()?,
+                "trace_rating" => v.trace_rating = m.next_value()?,
+                "service_type" => v.service_type = m.next_value()?,
+                "resource_type" => v.resource_type = m.next_value()?,
+                "resource_name" => v.resource_name = m.next_value()?,
+                "namespace" => v.namespace = m.next_value()?,
+                "user" => v.user = m.next_value()?,
+                "source_ips" => v.source_ips = m.next_value()?,
+                "time" => v.time = m.next_value()?,
+                _ => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            }
+            seen += 1;
+            if seen == VIEW_FIELDS {
+                *self.complete = true;
+                return Err(serde::de::Error::custom("view complete"));
+            }
+        }
+        *self.complete = true;
+        Ok(())
+    }
+}
+
+/// Reads the filter fields of a trace line (absent fields stay empty).
+fn view(line: &[u8]) -> Option<View<'_>> {
+    use serde::de::DeserializeSeed;
+    let mut view = View::default();
+    let mut complete = false;
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let result = ViewSeed {
+        view: &mut view,
+        complete: &mut complete,
+    }
+    .deserialize(&mut de);
+    (result.is_ok() || complete).then_some(view)
 }
 
 fn rating_name(r: Rating) -> &'static str {
@@ -196,18 +263,6 @@ pub fn file_time_ms(key: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
-fn decompress(key: &str, bytes: Vec<u8>) -> std::io::Result<String> {
-    let mut text = String::new();
-    if key.ends_with(".gz") {
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text)?;
-    } else if key.ends_with(".zst") {
-        zstd::stream::read::Decoder::new(&bytes[..])?.read_to_string(&mut text)?;
-    } else {
-        text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
-    }
-    Ok(text)
-}
-
 /// What one file contributed.
 struct FileScan {
     bytes: u64,
@@ -238,10 +293,30 @@ fn id_hash(id: &str) -> u64 {
     })
 }
 
-/// Decompresses and filters one file.
+/// A line reader over a file, decompressing as it goes.
+fn line_reader<'a>(key: &str, bytes: &'a [u8]) -> std::io::Result<Box<dyn std::io::BufRead + 'a>> {
+    let cap = 256 * 1024;
+    Ok(if key.ends_with(".gz") {
+        Box::new(std::io::BufReader::with_capacity(
+            cap,
+            flate2::read::MultiGzDecoder::new(bytes),
+        ))
+    } else if key.ends_with(".zst") {
+        Box::new(std::io::BufReader::with_capacity(
+            cap,
+            zstd::stream::read::Decoder::new(bytes)?,
+        ))
+    } else {
+        Box::new(bytes)
+    })
+}
+
+/// Decompresses and filters one file, streaming: memory holds one line and the
+/// file's best hits, not the whole file.
 fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
+    use std::io::BufRead;
     let size = bytes.len() as u64;
-    let Ok(text) = decompress(key, bytes) else {
+    let Ok(mut reader) = line_reader(key, &bytes) else {
         return FileScan::unreadable(size);
     };
     let mut scan = FileScan {
@@ -253,9 +328,23 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
     };
     let mut newest: BinaryHeap<std::cmp::Reverse<(Hit, u64)>> = BinaryHeap::new();
     let mut oldest: BinaryHeap<(Hit, u64)> = BinaryHeap::new();
-    for line in text.lines() {
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                scan.unreadable = true;
+                break;
+            }
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if line.is_empty() {
+            continue;
+        }
         scan.traces += 1;
-        let Ok(v) = serde_json::from_str::<View<'_>>(line) else {
+        let Some(v) = view(line) else {
             continue;
         };
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
@@ -266,23 +355,18 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         }
         let hash = id_hash(&v.trace_id);
         scan.matched.push(hash);
-        let better = |worst: Option<&Hit>| match (q.order, worst) {
-            (_, None) => true,
-            (Order::NewestFirst, Some(w)) => t >= w.time_ms,
-            (Order::OldestFirst, Some(w)) => t <= w.time_ms,
-        };
         let full = newest.len().max(oldest.len()) >= limit;
-        let worst = match q.order {
-            Order::NewestFirst => newest.peek().map(|r| &r.0.0),
-            Order::OldestFirst => oldest.peek().map(|r| &r.0),
+        let better = match q.order {
+            Order::NewestFirst => newest.peek().is_none_or(|w| t >= w.0.0.time_ms),
+            Order::OldestFirst => oldest.peek().is_none_or(|w| t <= w.0.time_ms),
         };
-        if full && !better(worst) {
+        if full && !better {
             continue;
         }
         let hit = Hit {
             time_ms: t,
             trace_id: v.trace_id.to_string(),
-            line: line.to_string(),
+            line: String::from_utf8_lossy(line).into_owned(),
         };
         match q.order {
             Order::NewestFirst => {
@@ -441,6 +525,23 @@ mod tests {
     }
 
     #[test]
+    fn view_reads_fields_in_any_order_and_stops_early() {
+        let v = view(br#"{"time":"t","trace_id":"a","namespace":"n"}"#).unwrap();
+        assert_eq!(
+            (v.time.as_ref(), v.trace_id.as_ref(), v.namespace.as_ref()),
+            ("t", "a", "n")
+        );
+        // Once every field was seen, what follows is not even looked at.
+        let line = br#"{"trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
+        assert_eq!(view(line).unwrap().user, "u");
+        assert!(view(b"{not json").is_none());
+        assert!(
+            view(br#"{"trace_id":"a","#).is_none(),
+            "a cut line with fields missing is refused"
+        );
+    }
+
+    #[test]
     fn file_times_come_from_the_name() {
         let k = "p/KubeTrail/c/2026/11/24/t/c_t_20261124T010101Z_w-1_0a1b2c3d-000000000042-00007.jsonl.gz";
         assert_eq!(
@@ -453,7 +554,7 @@ mod tests {
     #[test]
     fn filters_and_scope() {
         let line = r#"{"trace_id":"a","trace_name":"delete secrets","trace_rating":"warning","service_type":"core","resource_type":"secrets","resource_name":"db","namespace":"shop","user":"alice","source_ips":["10.0.0.1"],"time":"2026-11-24T01:00:00Z","request":{"big":[1,2,3]}}"#;
-        let v: View<'_> = serde_json::from_str(line).unwrap();
+        let v = view(line.as_bytes()).unwrap();
         let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
         assert!(matches(&query, &v));
         let set = |f: &mut QueryFilter, yaml: &str| *f = serde_json::from_str(yaml).unwrap();
