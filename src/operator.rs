@@ -144,6 +144,12 @@ pub struct OperatorArgs {
     /// Longest time range a TraceQuery may ask for, in days.
     #[arg(long, default_value_t = 31)]
     pub max_query_days: i64,
+    /// Name of the Lease (in --namespace) whose holder runs the reconcilers.
+    #[arg(long, default_value = "kubetrail-leader")]
+    pub lease_name: String,
+    /// Lease duration in seconds: how long a lost leader is waited for.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
     /// Seconds between delivery status writes (lastDelivery, counters).
     #[arg(long, default_value_t = 10)]
     pub status_seconds: u64,
@@ -197,9 +203,48 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         readiness,
     ));
     tracing::info!("operator started");
-    let queries = tokio::spawn(controller::query::run(ctx.clone()));
-    controller::tracker::run(ctx).await;
-    queries.abort();
+    // Every replica ingests and delivers; only the Lease holder reconciles.
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+    tokio::spawn(controller::leader::run(
+        ctx.client.clone(),
+        controller::leader::Election {
+            namespace: ctx.settings.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: ctx.settings.instance.clone(),
+            lease: Duration::from_secs(args.lease_seconds.max(1)),
+        },
+        leading_tx,
+    ));
+    let mut reconcilers: Option<tokio::task::JoinHandle<()>> = None;
+    let shutdown = crate::serve::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let lead = *leading.borrow_and_update();
+        ctx.metrics.leader.set(i64::from(lead));
+        match (lead, reconcilers.is_some()) {
+            (true, false) => {
+                tracing::info!("leading: starting reconcilers");
+                let c = ctx.clone();
+                reconcilers = Some(tokio::spawn(async move {
+                    tokio::join!(controller::tracker::run(c.clone()), controller::query::run(c));
+                }));
+            }
+            (false, true) => {
+                tracing::info!("not leading: stopping reconcilers");
+                if let Some(r) = reconcilers.take() {
+                    r.abort();
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = leading.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some(r) = reconcilers.take() {
+        r.abort();
+    }
     delivery.abort();
     let stopping = pipelines.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;

@@ -74,6 +74,8 @@ pub struct Metrics {
     /// Time from receiving a batch to its trace file being written.
     pub delivery_latency: Histogram,
     pub spool_bytes: Gauge,
+    /// 1 while this replica holds the leader Lease (runs the reconcilers).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -139,7 +141,14 @@ impl Default for Metrics {
         );
         let spool_bytes = Gauge::default();
         registry.register("spool_bytes", "Bytes held in the spool", spool_bytes.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         Self {
+            leader,
             registry,
             reconciles,
             reconcile_duration,

@@ -1,6 +1,7 @@
 //! Reconcilers of kubetrail's custom resources.
 
 pub mod delivery;
+pub mod leader;
 pub mod query;
 pub mod tracker;
 

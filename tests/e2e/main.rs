@@ -6,6 +6,7 @@
 mod support;
 
 mod crd_validation;
+mod ha;
 mod ingest;
 mod operator_binary;
 mod query;

@@ -1,0 +1,161 @@
+//! Two operator replicas: both ingest and deliver (own spool, own files); only the
+//! Lease holder reconciles; killing it hands over within the lease duration.
+
+use crate::Harness;
+use crate::support::{self, Operator, eventually, http};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubetrail::api::{Tracker, condition};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+async fn metric(op: &Operator, name: &str) -> Option<String> {
+    let (_, text) = http(&op.admin, "GET", "/metrics", b"").await?;
+    text.lines().find(|l| l.starts_with(name)).map(String::from)
+}
+
+fn batch(tag: &str, ns: &str) -> Vec<u8> {
+    let items: Vec<_> = (0..10)
+        .map(|i| {
+            json!({"auditID": format!("{tag}-{i}"), "stage": "ResponseComplete", "verb": "get",
+            "user": {"username": "u"}, "objectRef": {"resource": "pods", "namespace": ns, "apiVersion": "v1"},
+            "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let label = support::unique("ha");
+    let bucket = env.s3.bucket("ha").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |instance: &'static str| {
+        let port = support::free_port();
+        let spool = dir.path().join(instance).display().to_string();
+        let (ns, label) = (h.namespace.clone(), label.clone());
+        async move {
+            let args = vec![
+                "--insecure-http".to_string(),
+                "--webhook-addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--spool-dir".into(),
+                spool,
+                "--lease-seconds".into(),
+                "3".into(),
+            ];
+            (
+                Operator::start(&ns, &label, instance, &args).await,
+                format!("127.0.0.1:{port}"),
+            )
+        }
+    };
+    let (a, a_hook) = start("replica-a").await;
+    let (b, b_hook) = start("replica-b").await;
+
+    let name = format!("{}-ha", h.namespace);
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "Tracker",
+        "metadata": {"name": name, "labels": {"kubetrail.io/test": label}},
+        "spec": {"destination": {"bucket": bucket, "endpoint": env.s3.endpoint, "forcePathStyle": true,
+                 "credentialsSecretRef": {"name": "s3"}}, "delivery": {"maxBatchAge": "1s"}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    eventually(Duration::from_secs(60), "tracker ready", || async {
+        let t = api.get(&name).await.ok()?;
+        (condition(&t.status?.conditions, "Ready")?.status == "True").then_some(())
+    })
+    .await;
+
+    // Exactly one leader; only it reconciles; the Lease names it.
+    let a_leads = eventually(Duration::from_secs(30), "one leader", || async {
+        let la = metric(&a, "kubetrail_leader ").await?;
+        let lb = metric(&b, "kubetrail_leader ").await?;
+        match (la.ends_with(" 1"), lb.ends_with(" 1")) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (leader, follower, leader_id, follower_id) = if a_leads {
+        (a, b, "replica-a", "replica-b")
+    } else {
+        (b, a, "replica-b", "replica-a")
+    };
+    let reconciles = "kubetrail_reconciles_total{controller=\"tracker\"";
+    assert!(
+        metric(&leader, reconciles).await.is_some(),
+        "the leader reconciles"
+    );
+    assert!(
+        metric(&follower, reconciles).await.is_none(),
+        "the follower does not reconcile"
+    );
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), &h.namespace);
+    let lease = leases.get("kubetrail-leader").await.expect("lease");
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(leader_id));
+
+    // Both replicas accept batches and write their own, distinct files.
+    for (i, hook) in [&a_hook, &b_hook].into_iter().enumerate() {
+        let (code, _) = http(hook, "POST", "/audit", &batch(&format!("ha{i}"), &h.namespace))
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+    }
+    let objects = eventually(Duration::from_secs(60), "files of both replicas", || async {
+        let objs = env.s3.objects(&bucket, "").await;
+        let ok = objs.iter().any(|(k, _)| k.contains("_replica-a_"))
+            && objs.iter().any(|(k, _)| k.contains("_replica-b_"));
+        ok.then_some(objs)
+    })
+    .await;
+    let keys: HashSet<&String> = objects.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), objects.len(), "no two files share a key");
+    let all: String = objects.iter().map(|(_, t)| t.as_str()).collect();
+    for i in 0..2 {
+        for j in 0..10 {
+            assert!(all.contains(&format!("\"ha{i}-{j}\"")), "ha{i}-{j} delivered");
+        }
+    }
+
+    // Kill the leader: the follower takes over within the lease duration (3 s)
+    // plus a renewal period, and reconciles from then on.
+    let killed = Instant::now();
+    leader.kill().await;
+    eventually(Duration::from_secs(15), "follower leads", || async {
+        metric(&follower, "kubetrail_leader ")
+            .await
+            .filter(|l| l.ends_with(" 1"))
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(handover < Duration::from_secs(8), "handover took {handover:?}");
+    let lease = leases.get("kubetrail-leader").await.expect("lease");
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(follower_id));
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"destination": {"bucket": "no-such-bucket-ha"}}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "new leader reconciles the change",
+        || async {
+            let t = api.get(&name).await.ok()?;
+            (condition(&t.status?.conditions, "Ready")?.reason == "BucketNotFound").then_some(())
+        },
+    )
+    .await;
+    assert!(metric(&follower, reconciles).await.is_some());
+}
