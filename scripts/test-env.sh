@@ -34,8 +34,19 @@ minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 build_go etcd etcd
 build_go apiserver kube-apiserver "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 
+HELM_VERSION=v3.18.6
+# A `go install`ed helm does not know its own patch version: a stamp records it.
+if [[ -x $bin/helm && -f $bin/helm.stamp && $(cat "$bin/helm.stamp") == "$HELM_VERSION" ]]; then
+  echo "test-env: helm $HELM_VERSION is installed"
+else
+  echo "test-env: building helm $HELM_VERSION from its Go module"
+  GOBIN=$bin go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  echo "$HELM_VERSION" > "$bin/helm.stamp"
+fi
+
 s3s=$cache/s3s-fs/bin/s3s-fs
-if [[ -x $s3s ]] && "$s3s" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+if [[ -x $s3s ]] && "$s3s" --version
+"$bin/helm" version --short 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
   echo "test-env: s3s-fs $S3S_FS_VERSION is installed"
 else
   echo "test-env: installing s3s-fs $S3S_FS_VERSION from crates.io"
@@ -45,3 +56,4 @@ fi
 "$bin/kube-apiserver" --version
 "$bin/etcd" --version | head -1
 "$s3s" --version
+"$bin/helm" version --short

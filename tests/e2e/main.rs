@@ -5,6 +5,7 @@
 #[allow(dead_code)] // helpers shared with tests of later features
 mod support;
 
+mod chart;
 mod crd_validation;
 mod ha;
 mod ingest;

@@ -1,0 +1,258 @@
+//! The Helm chart lints, renders with and without its optional parts, is accepted
+//! by the real apiserver, refuses bad values, and its default Tracker works.
+
+use crate::Harness;
+use crate::support::{self, eventually};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
+use kubetrail::api::{Tracker, condition};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kubetrail");
+
+fn helm() -> std::path::PathBuf {
+    let path = std::env::var("KUBETRAIL_HELM")
+        .map(Into::into)
+        .unwrap_or_else(|_| support::bin_dir().join("helm"));
+    assert!(
+        path.exists(),
+        "helm not found at {}: run `bash scripts/test-env.sh`",
+        path.display()
+    );
+    path
+}
+
+/// Runs helm; returns (success, stdout, stderr).
+fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .output()
+        .expect("running helm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn render(namespace: &str, sets: &[String]) -> Vec<serde_json::Value> {
+    let mut args = vec!["template", "kt", CHART, "-n", namespace];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let (ok, out, err) = run_helm(&args);
+    assert!(ok, "helm template failed: {err}");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).expect("rendered YAML parses");
+    docs.into_iter().filter(|d| d.is_object()).collect()
+}
+
+/// Server-side dry-run apply of every object whose kind the apiserver serves;
+/// returns the kinds applied.
+async fn dry_run(client: &kube::Client, namespace: &str, docs: &[serde_json::Value]) -> HashSet<String> {
+    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    let mut applied = HashSet::new();
+    for doc in docs {
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
+        let types = obj.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("gvk");
+        let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
+            // e.g. ServiceMonitor, Certificate: their CRDs are not in the test cluster.
+            continue;
+        };
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &ar),
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        let name = obj.metadata.name.clone().expect("name");
+        api.patch(
+            &name,
+            &PatchParams::apply("kubetrail-chart-test").dry_run(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apiserver refused {} {name}: {e}", gvk.kind));
+        applied.insert(gvk.kind);
+    }
+    applied
+}
+
+#[tokio::test]
+async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
+    let h = Harness::start().await;
+    let (ok, out, err) = run_helm(&["lint", CHART, "--set", "destination.bucket=audit-logs"]);
+    assert!(ok, "helm lint: {out}{err}");
+
+    let base = vec!["destination.bucket=audit-logs".to_string()];
+    let docs = render(&h.namespace, &base);
+    let kinds = dry_run(&h.client, &h.namespace, &docs).await;
+    for k in [
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Tracker",
+    ] {
+        assert!(kinds.contains(k), "{k} rendered and accepted: {kinds:?}");
+    }
+    // Security context of the operator container.
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.contains(&"--client-ca-file=/etc/kubetrail/tls/ca.crt"),
+        "{args:?}"
+    );
+    // The files for the apiserver are rendered.
+    let audit = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "kt-kubetrail-apiserver-audit")
+        .expect("apiserver audit secret");
+    assert!(
+        audit["stringData"]["audit-webhook.kubeconfig"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "https://kt-kubetrail-webhook.{}.svc:443/audit",
+                h.namespace
+            ))
+    );
+    assert!(
+        audit["stringData"]["audit-policy.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("kind: Policy")
+    );
+
+    // Every optional part on.
+    let mut all = base.clone();
+    all.extend(
+        [
+            "replicas=2",
+            "networkPolicy.enabled=true",
+            "serviceMonitor.enabled=true",
+            "dashboard.enabled=true",
+            "adminNamespaces={ops,security}",
+        ]
+        .map(String::from),
+    );
+    let docs = render(&h.namespace, &all);
+    let kinds_rendered: HashSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for k in [
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "ConfigMap",
+    ] {
+        assert!(kinds_rendered.contains(k), "{k} rendered: {kinds_rendered:?}");
+    }
+    let kinds = dry_run(&h.client, &h.namespace, &docs).await;
+    for k in ["PodDisruptionBudget", "NetworkPolicy", "ConfigMap"] {
+        assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
+    }
+    // A PVC for the spool, with one replica.
+    let docs = render(
+        &h.namespace,
+        &[base[0].clone(), "spool.persistence.enabled=true".into()],
+    );
+    assert!(
+        dry_run(&h.client, &h.namespace, &docs)
+            .await
+            .contains("PersistentVolumeClaim")
+    );
+}
+
+#[test]
+fn bad_values_are_refused_by_the_schema() {
+    for (set, expected) in [
+        ("destination.bucket=Bad_Bucket", "/destination/bucket"),
+        ("destination.prefix=/prod", "/destination/prefix"),
+        ("destination.prefix=a/../b", "/destination/prefix"),
+        ("replicas=0", "/replicas"),
+        (
+            "defaultTracker.delivery.compression=lz4",
+            "/defaultTracker/delivery/compression",
+        ),
+        ("logFormat=xml", "/logFormat"),
+    ] {
+        let (ok, _, err) = run_helm(&[
+            "template",
+            "kt",
+            CHART,
+            "--set",
+            "destination.bucket=audit-logs",
+            "--set",
+            set,
+        ]);
+        assert!(!ok, "{set} must be refused");
+        assert!(err.contains(expected), "{set}: {err}");
+    }
+    let (ok, _, err) = run_helm(&["template", "kt", CHART]);
+    assert!(!ok && err.contains("destination.bucket is required"), "{err}");
+    let (ok, _, err) = run_helm(&[
+        "template",
+        "kt",
+        CHART,
+        "--set",
+        "destination.bucket=a-b-c",
+        "--set",
+        "replicas=2",
+        "--set",
+        "spool.persistence.enabled=true",
+    ]);
+    assert!(!ok && err.contains("needs replicas: 1"), "{err}");
+}
+
+#[tokio::test]
+async fn default_tracker_from_values_becomes_ready() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let bucket = env.s3.bucket("chart").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let name = support::unique("system");
+    let sets = vec![
+        format!("destination.bucket={bucket}"),
+        "destination.prefix=prod".into(),
+        format!("destination.endpoint={}", env.s3.endpoint),
+        "destination.forcePathStyle=true".into(),
+        "destination.credentialsSecret=s3".into(),
+        format!("defaultTracker.name={name}"),
+        format!("defaultTracker.labels.kubetrail\\.io/test={}", h.label),
+    ];
+    let docs = render(&h.namespace, &sets);
+    let tracker = docs
+        .iter()
+        .find(|d| d["kind"] == "Tracker")
+        .expect("default tracker rendered")
+        .clone();
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(tracker).expect("a valid Tracker");
+    api.patch(&name, &PatchParams::apply("helm"), &Patch::Apply(&obj))
+        .await
+        .expect("applying the default tracker");
+    let t = eventually(Duration::from_secs(60), "default tracker ready", || async {
+        let t = api.get(&name).await.ok()?;
+        (condition(&t.status.as_ref()?.conditions, "Ready")?.status == "True").then_some(t)
+    })
+    .await;
+    assert_eq!(t.spec.destination.prefix, "prod");
+    assert_eq!(t.spec.delivery.max_batch_age, "60s");
+}
