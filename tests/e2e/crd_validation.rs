@@ -243,3 +243,22 @@ async fn invalid_notifications_are_refused() {
         );
     }
 }
+
+/// The plain-YAML examples under `examples/` are valid objects.
+#[tokio::test]
+async fn shipped_examples_are_accepted() {
+    let client = support::env().cp.client().await;
+    for (file, kind, ns) in [
+        ("tracker.yaml", "Tracker", None),
+        ("tracequery.yaml", "TraceQuery", Some("default")),
+        ("keyeventnotification.yaml", "KeyEventNotification", None),
+    ] {
+        let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("example");
+        let mut obj: serde_json::Value = serde_saphyr::from_str(&text).expect("example parses");
+        if let Some(ns) = ns {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        create(&client, kind, ns, obj).await.unwrap_or_else(|e| panic!("{file} refused: {e}"));
+    }
+}
