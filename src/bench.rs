@@ -189,6 +189,23 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The S3 client of the bench bucket, which is created if missing.
+async fn bench_client(args: &BenchArgs, destination: &Destination) -> anyhow::Result<aws_sdk_s3::Client> {
+    let creds = StaticCredentials {
+        access_key_id: args.access_key.clone(),
+        secret_access_key: args.secret_key.clone(),
+        session_token: None,
+    };
+    let client = s3::client(destination, Some(creds)).await;
+    if let Err(e) = client.create_bucket().bucket(&args.bucket).send().await {
+        tracing::debug!(error = ?e, "create bucket (may exist)");
+    }
+    s3::check_bucket(&client, destination)
+        .await
+        .context("checking the bench bucket")?;
+    Ok(client)
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::install_crypto_provider();
@@ -211,32 +228,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "none" => Compression::None,
         other => anyhow::bail!("unknown compression {other:?}"),
     };
-    let destination = Destination {
-        bucket: args.bucket.clone(),
-        prefix: "bench".into(),
-        region: "us-east-1".into(),
-        endpoint: args.endpoint.clone(),
-        force_path_style: true,
-        credentials_secret_ref: None,
-        encryption: None,
-        kms_key_id: None,
-        retention_days: None,
-    };
+    let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
     let sink: SinkFactory = match &args.endpoint {
         Some(_) => {
-            let creds = StaticCredentials {
-                access_key_id: args.access_key.clone(),
-                secret_access_key: args.secret_key.clone(),
-                session_token: None,
-            };
-            let client = s3::client(&destination, Some(creds)).await;
-            match client.create_bucket().bucket(&args.bucket).send().await {
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = ?e, "create bucket (may exist)"),
-            }
-            s3::check_bucket(&client, &destination)
-                .await
-                .context("checking the bench bucket")?;
+            let client = bench_client(&args, &destination).await?;
             let d = destination.clone();
             Arc::new(move || {
                 futures::future::ready(Ok(Sink::S3 {
@@ -424,26 +419,10 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     use crate::spool::{Position, entries};
 
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
-    let destination = Destination {
-        bucket: args.bucket.clone(),
-        prefix: "bench".into(),
-        region: "us-east-1".into(),
-        endpoint: args.endpoint.clone(),
-        force_path_style: true,
-        credentials_secret_ref: None,
-        encryption: None,
-        kms_key_id: None,
-        retention_days: None,
-    };
+    let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
     let sink = match &args.endpoint {
         Some(_) => {
-            let creds = StaticCredentials {
-                access_key_id: args.access_key.clone(),
-                secret_access_key: args.secret_key.clone(),
-                session_token: None,
-            };
-            let client = s3::client(&destination, Some(creds)).await;
-            let _ = client.create_bucket().bucket(&args.bucket).send().await;
+            let client = bench_client(&args, &destination).await?;
             Sink::S3 {
                 client,
                 dest: Box::new(destination.clone()),

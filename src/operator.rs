@@ -165,15 +165,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
-    let admin = telemetry::admin_router(metrics.clone(), readiness.clone());
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin).await {
-            tracing::error!(error = %e, "admin endpoints stopped");
-        }
-    });
+    telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
     let spool = args.webhook.start(metrics.clone()).await?;
     let pipelines = Pipelines::new(
         spool,

@@ -1,11 +1,10 @@
 //! `kubetrail query`: the query engine from the command line.
 
 use crate::api::{Destination, Order, QueryFilter, Rating, Tracker};
-use crate::deliver::s3::{self, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, StaticCredentials};
+use crate::deliver::s3;
 use crate::deliver::sink::Sink;
 use crate::query::{self, Query};
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use std::path::PathBuf;
 
@@ -110,17 +109,13 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
         ));
     }
     if let Some(bucket) = &args.bucket {
-        let dest = Destination {
-            bucket: bucket.clone(),
-            prefix: args.prefix.clone(),
-            region: args.region.clone(),
-            endpoint: args.endpoint.clone(),
-            force_path_style: args.force_path_style,
-            credentials_secret_ref: None,
-            encryption: None,
-            kms_key_id: None,
-            retention_days: None,
-        };
+        let dest = Destination::plain(
+            bucket,
+            &args.prefix,
+            &args.region,
+            args.endpoint.clone(),
+            args.force_path_style,
+        );
         let client = s3::client(&dest, None).await;
         return Ok((
             Sink::S3 {
@@ -144,31 +139,11 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
         .with_context(|| format!("tracker {name:?} does not exist"))?;
     let dest = tracker.spec.destination.clone();
     let creds = match &dest.credentials_secret_ref {
-        Some(r) => {
-            let secret = Api::<Secret>::namespaced(client, &args.operator_namespace)
-                .get(&r.name)
+        Some(r) => Some(
+            crate::controller::tracker::read_credentials_in(&client, &args.operator_namespace, &r.name)
                 .await
-                .with_context(|| {
-                    format!(
-                        "reading credentials Secret {}/{}",
-                        args.operator_namespace, r.name
-                    )
-                })?;
-            let value = |k: &str| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
-            };
-            Some(StaticCredentials {
-                access_key_id: value(ACCESS_KEY_ID)
-                    .with_context(|| format!("Secret lacks {ACCESS_KEY_ID}"))?,
-                secret_access_key: value(SECRET_ACCESS_KEY)
-                    .with_context(|| format!("Secret lacks {SECRET_ACCESS_KEY}"))?,
-                session_token: value(SESSION_TOKEN),
-            })
-        }
+                .context("reading the tracker's credentials")?,
+        ),
         None => None,
     };
     let client = s3::client(&dest, creds).await;

@@ -142,13 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::parse(&text)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
-    let admin = telemetry::admin_router(metrics.clone(), readiness.clone());
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
-    tokio::spawn(async move {
-        let _ = axum::serve(admin_listener, admin).await;
-    });
+    telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
     let webhook = WebhookArgs {
         webhook_addr: args.listen,
         insecure_http: args.tls_cert_file.is_none(),
@@ -202,17 +196,7 @@ fn sink_of(t: &ServeTracker) -> (Destination, SinkFactory) {
     match (&t.directory, &t.destination) {
         (Some(dir), _) => {
             let dir = dir.clone();
-            let destination = Destination {
-                bucket: "local".into(),
-                prefix: String::new(),
-                region: "local".into(),
-                endpoint: None,
-                force_path_style: false,
-                credentials_secret_ref: None,
-                encryption: None,
-                kms_key_id: None,
-                retention_days: None,
-            };
+            let destination = Destination::plain("local", "", "local", None, false);
             (
                 destination,
                 Arc::new(move || futures::future::ready(Ok(Sink::Dir(dir.clone()))).boxed()),

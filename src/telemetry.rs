@@ -220,11 +220,23 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the admin router on `addr` until the process ends.
-pub async fn serve_admin(addr: SocketAddr, router: Router) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Binds the admin endpoints on `addr` and serves them in the background.
+pub async fn spawn_admin(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding the admin address {addr}: {e}")))?;
+    let router = admin_router(metrics, readiness);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin endpoints stopped");
+        }
+    });
     tracing::info!(%addr, "admin endpoints listening");
-    axum::serve(listener, router).await
+    Ok(())
 }
 
 #[cfg(test)]

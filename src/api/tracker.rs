@@ -107,6 +107,30 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
+impl Destination {
+    /// A destination without credentials reference, encryption or retention
+    /// (for `serve`, `query` and `bench`, which take credentials elsewhere).
+    pub fn plain(
+        bucket: &str,
+        prefix: &str,
+        region: &str,
+        endpoint: Option<String>,
+        force_path_style: bool,
+    ) -> Self {
+        Destination {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            region: region.into(),
+            endpoint,
+            force_path_style,
+            credentials_secret_ref: None,
+            encryption: None,
+            kms_key_id: None,
+            retention_days: None,
+        }
+    }
+}
+
 /// Server-side encryption modes.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum Encryption {

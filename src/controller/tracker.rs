@@ -304,14 +304,22 @@ async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<(), Desti
 
 /// Reads static S3 credentials from a Secret in the operator's namespace.
 pub async fn read_credentials(ctx: &Context, name: &str) -> Result<StaticCredentials, DestinationProblem> {
-    let namespace = ctx.settings.namespace.clone();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    read_credentials_in(&ctx.client, &ctx.settings.namespace, name).await
+}
+
+/// Reads static S3 credentials from the Secret `namespace/name`.
+pub async fn read_credentials_in(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<StaticCredentials, DestinationProblem> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
         .get_opt(name)
         .await
         .map_err(DestinationProblem::Kube)?
         .ok_or_else(|| DestinationProblem::CredentialsNotFound {
-            namespace: namespace.clone(),
+            namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
     let value = |key: &'static str| -> Option<String> {
@@ -324,7 +332,7 @@ pub async fn read_credentials(ctx: &Context, name: &str) -> Result<StaticCredent
             .filter(|s| !s.is_empty())
     };
     let missing = |key: &'static str| DestinationProblem::CredentialsInvalid {
-        namespace: namespace.clone(),
+        namespace: namespace.to_string(),
         name: name.to_string(),
         key,
     };

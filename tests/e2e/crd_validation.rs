@@ -259,6 +259,8 @@ async fn shipped_examples_are_accepted() {
         if let Some(ns) = ns {
             obj["metadata"]["namespace"] = json!(ns);
         }
-        create(&client, kind, ns, obj).await.unwrap_or_else(|e| panic!("{file} refused: {e}"));
+        create(&client, kind, ns, obj)
+            .await
+            .unwrap_or_else(|e| panic!("{file} refused: {e}"));
     }
 }
