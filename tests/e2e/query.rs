@@ -322,11 +322,11 @@ async fn trace_queries_answer_exactly_within_their_scope() {
     assert_eq!(s.phase, Some(QueryPhase::Failed));
     assert_eq!(s.conditions[0].reason, "RangeTooLarge");
 
-    // Finished queries go away after their TTL.
+    // Finished queries go away after their TTL (long enough to see them finish first).
     let q = run_query(
         &h,
         &tenant,
-        json!({"tracker": tracker, "ttlSecondsAfterFinished": 1, "timeRange": {"last": "1h"}}),
+        json!({"tracker": tracker, "ttlSecondsAfterFinished": 5, "timeRange": {"last": "1h"}}),
     )
     .await;
     let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), &tenant);
