@@ -125,7 +125,7 @@ impl S3Server {
                 let bytes = bytes.into_bytes();
                 let mut text = String::new();
                 if key.ends_with(".gz") {
-                    let _ = flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text);
+                    let _ = flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text);
                 } else if key.ends_with(".zst") {
                     text = String::from_utf8_lossy(&zstd::decode_all(&bytes[..]).unwrap_or_default())
                         .to_string();
