@@ -45,8 +45,10 @@ else
 fi
 
 s3s=$cache/s3s-fs/bin/s3s-fs
-if [[ -x $s3s ]] && "$s3s" --version
-"$bin/helm" version --short 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+# Capture output instead of piping into `grep -q`/`head`: under `pipefail` a reader that
+# exits early makes the writer die of SIGPIPE (exit 141) and fails the script at random.
+s3s_version=$([[ -x $s3s ]] && "$s3s" --version 2>/dev/null || true)
+if [[ $s3s_version == *"$S3S_FS_VERSION"* ]]; then
   echo "test-env: s3s-fs $S3S_FS_VERSION is installed"
 else
   echo "test-env: installing s3s-fs $S3S_FS_VERSION from crates.io"
@@ -54,6 +56,7 @@ else
 fi
 
 "$bin/kube-apiserver" --version
-"$bin/etcd" --version | head -1
+etcd_version=$("$bin/etcd" --version)
+echo "${etcd_version%%$'\n'*}"
 "$s3s" --version
 "$bin/helm" version --short
