@@ -150,7 +150,8 @@ pub struct OperatorArgs {
     /// Lease duration in seconds: how long a lost leader is waited for.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
-    /// Seconds between delivery status writes (lastDelivery, counters).
+    /// Seconds between delivery reports of this replica, and between the lease
+    /// holder's status writes that fold them in (lastDelivery, counters).
     #[arg(long, default_value_t = 10)]
     pub status_seconds: u64,
     #[command(flatten)]
@@ -188,10 +189,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         },
         metrics,
     );
+    let status_interval = Duration::from_secs(args.status_seconds.max(1));
+    let publisher = Arc::new(tokio::sync::Mutex::new(controller::report::Publisher::new(&ctx)));
     let delivery = tokio::spawn(controller::delivery::run(
         ctx.clone(),
         pipelines.clone(),
-        Duration::from_secs(args.status_seconds.max(1)),
+        publisher.clone(),
+        status_interval,
         readiness,
     ));
     tracing::info!("operator started");
@@ -218,7 +222,11 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 tracing::info!("leading: starting reconcilers");
                 let c = ctx.clone();
                 reconcilers = Some(tokio::spawn(async move {
-                    tokio::join!(controller::tracker::run(c.clone()), controller::query::run(c));
+                    tokio::join!(
+                        controller::tracker::run(c.clone()),
+                        controller::query::run(c.clone()),
+                        controller::report::fold_loop(c, status_interval),
+                    );
                 }));
             }
             (false, true) => {
@@ -240,6 +248,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     delivery.abort();
     let stopping = pipelines.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+    // What was delivered while stopping reaches the status through the holder.
+    publisher.lock().await.publish(&ctx, &pipelines).await;
     tracing::info!("operator stopped");
     Ok(())
 }

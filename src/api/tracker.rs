@@ -353,6 +353,11 @@ pub struct TrackerStatus {
     /// Files delivered since the tracker was created.
     #[serde(default)]
     pub files_delivered: u64,
+    /// Every replica delivers its own files; this is what each one reported, as
+    /// folded into the totals above by the lease holder (the only status writer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["writer"]))]
+    pub writers: Vec<WriterStatus>,
     /// The last error, cleared when the tracker is healthy again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -364,6 +369,28 @@ pub enum TrackerPhase {
     Enabled,
     Disabled,
     Error,
+}
+
+/// Delivery by one replica (writer), per its latest report.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriterStatus {
+    /// Writer id: the replica's pod name, also in its file names.
+    pub writer: String,
+    /// Identifies the writer's process; counters restart with a new one.
+    pub incarnation: String,
+    /// Traces this incarnation delivered (already counted in the totals).
+    #[serde(default)]
+    pub events: u64,
+    /// Files this incarnation delivered (already counted in the totals).
+    #[serde(default)]
+    pub files: u64,
+    /// The writer's most recent file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<LastDelivery>,
+    /// Why the writer's latest attempt failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The most recent delivery of a tracker.

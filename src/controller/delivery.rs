@@ -1,5 +1,5 @@
 //! Delivery on every replica: keeps one pipeline per enabled Tracker in line with
-//! the Tracker objects, and reports deliveries in their status.
+//! the Tracker objects, and publishes what it delivered (see [`super::report`]).
 
 use super::{Context, tracker::read_credentials};
 use crate::api::{Tracker, TrackerSpec};
@@ -9,7 +9,7 @@ use crate::route::Filter;
 use crate::telemetry::Readiness;
 use futures::{FutureExt, StreamExt};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,13 @@ fn s3_sink(ctx: &Arc<Context>, tracker: &Tracker) -> SinkFactory {
 
 /// Runs until the process stops. `ready` flips once the first list of Trackers
 /// has been applied, so no batch is accepted before its trackers are listening.
-pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: Duration, ready: Readiness) {
+pub async fn run(
+    ctx: Arc<Context>,
+    pipelines: Arc<Pipelines>,
+    publisher: Arc<tokio::sync::Mutex<super::report::Publisher>>,
+    status_interval: Duration,
+    ready: Readiness,
+) {
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.settings.tracker_selector {
@@ -92,7 +98,12 @@ pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: 
     }
     let (store, writer) = reflector::store();
     let stream = reflector(writer, watcher(api, config)).default_backoff();
-    let status = tokio::spawn(write_status_loop(ctx.clone(), pipelines.clone(), status_interval));
+    let status = tokio::spawn(super::report::publish_loop(
+        ctx.clone(),
+        pipelines.clone(),
+        publisher,
+        status_interval,
+    ));
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         match event {
@@ -114,63 +125,6 @@ pub async fn run(ctx: Arc<Context>, pipelines: Arc<Pipelines>, status_interval: 
         ready.set_ready(true);
     }
     status.abort();
-}
-
-/// Every `interval`, adds what was delivered since the last write to each
-/// tracker's status. The counters are read and written with the resourceVersion
-/// as a precondition, so replicas add up rather than overwrite each other.
-async fn write_status_loop(ctx: Arc<Context>, pipelines: Arc<Pipelines>, interval: Duration) {
-    let api: Api<Tracker> = Api::all(ctx.client.clone());
-    loop {
-        tokio::time::sleep(interval).await;
-        let pending: Vec<(String, crate::deliver::pipeline::DeliveryStats)> = {
-            let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
-            stats
-                .iter()
-                .filter(|(_, s)| s.unreported_files > 0)
-                .map(|(n, s)| (n.clone(), s.clone()))
-                .collect()
-        };
-        for (name, s) in pending {
-            let Ok(Some(t)) = api.get_opt(&name).await else {
-                continue;
-            };
-            let status = t.status.clone().unwrap_or_default();
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": t.resource_version()},
-                "status": {
-                    "lastDelivery": {
-                        "time": s.last_time.map(|t| t.to_string()),
-                        "objectKey": s.last_key,
-                        "events": s.last_events,
-                    },
-                    "eventsDelivered": status.events_delivered + s.unreported_events,
-                    "filesDelivered": status.files_delivered + s.unreported_files,
-                }
-            });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    let mut stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(cur) = stats.get_mut(&name) {
-                        cur.unreported_events -= s.unreported_events.min(cur.unreported_events);
-                        cur.unreported_files -= s.unreported_files.min(cur.unreported_files);
-                    }
-                    ctx.metrics
-                        .status_patches
-                        .get_or_create(&crate::telemetry::ControllerLabels {
-                            controller: "delivery",
-                        })
-                        .inc();
-                }
-                Err(e) => {
-                    tracing::debug!(tracker = %name, error = %e, "delivery status write failed; retrying later")
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

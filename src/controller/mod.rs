@@ -3,6 +3,7 @@
 pub mod delivery;
 pub mod leader;
 pub mod query;
+pub mod report;
 pub mod tracker;
 
 use crate::telemetry::Metrics;

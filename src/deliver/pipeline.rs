@@ -54,9 +54,9 @@ pub struct DeliveryStats {
     pub last_key: Option<String>,
     pub last_time: Option<jiff::Timestamp>,
     pub last_events: u64,
-    /// Counters not yet reported in the tracker's status.
-    pub unreported_events: u64,
-    pub unreported_files: u64,
+    /// Traces and files delivered since the pipeline started in this process.
+    pub events: u64,
+    pub files: u64,
     pub last_error: Option<(String, String)>,
 }
 
@@ -458,8 +458,8 @@ impl Worker {
         s.last_key = Some(key);
         s.last_time = Some(now);
         s.last_events = events;
-        s.unreported_events += events;
-        s.unreported_files += 1;
+        s.events += events;
+        s.files += 1;
         s.last_error = None;
         true
     }

@@ -86,10 +86,10 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
         }
     })
     .await;
-    let (leader, follower, leader_id, follower_id) = if a_leads {
-        (a, b, "replica-a", "replica-b")
+    let (leader, follower, leader_id, follower_id, follower_hook) = if a_leads {
+        (a, b, "replica-a", "replica-b", b_hook.clone())
     } else {
-        (b, a, "replica-b", "replica-a")
+        (b, a, "replica-b", "replica-a", a_hook.clone())
     };
     let reconciles = "kubetrail_reconciles_total{controller=\"tracker\"";
     assert!(
@@ -127,6 +127,38 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
         }
     }
 
+    // Only the leader writes Tracker status: it folds both replicas' delivery
+    // reports (one Lease each) into the totals and one `writers` entry per replica.
+    let status = eventually(Duration::from_secs(30), "both replicas counted", || async {
+        let s = api.get(&name).await.ok()?.status?;
+        (s.events_delivered == 20 && s.writers.len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status.files_delivered,
+        status.writers.iter().map(|w| w.files).sum::<u64>()
+    );
+    for (w, id) in status.writers.iter().zip(["replica-a", "replica-b"]) {
+        assert_eq!((w.writer.as_str(), w.events), (id, 10), "{w:?}");
+        let last = w.last_delivery.as_ref().expect("writer's last delivery");
+        assert!(last.object_key.contains(&format!("_{id}_")), "{last:?}");
+    }
+    for id in ["replica-a", "replica-b"] {
+        leases
+            .get(&format!("kubetrail-writer-{id}"))
+            .await
+            .expect("each replica publishes a delivery report");
+    }
+    let status_writes = "kubetrail_status_patches_total{controller=\"delivery\"";
+    assert!(
+        metric(&leader, status_writes).await.is_some(),
+        "the leader writes delivery status"
+    );
+    assert!(
+        metric(&follower, status_writes).await.is_none(),
+        "the follower never writes status"
+    );
+
     // Kill the leader: the follower takes over within the lease duration (3 s)
     // plus a renewal period, and reconciles from then on.
     let killed = Instant::now();
@@ -141,6 +173,18 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
     assert!(handover < Duration::from_secs(8), "handover took {handover:?}");
     let lease = leases.get("kubetrail-leader").await.expect("lease");
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(follower_id));
+
+    // The new leader keeps the old one's counts and adds its own new deliveries.
+    let (code, _) = http(&follower_hook, "POST", "/audit", &batch("ha-after", &h.namespace))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(30), "new leader counts", || async {
+        let s = api.get(&name).await.ok()?.status?;
+        (s.events_delivered == 30).then_some(())
+    })
+    .await;
+    assert!(metric(&follower, status_writes).await.is_some());
     api.patch(
         &name,
         &PatchParams::default(),

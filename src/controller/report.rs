@@ -1,0 +1,445 @@
+//! Delivery reports. Every replica delivers its own files, but only the Lease
+//! holder writes Tracker status. So each replica publishes its per-tracker
+//! delivery counters in a Lease of its own (`kubetrail-writer-<instance>`, which
+//! doubles as its heartbeat), and the holder folds those reports into each
+//! Tracker's `status` (totals, `lastDelivery`, one `writers` entry per replica).
+//!
+//! Counters in a report count from the start of the writer's process (its
+//! incarnation). The holder remembers in `status.writers` how much of each
+//! incarnation it has already added, so a new holder continues where the old one
+//! stopped and a restarted writer is counted from zero again, never twice.
+
+use super::Context;
+use crate::api::{LastDelivery, Tracker, TrackerStatus, WriterStatus};
+use crate::deliver::pipeline::Pipelines;
+use crate::telemetry::ControllerLabels;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Label on every report Lease.
+pub const REPORT_LABEL: &str = "kubetrail.io/delivery-report";
+/// Annotation holding the report (JSON).
+pub const REPORT_ANNOTATION: &str = "kubetrail.io/delivery-report";
+/// A writer republishes at least this often, even when nothing changed.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+/// A report not renewed for this long belongs to a replica that is gone; the
+/// holder folds it one last time and deletes it.
+const STALE: Duration = Duration::from_secs(3600);
+
+/// What one replica has delivered since its process started.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub incarnation: String,
+    #[serde(default)]
+    pub trackers: BTreeMap<String, TrackerReport>,
+}
+
+/// One tracker's deliveries in a [`Report`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerReport {
+    pub events: u64,
+    pub files: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<LastDelivery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A report as the holder reads it.
+#[derive(Clone, Debug)]
+pub struct WriterReport {
+    pub writer: String,
+    pub renewed: Option<jiff::Timestamp>,
+    pub report: Report,
+}
+
+/// Name of the report Lease of `instance` (a DNS subdomain).
+pub fn lease_name(instance: &str) -> String {
+    let clean: String = instance
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = format!(
+        "kubetrail-writer-{}",
+        clean.trim_matches(|c| c == '-' || c == '.')
+    );
+    name.chars().take(253).collect()
+}
+
+/// Publishes this replica's report every `interval` when it changed, and at
+/// least every minute as a heartbeat. Runs on every replica.
+pub async fn publish_loop(
+    ctx: Arc<Context>,
+    pipelines: Arc<Pipelines>,
+    publisher: Arc<tokio::sync::Mutex<Publisher>>,
+    interval: Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        publisher.lock().await.publish(&ctx, &pipelines).await;
+    }
+}
+
+/// Publishes one replica's reports, remembering what it last published. One per
+/// process: its incarnation tells the holder where counting restarts.
+pub struct Publisher {
+    incarnation: String,
+    last: Option<(Report, Instant)>,
+}
+
+impl Publisher {
+    pub fn new(ctx: &Context) -> Self {
+        let now = jiff::Timestamp::now();
+        Self {
+            incarnation: format!(
+                "{}-{}-{:x}",
+                ctx.settings.instance,
+                std::process::id(),
+                now.as_nanosecond()
+            ),
+            last: None,
+        }
+    }
+
+    fn report(&self, pipelines: &Pipelines) -> Report {
+        let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
+        Report {
+            incarnation: self.incarnation.clone(),
+            trackers: stats
+                .iter()
+                .map(|(name, s)| {
+                    let last_delivery = match (&s.last_time, &s.last_key) {
+                        (Some(time), Some(key)) => Some(LastDelivery {
+                            time: Time(*time),
+                            object_key: key.clone(),
+                            events: s.last_events,
+                        }),
+                        _ => None,
+                    };
+                    let report = TrackerReport {
+                        events: s.events,
+                        files: s.files,
+                        last_delivery,
+                        last_error: s
+                            .last_error
+                            .as_ref()
+                            .map(|(reason, msg)| format!("{reason}: {msg}")),
+                    };
+                    (name.clone(), report)
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the report Lease if the report changed or the heartbeat is due.
+    pub async fn publish(&mut self, ctx: &Context, pipelines: &Pipelines) {
+        let report = self.report(pipelines);
+        if let Some((last, at)) = &self.last
+            && *last == report
+            && at.elapsed() < HEARTBEAT
+        {
+            return;
+        }
+        let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+        let name = lease_name(&ctx.settings.instance);
+        let Ok(body) = serde_json::to_string(&report) else {
+            return;
+        };
+        let lease = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "labels": {REPORT_LABEL: "true", "app.kubernetes.io/managed-by": "kubetrail"},
+                "annotations": {REPORT_ANNOTATION: body},
+            },
+            "spec": {
+                "holderIdentity": ctx.settings.instance,
+                "leaseDurationSeconds": STALE.as_secs(),
+                "renewTime": MicroTime(jiff::Timestamp::now()),
+            },
+        });
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply("kubetrail-writer").force(),
+                &Patch::Apply(lease),
+            )
+            .await
+        {
+            Ok(_) => self.last = Some((report, Instant::now())),
+            Err(e) => {
+                tracing::warn!(lease = %name, error = %e, "publishing the delivery report failed; retrying")
+            }
+        }
+    }
+}
+
+/// Reads every replica's report (in the operator's namespace).
+async fn read_reports(ctx: &Context) -> Result<Vec<WriterReport>, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let leases = api
+        .list(&ListParams::default().labels(&format!("{REPORT_LABEL}=true")))
+        .await?;
+    let mut out = Vec::new();
+    for lease in leases {
+        let spec = lease.spec.clone().unwrap_or_default();
+        let Some(writer) = spec.holder_identity else {
+            continue;
+        };
+        let report = match lease
+            .annotations()
+            .get(REPORT_ANNOTATION)
+            .map(|a| serde_json::from_str(a))
+        {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                tracing::warn!(lease = %lease.name_any(), error = %e, "ignoring an unreadable delivery report");
+                continue;
+            }
+            None => continue,
+        };
+        out.push(WriterReport {
+            writer,
+            renewed: spec.renew_time.map(|t| t.0),
+            report,
+        });
+    }
+    Ok(out)
+}
+
+/// The delivery part of a tracker's status after folding in `reports`.
+/// Pure, so the counting rules are unit-tested.
+pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> TrackerStatus {
+    let mut next = status.clone();
+    let mut writers = Vec::new();
+    for r in reports {
+        let Some(t) = r.report.trackers.get(tracker) else {
+            // Keep what was counted of a writer that no longer delivers this tracker.
+            if let Some(prev) = status.writers.iter().find(|w| w.writer == r.writer) {
+                writers.push(prev.clone());
+            }
+            continue;
+        };
+        let prev = status.writers.iter().find(|w| w.writer == r.writer);
+        let (counted_events, counted_files) = match prev {
+            // Same process: count only the growth. A counter that went down was
+            // reset (the tracker was re-enabled), so all of it is new.
+            Some(p) if p.incarnation == r.report.incarnation => (
+                if t.events >= p.events { p.events } else { 0 },
+                if t.files >= p.files { p.files } else { 0 },
+            ),
+            _ => (0, 0),
+        };
+        next.events_delivered += t.events - counted_events;
+        next.files_delivered += t.files - counted_files;
+        if let Some(last) = &t.last_delivery
+            && next.last_delivery.as_ref().is_none_or(|l| l.time.0 < last.time.0)
+        {
+            next.last_delivery = Some(last.clone());
+        }
+        writers.push(WriterStatus {
+            writer: r.writer.clone(),
+            incarnation: r.report.incarnation.clone(),
+            events: t.events,
+            files: t.files,
+            last_delivery: t.last_delivery.clone(),
+            last_error: t.last_error.clone(),
+        });
+    }
+    writers.sort_by(|a, b| a.writer.cmp(&b.writer));
+    next.writers = writers;
+    next
+}
+
+/// Folds every report into the trackers' status every `interval`. Runs only
+/// on the Lease holder, with the reconcilers.
+pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = fold_once(&ctx).await {
+            tracing::warn!(error = %e, "folding delivery reports failed; retrying");
+        }
+    }
+}
+
+async fn fold_once(ctx: &Context) -> Result<(), kube::Error> {
+    let reports = read_reports(ctx).await?;
+    let api: Api<Tracker> = Api::all(ctx.client.clone());
+    let mut params = ListParams::default();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        params = params.labels(selector);
+    }
+    for tracker in api.list(&params).await? {
+        let name = tracker.name_any();
+        let status = tracker.status.clone().unwrap_or_default();
+        let next = fold(&name, &status, &reports);
+        if next == status {
+            continue;
+        }
+        let patch = serde_json::json!({
+            // Compare-and-swap: a concurrent change makes this round retry.
+            "metadata": {"resourceVersion": tracker.resource_version()},
+            "status": {
+                "lastDelivery": next.last_delivery,
+                "eventsDelivered": next.events_delivered,
+                "filesDelivered": next.files_delivered,
+                "writers": next.writers,
+            }
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics
+                    .status_patches
+                    .get_or_create(&ControllerLabels {
+                        controller: "delivery",
+                    })
+                    .inc();
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                tracing::debug!(tracker = %name, "tracker changed meanwhile; folding again next round")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Reports of replicas gone for good: their counts are folded above.
+    let now = jiff::Timestamp::now();
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    for r in &reports {
+        let stale = r
+            .renewed
+            .is_some_and(|t| now.duration_since(t).as_secs() > STALE.as_secs() as i64);
+        if stale {
+            tracing::info!(writer = %r.writer, "deleting the report of a replica that is gone");
+            if let Err(e) = leases
+                .delete(&lease_name(&r.writer), &DeleteParams::default())
+                .await
+            {
+                tracing::warn!(writer = %r.writer, error = %e, "deleting a stale delivery report failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(writer: &str, incarnation: &str, events: u64, files: u64, at: i64) -> WriterReport {
+        let time = jiff::Timestamp::from_second(at).unwrap();
+        let mut trackers = BTreeMap::new();
+        trackers.insert(
+            "t".to_string(),
+            TrackerReport {
+                events,
+                files,
+                last_delivery: Some(LastDelivery {
+                    time: Time(time),
+                    object_key: format!("{writer}-{at}"),
+                    events: 1,
+                }),
+                last_error: None,
+            },
+        );
+        WriterReport {
+            writer: writer.into(),
+            renewed: Some(time),
+            report: Report {
+                incarnation: incarnation.into(),
+                trackers,
+            },
+        }
+    }
+
+    #[test]
+    fn replicas_add_up_and_growth_is_counted_once() {
+        let s0 = TrackerStatus::default();
+        let s1 = fold(
+            "t",
+            &s0,
+            &[report("a", "a1", 10, 1, 100), report("b", "b1", 5, 1, 200)],
+        );
+        assert_eq!((s1.events_delivered, s1.files_delivered), (15, 2));
+        assert_eq!(s1.last_delivery.as_ref().unwrap().object_key, "b-200");
+        assert_eq!(s1.writers.len(), 2);
+        // Folding the same reports again changes nothing.
+        let again = fold(
+            "t",
+            &s1,
+            &[report("a", "a1", 10, 1, 100), report("b", "b1", 5, 1, 200)],
+        );
+        assert_eq!(again, s1);
+        // Only growth is added.
+        let s2 = fold(
+            "t",
+            &s1,
+            &[report("a", "a1", 14, 2, 300), report("b", "b1", 5, 1, 200)],
+        );
+        assert_eq!((s2.events_delivered, s2.files_delivered), (19, 3));
+        assert_eq!(s2.last_delivery.as_ref().unwrap().object_key, "a-300");
+    }
+
+    #[test]
+    fn a_restarted_writer_counts_from_zero_and_a_reset_counter_is_new() {
+        let s1 = fold("t", &TrackerStatus::default(), &[report("a", "a1", 10, 2, 100)]);
+        // New process, same pod name: its 3 events are all new.
+        let s2 = fold("t", &s1, &[report("a", "a2", 3, 2, 200)]);
+        assert_eq!((s2.events_delivered, s2.files_delivered), (13, 4));
+        assert_eq!(s2.writers[0].incarnation, "a2");
+        // Same process, counter went down (tracker re-enabled): the 2 are new.
+        let s3 = fold("t", &s2, &[report("a", "a2", 2, 1, 300)]);
+        assert_eq!((s3.events_delivered, s3.files_delivered), (15, 5));
+    }
+
+    #[test]
+    fn writers_without_a_report_are_dropped_but_their_counts_stay() {
+        let s1 = fold(
+            "t",
+            &TrackerStatus::default(),
+            &[report("a", "a1", 10, 1, 100), report("b", "b1", 5, 1, 100)],
+        );
+        let s2 = fold("t", &s1, &[report("b", "b1", 5, 1, 100)]);
+        assert_eq!(s2.events_delivered, 15);
+        assert_eq!(
+            s2.writers.iter().map(|w| w.writer.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        // A report for another tracker leaves this one alone.
+        assert_eq!(
+            fold(
+                "other",
+                &TrackerStatus::default(),
+                &[report("a", "a1", 10, 1, 100)]
+            ),
+            TrackerStatus::default()
+        );
+    }
+
+    #[test]
+    fn lease_names_are_dns_subdomains() {
+        assert_eq!(
+            lease_name("kubetrail-7d9f-abc"),
+            "kubetrail-writer-kubetrail-7d9f-abc"
+        );
+        assert_eq!(lease_name("Replica_A"), "kubetrail-writer-replica-a");
+    }
+}
