@@ -326,8 +326,10 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         matched: Vec::new(),
         hits: Vec::new(),
     };
-    let mut newest: BinaryHeap<std::cmp::Reverse<(Hit, u64)>> = BinaryHeap::new();
-    let mut oldest: BinaryHeap<(Hit, u64)> = BinaryHeap::new();
+    let mut newest: BinaryHeap<std::cmp::Reverse<Candidate>> = BinaryHeap::new();
+    let mut oldest: BinaryHeap<Candidate> = BinaryHeap::new();
+    // A displaced candidate's buffers are reused by the next one.
+    let mut spare = Candidate::default();
     let mut buf = Vec::with_capacity(8192);
     loop {
         buf.clear();
@@ -357,38 +359,80 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         scan.matched.push(hash);
         let full = newest.len().max(oldest.len()) >= limit;
         let better = match q.order {
-            Order::NewestFirst => newest.peek().is_none_or(|w| t >= w.0.0.time_ms),
-            Order::OldestFirst => oldest.peek().is_none_or(|w| t <= w.0.time_ms),
+            Order::NewestFirst => newest.peek().is_none_or(|w| t >= w.0.time_ms),
+            Order::OldestFirst => oldest.peek().is_none_or(|w| t <= w.time_ms),
         };
         if full && !better {
             continue;
         }
-        let hit = Hit {
-            time_ms: t,
-            trace_id: v.trace_id.to_string(),
-            line: String::from_utf8_lossy(line).into_owned(),
-        };
-        match q.order {
+        let mut c = std::mem::take(&mut spare);
+        c.time_ms = t;
+        c.hash = hash;
+        c.trace_id.clear();
+        c.trace_id.push_str(&v.trace_id);
+        c.line.clear();
+        c.line.extend_from_slice(line);
+        let displaced = match q.order {
             Order::NewestFirst => {
-                newest.push(std::cmp::Reverse((hit, hash)));
-                if newest.len() > limit {
-                    newest.pop();
-                }
+                newest.push(std::cmp::Reverse(c));
+                (newest.len() > limit).then(|| newest.pop()).flatten().map(|r| r.0)
             }
             Order::OldestFirst => {
-                oldest.push((hit, hash));
-                if oldest.len() > limit {
-                    oldest.pop();
-                }
+                oldest.push(c);
+                (oldest.len() > limit).then(|| oldest.pop()).flatten()
             }
+        };
+        if let Some(d) = displaced {
+            spare = d;
         }
     }
     scan.hits = newest
         .into_iter()
-        .map(|r| (r.0.1, r.0.0))
-        .chain(oldest.into_iter().map(|(h, x)| (x, h)))
+        .map(|r| r.0)
+        .chain(oldest)
+        .map(Candidate::into_hit)
         .collect();
     scan
+}
+
+/// A hit while its file is scanned: the line stays bytes (no UTF-8 check, no
+/// allocation once the heap is full) until it survives the file's top `limit`.
+#[derive(Default)]
+struct Candidate {
+    time_ms: i64,
+    trace_id: String,
+    line: Vec<u8>,
+    hash: u64,
+}
+
+impl Candidate {
+    fn into_hit(self) -> (u64, Hit) {
+        let line = String::from_utf8(self.line)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let hit = Hit {
+            time_ms: self.time_ms,
+            trace_id: self.trace_id,
+            line,
+        };
+        (self.hash, hit)
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Candidate {}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time_ms, &self.trace_id).cmp(&(other.time_ms, &other.trace_id))
+    }
+}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Runs a query against a tracker's destination.
