@@ -134,6 +134,29 @@ impl<'de, 'v> serde::de::DeserializeSeed<'de> for ViewSeed<'v, 'de> {
     }
 }
 
+/// The view's fields, matched without allocating the key.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ViewField {
+    TraceId,
+    TraceName,
+    TraceRating,
+    ServiceType,
+    ResourceType,
+    ResourceName,
+    Namespace,
+    User,
+    SourceIps,
+    Time,
+    #[serde(other)]
+    Other,
+}
+
+/// A string borrowed from the line unless it has escapes (`Cow<str>` on its own
+/// always allocates).
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
 impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,24 +164,34 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
     }
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<(), M::Error> {
         let mut seen = 0;
-        while let Some(key) = m.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = m.next_key::<ViewField>()? {
             let v = &mut *self.view;
-            match key.as_ref() {
-                "trace_id" => v.trace_id = m.next_value()?,
-                "trace_name" => v.trace_name = m.next_value()?,
-                "trace_rating" => v.trace_rating = m.next_value()?,
-                "service_type" => v.service_type = m.next_value()?,
-                "resource_type" => v.resource_type = m.next_value()?,
-                "resource_name" => v.resource_name = m.next_value()?,
-                "namespace" => v.namespace = m.next_value()?,
-                "user" => v.user = m.next_value()?,
-                "source_ips" => v.source_ips = m.next_value()?,
-                "time" => v.time = m.next_value()?,
-                _ => {
+            let slot = match key {
+                ViewField::TraceId => &mut v.trace_id,
+                ViewField::TraceName => &mut v.trace_name,
+                ViewField::TraceRating => &mut v.trace_rating,
+                ViewField::ServiceType => &mut v.service_type,
+                ViewField::ResourceType => &mut v.resource_type,
+                ViewField::ResourceName => &mut v.resource_name,
+                ViewField::Namespace => &mut v.namespace,
+                ViewField::User => &mut v.user,
+                ViewField::Time => &mut v.time,
+                ViewField::SourceIps => {
+                    let ips: Vec<Borrowed<'de>> = m.next_value()?;
+                    v.source_ips = ips.into_iter().map(|b| b.0).collect();
+                    seen += 1;
+                    if seen == VIEW_FIELDS {
+                        *self.complete = true;
+                        return Err(serde::de::Error::custom("view complete"));
+                    }
+                    continue;
+                }
+                ViewField::Other => {
                     m.next_value::<serde::de::IgnoredAny>()?;
                     continue;
                 }
-            }
+            };
+            *slot = m.next_value::<Borrowed<'de>>()?.0;
             seen += 1;
             if seen == VIEW_FIELDS {
                 *self.complete = true;
@@ -286,6 +319,28 @@ impl FileScan {
     }
 }
 
+/// A set of trace-ID hashes. They are hashes already, so the set uses them as
+/// they are instead of hashing them again (a million inserts per scan).
+type IdSet = HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// A `Hasher` for keys that are already hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// FNV-1a: a stable 64-bit hash of a trace ID, for de-duplication.
 fn id_hash(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -293,30 +348,72 @@ fn id_hash(id: &str) -> u64 {
     })
 }
 
-/// A line reader over a file, decompressing as it goes.
-fn line_reader<'a>(key: &str, bytes: &'a [u8]) -> std::io::Result<Box<dyn std::io::BufRead + 'a>> {
-    let cap = 256 * 1024;
-    Ok(if key.ends_with(".gz") {
-        Box::new(std::io::BufReader::with_capacity(
-            cap,
-            flate2::read::MultiGzDecoder::new(bytes),
-        ))
-    } else if key.ends_with(".zst") {
-        Box::new(std::io::BufReader::with_capacity(
-            cap,
-            zstd::stream::read::Decoder::new(bytes)?,
-        ))
-    } else {
-        Box::new(bytes)
-    })
+/// The decompressed content of a file, read in large blocks and cut into lines
+/// in place (no per-line copy).
+struct Lines<'a> {
+    reader: Box<dyn std::io::Read + 'a>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<'a> Lines<'a> {
+    fn new(key: &str, bytes: &'a [u8]) -> std::io::Result<Self> {
+        let reader: Box<dyn std::io::Read + 'a> = if key.ends_with(".gz") {
+            Box::new(flate2::bufread::MultiGzDecoder::new(bytes))
+        } else if key.ends_with(".zst") {
+            Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?)
+        } else {
+            Box::new(bytes)
+        };
+        Ok(Self {
+            reader,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            eof: false,
+        })
+    }
+
+    /// The next line without its newline; `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                let line = self.start..self.start + n;
+                self.start += n + 1;
+                return Ok(Some(&self.buf[line]));
+            }
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let line = self.start..self.end;
+                self.start = self.end;
+                return Ok(Some(&self.buf[line]));
+            }
+            // Keep the partial line, then fill the rest of the buffer.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                // A line longer than the buffer.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.reader.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
 }
 
 /// Decompresses and filters one file, streaming: memory holds one line and the
 /// file's best hits, not the whole file.
 fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
-    use std::io::BufRead;
     let size = bytes.len() as u64;
-    let Ok(mut reader) = line_reader(key, &bytes) else {
+    let Ok(mut lines) = Lines::new(key, &bytes) else {
         return FileScan::unreadable(size);
     };
     let mut scan = FileScan {
@@ -330,18 +427,15 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
     let mut oldest: BinaryHeap<Candidate> = BinaryHeap::new();
     // A displaced candidate's buffers are reused by the next one.
     let mut spare = Candidate::default();
-    let mut buf = Vec::with_capacity(8192);
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let line = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
             Err(_) => {
                 scan.unreadable = true;
                 break;
             }
-        }
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        };
         if line.is_empty() {
             continue;
         }
@@ -375,7 +469,10 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         let displaced = match q.order {
             Order::NewestFirst => {
                 newest.push(std::cmp::Reverse(c));
-                (newest.len() > limit).then(|| newest.pop()).flatten().map(|r| r.0)
+                (newest.len() > limit)
+                    .then(|| newest.pop())
+                    .flatten()
+                    .map(|r| r.0)
             }
             Order::OldestFirst => {
                 oldest.push(c);
@@ -468,8 +565,8 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
     // Newest first keeps the `limit` newest in a min-heap; oldest first the oldest in a max-heap.
     let mut newest: BinaryHeap<std::cmp::Reverse<Hit>> = BinaryHeap::new();
     let mut oldest: BinaryHeap<Hit> = BinaryHeap::new();
-    let mut matched: HashSet<u64> = HashSet::new();
-    let mut kept: HashSet<u64> = HashSet::new();
+    let mut matched: IdSet = IdSet::default();
+    let mut kept: IdSet = IdSet::default();
     let times: Vec<i64> = objects.iter().map(|(t, _)| *t).collect();
     // Fetch, decompress and filter several files at once (on blocking threads);
     // results are merged in file order.
