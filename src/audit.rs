@@ -39,7 +39,7 @@ pub struct Event<'a> {
     pub user: UserInfo<'a>,
     #[serde(borrow, default)]
     pub impersonated_user: Option<UserInfo<'a>>,
-    #[serde(borrow, default, rename = "sourceIPs")]
+    #[serde(borrow, default, rename = "sourceIPs", deserialize_with = "borrowed_strs")]
     pub source_ips: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub user_agent: Option<Cow<'a, str>>,
@@ -66,7 +66,7 @@ pub struct UserInfo<'a> {
     pub username: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_strs")]
     pub groups: Vec<Cow<'a, str>>,
 }
 
@@ -116,6 +116,15 @@ pub enum ParseError {
     MissingAuditId { index: usize },
 }
 
+/// A list of strings borrowed from the body where they have no escapes (serde's
+/// own `Vec<Cow<str>>` allocates every element).
+fn borrowed_strs<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    let items: Vec<Borrowed<'a>> = Deserialize::deserialize(d)?;
+    Ok(items.into_iter().map(|b| b.0).collect())
+}
+
 /// Parses and checks a webhook body. Every event must carry an `auditID`.
 pub fn parse_event_list(body: &[u8]) -> Result<EventList<'_>, ParseError> {
     let list: EventList<'_> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
@@ -154,6 +163,9 @@ mod tests {
         let e = &list.items[0];
         assert_eq!(e.audit_id.as_deref(), Some("a-1"));
         assert_eq!(e.user.groups.len(), 2);
+        // Plain strings are borrowed from the body, not copied.
+        assert!(matches!(e.user.groups[0], Cow::Borrowed("dev")));
+        assert!(matches!(e.source_ips[0], Cow::Borrowed("10.0.0.1")));
         assert_eq!(e.response_status.as_ref().unwrap().code, Some(200));
         assert!(e.response_object.unwrap().get().contains("dg=="));
     }

@@ -181,8 +181,11 @@ enum ReadError {
 /// dropped (up to 4× the cap) so the client gets a clean 413 rather than a reset
 /// connection; memory holds at most `max` bytes either way.
 async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadError> {
+    use axum::body::HttpBody as _;
+    // Content-Length, when sent, sizes the buffer once.
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
+    let mut buf = Vec::with_capacity(expected.min(max));
     let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
     let mut over = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
