@@ -201,14 +201,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tracing::info!("operator started");
     // Every replica ingests and delivers; only the Lease holder reconciles.
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
-    tokio::spawn(controller::leader::run(
+    let election = controller::leader::Election {
+        namespace: ctx.settings.namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: ctx.settings.instance.clone(),
+        lease: Duration::from_secs(args.lease_seconds.max(1)),
+    };
+    let elector = tokio::spawn(controller::leader::run(
         ctx.client.clone(),
-        controller::leader::Election {
-            namespace: ctx.settings.namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: ctx.settings.instance.clone(),
-            lease: Duration::from_secs(args.lease_seconds.max(1)),
-        },
+        election.clone(),
         leading_tx,
     ));
     let mut reconcilers: Option<tokio::task::JoinHandle<()>> = None;
@@ -242,8 +243,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             changed = leading.changed() => if changed.is_err() { break },
         }
     }
+    elector.abort();
     if let Some(r) = reconcilers.take() {
         r.abort();
+    }
+    match controller::leader::release(ctx.client.clone(), &election).await {
+        Ok(true) => {
+            ctx.metrics.leader.set(0);
+            tracing::info!("lease released")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "releasing the lease failed; it expires on its own"),
     }
     delivery.abort();
     let stopping = pipelines.clone();

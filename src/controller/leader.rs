@@ -43,6 +43,28 @@ pub async fn run(client: kube::Client, e: Election, leading: watch::Sender<bool>
     }
 }
 
+/// Gives the lease up if this replica holds it, so another replica takes over at
+/// once instead of after the lease duration (a rolling update, a drained node).
+pub async fn release(client: kube::Client, e: &Election) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, &e.namespace);
+    let Some(mut lease) = api.get_opt(&e.name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(e.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.renew_time = Some(now());
+    spec.lease_duration_seconds = Some(1);
+    // With the resourceVersion: a lease someone else took meanwhile is left alone.
+    match api.replace(&e.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 fn now() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }

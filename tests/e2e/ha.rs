@@ -202,4 +202,22 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
     )
     .await;
     assert!(metric(&follower, reconciles).await.is_some());
+
+    // A leader stopped cleanly (SIGTERM) gives the lease up on its way out, so a
+    // new replica takes over without waiting for the lease to expire.
+    let (c, _) = start("replica-c").await;
+    let status = follower.stop().await;
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let lease = leases.get("kubetrail-leader").await.expect("lease");
+    assert_ne!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(follower_id),
+        "the stopped leader released the lease"
+    );
+    eventually(Duration::from_secs(15), "replica-c leads", || async {
+        metric(&c, "kubetrail_leader ")
+            .await
+            .filter(|l| l.ends_with(" 1"))
+    })
+    .await;
 }

@@ -210,6 +210,20 @@ impl Operator {
         op
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; waits until the process has exited.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: sends a signal to our own child process.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("operator stops within 30 s of SIGTERM")
+            .expect("waiting for the operator")
+    }
+
     /// SIGKILL, as a node loss or OOM kill would.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
