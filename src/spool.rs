@@ -245,10 +245,15 @@ impl Spool {
     }
 
     /// Persists that `tracker` has delivered everything before `pos`, then deletes
-    /// segments no active tracker needs.
+    /// segments no active tracker needs. A tracker deactivated meanwhile (a file
+    /// still in flight when it was disabled or deleted) gets no cursor back: when
+    /// enabled again it starts at the head, like a new one.
     pub fn commit(&self, tracker: &str, pos: Position) -> io::Result<()> {
         {
             let mut c = lock(&self.shared.cursors);
+            if !c.active.contains(tracker) {
+                return Ok(());
+            }
             c.positions.insert(tracker.to_string(), pos);
             save_cursors(&self.shared.dir, &c)?;
         }
@@ -734,6 +739,9 @@ mod tests {
         assert_eq!(read_all(&spool, 6).len(), 4, "what b needs is still there");
         spool.deactivate("b").unwrap();
         assert_eq!(spool.segments(), 1, "only the newest segment stays");
+        // A file that was in flight when b was disabled does not bring its cursor back.
+        spool.commit("b", Position { seq: 8, idx: 0 }).unwrap();
+        assert_eq!(spool.cursor("b"), None);
         // Cursors survive a restart.
         drop(spool);
         let spool = Spool::open(config(dir.path())).unwrap();

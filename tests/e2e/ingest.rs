@@ -3,7 +3,7 @@
 
 use crate::Harness;
 use crate::support::{self, Operator, eventually, http};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubetrail::api::Tracker;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -683,4 +683,148 @@ async fn https_webhook_refuses_bad_input() {
         "{metrics}"
     );
     assert!(metrics.contains("kubetrail_events_spooled_total 4"), "{metrics}");
+}
+
+/// A batch of `n` `get pods` events tagged `{tag}-{i}`, as the webhook receives it.
+fn tagged_batch(tag: &str, ns: &str, n: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"auditID": format!("{tag}-{i}"), "stage": "ResponseComplete", "verb": "get",
+            "user": {"username": "u"}, "objectRef": {"resource": "pods", "namespace": ns, "apiVersion": "v1"},
+            "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
+        .unwrap()
+}
+
+/// Posts tagged batches until one of them shows up under `prefix`; returns its tag.
+async fn post_until_delivered(
+    hook: &str,
+    s3: &support::S3Server,
+    bucket: &str,
+    prefix: &str,
+    tag: &str,
+    ns: &str,
+) -> String {
+    let mut n = 0;
+    eventually(WAIT, &format!("a {tag} batch under {prefix}/"), || {
+        n += 1;
+        let t = format!("{tag}{n}");
+        async move {
+            let (code, _) = http(hook, "POST", "/audit", &tagged_batch(&t, ns, 3)).await?;
+            assert_eq!(code, 200);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let all: String = s3
+                .objects(bucket, &format!("{prefix}/"))
+                .await
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            all.contains(&format!("\"{t}-0\"")).then_some(t)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tracker_changes_take_effect_without_a_restart() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let bucket = env.s3.bucket("change").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let name = format!("{}-change", h.namespace);
+    tracker(
+        &h,
+        &name,
+        json!({"destination": destination(&bucket, "one", &env.s3.endpoint), "delivery": {"maxBatchAge": "1s"}}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = format!("127.0.0.1:{}", support::free_port());
+    let args = vec![
+        "--insecure-http".to_string(),
+        "--webhook-addr".into(),
+        hook.clone(),
+        "--spool-dir".into(),
+        dir.path().join("spool").display().to_string(),
+    ];
+    let _op = Operator::start(&h.namespace, &h.label, "w1", &args).await;
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let ns = h.namespace.clone();
+    post_until_delivered(&hook, &env.s3, &bucket, "one", "first", &ns).await;
+
+    // A new prefix: the pipeline restarts from its cursor and writes there.
+    let patch = |v: Value| {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&v))
+                .await
+                .expect("patching the tracker")
+        }
+    };
+    patch(json!({"spec": {"destination": {"prefix": "two"}}})).await;
+    post_until_delivered(&hook, &env.s3, &bucket, "two", "moved", &ns).await;
+    let (code, _) = http(&hook, "POST", "/audit", &tagged_batch("after-move", &ns, 3))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    eventually(WAIT, "after-move under two/", || async {
+        let all: String = env
+            .s3
+            .objects(&bucket, "two/")
+            .await
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        all.contains("\"after-move-0\"").then_some(())
+    })
+    .await;
+    let old: String = env
+        .s3
+        .objects(&bucket, "one/")
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(!old.contains("after-move"), "nothing new under the old prefix");
+
+    // Disabled: batches are still accepted, and nothing is delivered for it.
+    patch(json!({"spec": {"enabled": false}})).await;
+    eventually(WAIT, "tracker disabled", || async {
+        let s = api.get(&name).await.ok()?.status?;
+        (s.phase == Some(kubetrail::api::TrackerPhase::Disabled)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, _) = http(&hook, "POST", "/audit", &tagged_batch("while-off", &ns, 3))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "a disabled tracker does not refuse the apiserver");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all: String = env
+        .s3
+        .objects(&bucket, "")
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(!all.contains("while-off"), "a disabled tracker delivers nothing");
+
+    // Enabled again: it delivers what arrives from then on.
+    patch(json!({"spec": {"enabled": true}})).await;
+    post_until_delivered(&hook, &env.s3, &bucket, "two", "back", &ns).await;
+    let all: String = env
+        .s3
+        .objects(&bucket, "")
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        !all.contains("while-off"),
+        "what arrived while disabled stays undelivered"
+    );
 }
