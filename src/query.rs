@@ -116,15 +116,13 @@ struct View<'a> {
     time: Cow<'a, str>,
 }
 
-/// Fields of [`View`]; reading stops once all were seen.
-const VIEW_FIELDS: usize = 10;
-
 /// Fills a [`View`] from a trace line and stops reading as soon as every field
 /// it needs was seen: the request and response bodies, most of a line's bytes,
 /// come after them in delivered traces and are never parsed.
 struct ViewSeed<'v, 'a> {
     view: &'v mut View<'a>,
     complete: &'v mut bool,
+    needed: Needed,
 }
 
 impl<'de, 'v> serde::de::DeserializeSeed<'de> for ViewSeed<'v, 'de> {
@@ -157,14 +155,70 @@ enum ViewField {
 #[derive(Deserialize)]
 struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
+impl ViewField {
+    /// The field's bit in a [`Needed`] mask.
+    fn bit(&self) -> Needed {
+        match self {
+            ViewField::TraceId => 1,
+            ViewField::TraceName => 1 << 1,
+            ViewField::TraceRating => 1 << 2,
+            ViewField::ServiceType => 1 << 3,
+            ViewField::ResourceType => 1 << 4,
+            ViewField::ResourceName => 1 << 5,
+            ViewField::Namespace => 1 << 6,
+            ViewField::User => 1 << 7,
+            ViewField::SourceIps => 1 << 8,
+            ViewField::Time => 1 << 9,
+            ViewField::Other => 0,
+        }
+    }
+}
+
+/// Which view fields a query reads, as bits of [`ViewField::bit`].
+type Needed = u16;
+
+/// Every view field.
+#[cfg(test)]
+const ALL_FIELDS: Needed = (1 << 10) - 1;
+
+/// The fields `q` needs: the trace ID and time always, the others only when
+/// a filter or the namespace scope looks at them.
+fn needed_fields(q: &Query) -> Needed {
+    let f = &q.filter;
+    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit();
+    for (used, field) in [
+        (!f.verbs.is_empty(), ViewField::TraceName),
+        (!f.ratings.is_empty(), ViewField::TraceRating),
+        (!f.api_groups.is_empty(), ViewField::ServiceType),
+        (!f.resources.is_empty(), ViewField::ResourceType),
+        (!f.resource_names.is_empty(), ViewField::ResourceName),
+        (
+            !f.namespaces.is_empty() || q.namespace_scope.is_some(),
+            ViewField::Namespace,
+        ),
+        (!f.users.is_empty(), ViewField::User),
+        (!f.source_ips.is_empty(), ViewField::SourceIps),
+    ] {
+        if used {
+            needed |= field.bit();
+        }
+    }
+    needed
+}
+
 impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a trace object")
     }
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<(), M::Error> {
-        let mut seen = 0;
+        let mut seen: Needed = 0;
         while let Some(key) = m.next_key::<ViewField>()? {
+            let bit = key.bit();
+            if bit & self.needed == 0 {
+                m.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
             let v = &mut *self.view;
             let slot = match key {
                 ViewField::TraceId => &mut v.trace_id,
@@ -179,21 +233,18 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
                 ViewField::SourceIps => {
                     let ips: Vec<Borrowed<'de>> = m.next_value()?;
                     v.source_ips = ips.into_iter().map(|b| b.0).collect();
-                    seen += 1;
-                    if seen == VIEW_FIELDS {
+                    seen |= bit;
+                    if seen == self.needed {
                         *self.complete = true;
                         return Err(serde::de::Error::custom("view complete"));
                     }
                     continue;
                 }
-                ViewField::Other => {
-                    m.next_value::<serde::de::IgnoredAny>()?;
-                    continue;
-                }
+                ViewField::Other => unreachable!("bit 0 is never needed"),
             };
             *slot = m.next_value::<Borrowed<'de>>()?.0;
-            seen += 1;
-            if seen == VIEW_FIELDS {
+            seen |= bit;
+            if seen == self.needed {
                 *self.complete = true;
                 return Err(serde::de::Error::custom("view complete"));
             }
@@ -204,7 +255,7 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
 }
 
 /// Reads the filter fields of a trace line (absent fields stay empty).
-fn view(line: &[u8]) -> Option<View<'_>> {
+fn view(line: &[u8], needed: Needed) -> Option<View<'_>> {
     use serde::de::DeserializeSeed;
     let mut view = View::default();
     let mut complete = false;
@@ -212,6 +263,7 @@ fn view(line: &[u8]) -> Option<View<'_>> {
     let result = ViewSeed {
         view: &mut view,
         complete: &mut complete,
+        needed,
     }
     .deserialize(&mut de);
     (result.is_ok() || complete).then_some(view)
@@ -416,6 +468,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
     let Ok(mut lines) = Lines::new(key, &bytes) else {
         return FileScan::unreadable(size);
     };
+    let needed = needed_fields(q);
     let mut scan = FileScan {
         bytes: size,
         traces: 0,
@@ -440,7 +493,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
             continue;
         }
         scan.traces += 1;
-        let Some(v) = view(line) else {
+        let Some(v) = view(line, needed) else {
             continue;
         };
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
@@ -667,18 +720,26 @@ mod tests {
 
     #[test]
     fn view_reads_fields_in_any_order_and_stops_early() {
-        let v = view(br#"{"time":"t","trace_id":"a","namespace":"n"}"#).unwrap();
+        let v = view(br#"{"time":"t","trace_id":"a","namespace":"n"}"#, ALL_FIELDS).unwrap();
         assert_eq!(
             (v.time.as_ref(), v.trace_id.as_ref(), v.namespace.as_ref()),
             ("t", "a", "n")
         );
         // Once every field was seen, what follows is not even looked at.
         let line = br#"{"trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
-        assert_eq!(view(line).unwrap().user, "u");
-        assert!(view(b"{not json").is_none());
+        assert_eq!(view(line, ALL_FIELDS).unwrap().user, "u");
+        assert!(view(b"{not json", ALL_FIELDS).is_none());
         assert!(
-            view(br#"{"trace_id":"a","#).is_none(),
+            view(br#"{"trace_id":"a","#, ALL_FIELDS).is_none(),
             "a cut line with fields missing is refused"
+        );
+        // A query that reads only the ID and time stops after those two.
+        let line = br#"{"trace_id":"a","user":"u","time":"t","namespace":{"broken"#;
+        let v = view(line, ViewField::TraceId.bit() | ViewField::Time.bit()).unwrap();
+        assert_eq!(
+            (v.trace_id.as_ref(), v.user.as_ref()),
+            ("a", ""),
+            "unneeded fields stay empty"
         );
     }
 
@@ -695,8 +756,10 @@ mod tests {
     #[test]
     fn filters_and_scope() {
         let line = r#"{"trace_id":"a","trace_name":"delete secrets","trace_rating":"warning","service_type":"core","resource_type":"secrets","resource_name":"db","namespace":"shop","user":"alice","source_ips":["10.0.0.1"],"time":"2026-11-24T01:00:00Z","request":{"big":[1,2,3]}}"#;
-        let v = view(line.as_bytes()).unwrap();
+        let v = view(line.as_bytes(), ALL_FIELDS).unwrap();
         let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
+        // The view a query reads (only the fields it needs) decides as the full one does.
+        let partial = |query: &Query| view(line.as_bytes(), needed_fields(query)).unwrap();
         assert!(matches(&query, &v));
         let set = |f: &mut QueryFilter, yaml: &str| *f = serde_json::from_str(yaml).unwrap();
         for (yaml, expect) in [
@@ -713,11 +776,18 @@ mod tests {
         ] {
             set(&mut query.filter, yaml);
             assert_eq!(matches(&query, &v), expect, "{yaml}");
+            assert_eq!(
+                matches(&query, &partial(&query)),
+                expect,
+                "{yaml}, needed fields only"
+            );
         }
         query.filter = QueryFilter::default();
         query.namespace_scope = Some("other".into());
         assert!(!matches(&query, &v), "another namespace's trace is out of scope");
+        assert!(!matches(&query, &partial(&query)));
         query.namespace_scope = Some("shop".into());
         assert!(matches(&query, &v));
+        assert!(matches(&query, &partial(&query)));
     }
 }
