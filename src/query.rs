@@ -695,6 +695,47 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
 mod tests {
     use super::*;
 
+    fn all_lines(key: &str, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Lines::new(key, bytes).unwrap();
+        let mut out = Vec::new();
+        while let Some(l) = lines.next_line().unwrap() {
+            out.push(l.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn lines_span_members_frames_and_long_lines() {
+        use std::io::Write;
+        // A line longer than the 1 MiB block, and a last line without a newline.
+        let long = vec![b'x'; 3 << 20];
+        let parts: [&[u8]; 3] = [b"a\nb\n", &long, b"\nc"];
+        let expect = vec![b"a".to_vec(), b"b".to_vec(), long.clone(), b"c".to_vec()];
+        let plain: Vec<u8> = parts.concat();
+        assert_eq!(all_lines("f.jsonl", &plain), expect);
+        // Each part its own gzip member / zstd frame, as delivery writes them.
+        let mut gz = Vec::new();
+        let mut zst = Vec::new();
+        for part in parts {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(part).unwrap();
+            gz.extend(e.finish().unwrap());
+            zst.extend(zstd::encode_all(part, 1).unwrap());
+        }
+        assert_eq!(all_lines("f.jsonl.gz", &gz), expect);
+        assert_eq!(all_lines("f.jsonl.zst", &zst), expect);
+        // A damaged file is an error, not a silent end.
+        let mut lines = Lines::new("f.jsonl.gz", &gz[..gz.len() / 2]).unwrap();
+        let mut result = Ok(None);
+        for _ in 0..10 {
+            result = lines.next_line().map(|l| l.map(<[u8]>::to_vec));
+            if !matches!(result, Ok(Some(_))) {
+                break;
+            }
+        }
+        assert!(result.is_err(), "a cut gzip file is reported: {result:?}");
+    }
+
     fn q(from: &str, to: &str) -> Query {
         Query {
             prefix: "p".into(),
