@@ -247,7 +247,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     if let Some(r) = reconcilers.take() {
         r.abort();
     }
-    match controller::leader::release(ctx.client.clone(), &election).await {
+    // Bounded: an unreachable API must not eat the grace period the spool flush needs.
+    let release = controller::leader::release(ctx.client.clone(), &election);
+    match tokio::time::timeout(Duration::from_secs(3), release)
+        .await
+        .unwrap_or(Ok(false))
+    {
         Ok(true) => {
             ctx.metrics.leader.set(0);
             tracing::info!("lease released")

@@ -138,7 +138,8 @@ impl Publisher {
                         last_error: s
                             .last_error
                             .as_ref()
-                            .map(|(reason, msg)| format!("{reason}: {msg}")),
+                            // Bounded: the report lives in an annotation (256 KiB in all).
+                            .map(|(reason, msg)| format!("{reason}: {msg}").chars().take(512).collect()),
                     };
                     (name.clone(), report)
                 })
@@ -238,12 +239,15 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
         };
         let prev = status.writers.iter().find(|w| w.writer == r.writer);
         let (counted_events, counted_files) = match prev {
-            // Same process: count only the growth. A counter that went down was
-            // reset (the tracker was re-enabled), so all of it is new.
-            Some(p) if p.incarnation == r.report.incarnation => (
-                if t.events >= p.events { p.events } else { 0 },
-                if t.files >= p.files { p.files } else { 0 },
-            ),
+            // Same process: its counters only rise, so count only the growth; a
+            // report behind what was already counted is stale and changes nothing.
+            Some(p) if p.incarnation == r.report.incarnation => {
+                if t.events < p.events || t.files < p.files {
+                    writers.push(p.clone());
+                    continue;
+                }
+                (p.events, p.files)
+            }
             _ => (0, 0),
         };
         next.events_delivered += t.events - counted_events;
@@ -272,19 +276,30 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
 pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        if let Err(e) = fold_once(&ctx).await {
-            tracing::warn!(error = %e, "folding delivery reports failed; retrying");
+        match fold_once(&ctx).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Folding on would add every writer's whole count again each round.
+                tracing::error!(
+                    "the installed Tracker CRD has no status.writers (older than this operator): \
+                     delivery counters are not updated until `kubectl apply -f crds/` and a restart"
+                );
+                std::future::pending::<()>().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "folding delivery reports failed; retrying"),
         }
     }
 }
 
-async fn fold_once(ctx: &Context) -> Result<(), kube::Error> {
+/// One round; `Ok(false)` when the apiserver dropped `status.writers` (an old CRD).
+async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
     let reports = read_reports(ctx).await?;
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let mut params = ListParams::default();
     if let Some(selector) = &ctx.settings.tracker_selector {
         params = params.labels(selector);
     }
+    let mut complete = true;
     for tracker in api.list(&params).await? {
         let name = tracker.name_any();
         let status = tracker.status.clone().unwrap_or_default();
@@ -306,7 +321,11 @@ async fn fold_once(ctx: &Context) -> Result<(), kube::Error> {
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {
+            Ok(updated) => {
+                let kept = updated.status.is_some_and(|s| !s.writers.is_empty());
+                if !next.writers.is_empty() && !kept {
+                    return Ok(false);
+                }
                 ctx.metrics
                     .status_patches
                     .get_or_create(&ControllerLabels {
@@ -315,12 +334,17 @@ async fn fold_once(ctx: &Context) -> Result<(), kube::Error> {
                     .inc();
             }
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                complete = false;
                 tracing::debug!(tracker = %name, "tracker changed meanwhile; folding again next round")
             }
             Err(e) => return Err(e),
         }
     }
-    // Reports of replicas gone for good: their counts are folded above.
+    // Reports of replicas gone for good: their counts are folded above (only
+    // deleted after a round in which every tracker's fold was written).
+    if !complete {
+        return Ok(true);
+    }
     let now = jiff::Timestamp::now();
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     for r in &reports {
@@ -337,7 +361,7 @@ async fn fold_once(ctx: &Context) -> Result<(), kube::Error> {
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -399,15 +423,15 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_writer_counts_from_zero_and_a_reset_counter_is_new() {
+    fn a_restarted_writer_counts_from_zero_and_a_stale_report_is_ignored() {
         let s1 = fold("t", &TrackerStatus::default(), &[report("a", "a1", 10, 2, 100)]);
         // New process, same pod name: its 3 events are all new.
         let s2 = fold("t", &s1, &[report("a", "a2", 3, 2, 200)]);
         assert_eq!((s2.events_delivered, s2.files_delivered), (13, 4));
         assert_eq!(s2.writers[0].incarnation, "a2");
-        // Same process, counter went down (tracker re-enabled): the 2 are new.
+        // Same process, a report behind what was counted (stale): nothing changes.
         let s3 = fold("t", &s2, &[report("a", "a2", 2, 1, 300)]);
-        assert_eq!((s3.events_delivered, s3.files_delivered), (15, 5));
+        assert_eq!(s3, s2);
     }
 
     #[test]

@@ -114,7 +114,16 @@ impl Pipelines {
                 if let Err(e) = self.spool.deactivate(&name) {
                     tracing::warn!(tracker = %name, error = %e, "releasing cursor failed");
                 }
-                self.stats.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                // Counters stay: they rise for the life of the process, so the
+                // lease holder never mistakes a re-enabled tracker for a reset.
+                if let Some(s) = self
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&name)
+                {
+                    s.last_error = None;
+                }
                 tracing::info!(tracker = %name, "delivery stopped");
             }
         }
