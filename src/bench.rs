@@ -220,6 +220,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_bytes: 8 * 1024 * 1024 * 1024,
         segment_bytes: 64 * 1024 * 1024,
         fsync: !args.no_fsync,
+        tracker_budget: 0,
+        dedupe_window_ms: 900_000,
+        dedupe_max: 1_000_000,
     })
     .context("opening the spool")?;
     let compression = match args.compression.as_str() {
@@ -277,6 +280,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tokens: vec![],
             allow_anonymous: true,
         }),
+        // The production default: every event is checked against the window.
+        dedupe: Arc::new(crate::source::dedupe::Window::new(
+            Duration::from_secs(900),
+            1_000_000,
+            vec![],
+            0,
+        )),
+        lifecycle: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -310,6 +321,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let interval = (args.rate > 0)
             .then(|| Duration::from_secs_f64(batch_events as f64 * args.senders as f64 / args.rate as f64));
         tasks.push(tokio::spawn(async move {
+            // Every send carries new audit IDs (the first 8 hex digits are this
+            // sender's counter), so no event is a copy the webhook would skip.
+            let mut mine: Vec<Vec<u8>> = bodies.to_vec();
+            let marks: Vec<Vec<usize>> = mine
+                .iter()
+                .map(|b| {
+                    memchr::memmem::find_iter(b, b"\"auditID\":\"")
+                        .map(|i| i + 11)
+                        .collect()
+                })
+                .collect();
+            let mut sends = 0u32;
             let mut next = Instant::now();
             let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
@@ -320,8 +343,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     next += iv;
                     tokio::time::sleep_until(next.into()).await;
                 }
-                let body = &bodies[i % bodies.len()];
+                let which = i % mine.len();
                 i += 1;
+                let stamp = format!("{:08x}", ((s as u32 & 0xf) << 28) | (sends & 0x0fff_ffff));
+                sends += 1;
+                for at in &marks[which] {
+                    mine[which][*at..*at + 8].copy_from_slice(stamp.as_bytes());
+                }
+                let body = &mine[which];
                 match post(&mut stream, body, &mut buf).await? {
                     200 => {
                         sent_events.fetch_add(batch_events, Ordering::Relaxed);
@@ -400,7 +429,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("peak RSS   {:.0} MiB", peak_rss_mib());
     let p = pipelines.clone();
-    let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || p.shutdown(Duration::from_secs(30))).await;
     if args.spool_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -451,7 +480,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             let n = per_file.min(per_day - written);
             let first_ms =
                 start_day.as_millisecond() + day as i64 * 86_400_000 + (written * spacing_ms) as i64;
-            let mut batch = Batch::new(Compression::Gzip, Position { seq: files, idx: 0 }, 0, first_ms);
+            let mut batch = Batch::new(Compression::Gzip);
             let mut done = 0usize;
             while done < n {
                 // Spread the traces over the day, each chunk with its own audit IDs.
@@ -461,9 +490,9 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 let body = String::from_utf8_lossy(&template)
                     .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
                     .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
-                let (payload, _) =
+                let encoded =
                     source::encode(body.as_bytes(), &cluster, ts).map_err(|e| anyhow::anyhow!("{e}"))?;
-                for (_, line) in entries::iter(&payload).take(n - done) {
+                for (_, line) in entries::iter(&encoded.payload).take(n - done) {
                     batch.push(line, &suffix)?;
                     done += 1;
                 }
@@ -476,7 +505,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 writer: "w0",
                 epoch: "00000000",
                 start: Position { seq: files, idx: 0 },
-                first_time_ms: first_ms,
+                earliest_ms: first_ms,
                 compression: Compression::Gzip,
             });
             sink.put(&key, batch.finish()?, Compression::Gzip)

@@ -23,9 +23,11 @@ pub mod query;
 pub mod query_command;
 /// Which traces each tracker keeps.
 pub mod route;
+/// Signals and the drain on stop.
+pub mod runtime;
 /// `kubetrail serve`: the pipeline without the Kubernetes API.
 pub mod serve;
-/// The audit webhook (HTTPS, authenticated, size-capped).
+/// The audit webhook (HTTPS, authenticated, size-capped) and its de-duplication.
 pub mod source;
 /// The write-ahead spool between the webhook and delivery.
 pub mod spool;

@@ -2,7 +2,8 @@
 
 use crate::controller::{self, Context, Settings};
 use crate::deliver::pipeline::{Pipelines, WriterId};
-use crate::source::{self, AuthPolicy, Ingest, TlsFiles};
+use crate::source::dedupe::Window;
+use crate::source::{self, AuthPolicy, Ingest, Lifecycle, TlsFiles};
 use crate::spool::{self, Spool};
 use crate::telemetry::{self, Metrics, Readiness};
 use anyhow::{Context as _, bail};
@@ -44,18 +45,56 @@ pub struct WebhookArgs {
     /// Name of this cluster in traces and object keys.
     #[arg(long, env = "KUBETRAIL_CLUSTER_NAME", default_value = "kubernetes")]
     pub cluster_name: String,
+    /// Size at which a new spool segment is started (the unit in which a tracker
+    /// over its budget drops its oldest traces).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub spool_segment_bytes: u64,
+    /// Most spool bytes one tracker may have undelivered; past it, that tracker
+    /// drops its oldest traces (and reports it) while the others go on.
+    /// Default: half of --spool-max-bytes.
+    #[arg(long)]
+    pub tracker_backlog_bytes: Option<u64>,
+    /// An identical audit event (an apiserver retry) received within this many
+    /// seconds of the first is stored once.
+    #[arg(long, default_value_t = 900)]
+    pub dedupe_window_seconds: u64,
+    /// At most this many events are remembered for de-duplication (0: off).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dedupe_max_events: usize,
+    /// On SIGTERM: seconds to deliver what is spooled before exiting anyway
+    /// (the rest stays in the spool for the next start). Keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "KUBETRAIL_DRAIN_SECONDS", default_value_t = 45)]
+    pub drain_seconds: u64,
+}
+
+/// The webhook as started: its spool, and its lifecycle for the drain.
+pub struct Webhook {
+    pub spool: Spool,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl WebhookArgs {
     /// Opens the spool and starts the webhook listener.
-    pub async fn start(&self, metrics: Arc<Metrics>) -> anyhow::Result<Spool> {
+    pub async fn start(&self, metrics: Arc<Metrics>) -> anyhow::Result<Webhook> {
+        let window = Duration::from_secs(self.dedupe_window_seconds);
         let spool = Spool::open(spool::Config {
             dir: self.spool_dir.clone(),
             max_bytes: self.spool_max_bytes,
-            segment_bytes: 64 * 1024 * 1024,
+            segment_bytes: self.spool_segment_bytes.max(4096),
             fsync: true,
+            tracker_budget: self
+                .tracker_backlog_bytes
+                .unwrap_or(self.spool_max_bytes / 2),
+            dedupe_window_ms: window.as_millis() as i64,
+            dedupe_max: self.dedupe_max_events,
         })
         .with_context(|| format!("opening the spool in {}", self.spool_dir.display()))?;
+        let recovered = spool.take_recovered_hashes();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let dedupe = Arc::new(Window::new(window, self.dedupe_max_events, recovered, now_ms));
+        tracing::info!(remembered = dedupe.len(), "de-duplication window restored");
+        let lifecycle = Arc::new(Lifecycle::default());
         let tokens = match &self.token_file {
             Some(p) => std::fs::read_to_string(p)
                 .with_context(|| format!("reading token file {}", p.display()))?
@@ -99,6 +138,8 @@ impl WebhookArgs {
                 tokens,
                 allow_anonymous: tls.is_none(),
             }),
+            dedupe,
+            lifecycle: lifecycle.clone(),
         };
         let router = source::app(ingest, self.max_body_bytes);
         let listener = tokio::net::TcpListener::bind(self.webhook_addr)
@@ -115,7 +156,7 @@ impl WebhookArgs {
             }
         });
         tracing::info!(addr = %self.webhook_addr, tls = tls_on, "audit webhook listening");
-        Ok(spool)
+        Ok(Webhook { spool, lifecycle })
     }
 }
 
@@ -167,9 +208,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let spool = args.webhook.start(metrics.clone()).await?;
+    let webhook = args.webhook.start(metrics.clone()).await?;
     let pipelines = Pipelines::new(
-        spool,
+        webhook.spool.clone(),
         WriterId {
             cluster: args.webhook.cluster_name.clone(),
             writer: args.instance.clone(),
@@ -196,7 +237,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         pipelines.clone(),
         publisher.clone(),
         status_interval,
-        readiness,
+        readiness.clone(),
     ));
     tracing::info!("operator started");
     // Every replica ingests and delivers; only the Lease holder reconciles.
@@ -213,7 +254,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         leading_tx,
     ));
     let mut reconcilers: Option<tokio::task::JoinHandle<()>> = None;
-    let shutdown = crate::serve::shutdown_signal();
+    let shutdown = crate::runtime::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let lead = *leading.borrow_and_update();
@@ -243,6 +284,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             changed = leading.changed() => if changed.is_err() { break },
         }
     }
+    // Stop taking batches first: the apiserver sends them to another replica.
+    let drain_started = std::time::Instant::now();
+    let drain = Duration::from_secs(args.webhook.drain_seconds);
+    crate::runtime::stop_ingest(&webhook.lifecycle, &readiness).await;
     elector.abort();
     if let Some(r) = reconcilers.take() {
         r.abort();
@@ -261,10 +306,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "releasing the lease failed; it expires on its own"),
     }
     delivery.abort();
-    let stopping = pipelines.clone();
-    let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+    crate::runtime::drain_delivery(&pipelines, drain.saturating_sub(drain_started.elapsed())).await;
     // What was delivered while stopping reaches the status through the holder.
-    publisher.lock().await.publish(&ctx, &pipelines).await;
+    let last_report = async { publisher.lock().await.publish(&ctx, &pipelines).await };
+    if tokio::time::timeout(Duration::from_secs(5), last_report).await.is_err() {
+        tracing::warn!("publishing the last delivery report timed out");
+    }
     tracing::info!("operator stopped");
     Ok(())
 }

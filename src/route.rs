@@ -108,6 +108,7 @@ mod tests {
             groups: vec![Cow::Borrowed("dev")],
             stage: "ResponseComplete".into(),
             time_ms: 0,
+            hash: "".into(),
         }
     }
 

@@ -130,6 +130,21 @@ pub struct ServeArgs {
     /// Writer id in object keys (default: the host name).
     #[arg(long, env = "HOSTNAME", default_value = "local")]
     pub writer: String,
+    /// Spool segment size.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub spool_segment_bytes: u64,
+    /// Most spool bytes one tracker may have undelivered (default: half the spool).
+    #[arg(long)]
+    pub tracker_backlog_bytes: Option<u64>,
+    /// Seconds within which an identical audit event is stored once.
+    #[arg(long, default_value_t = 900)]
+    pub dedupe_window_seconds: u64,
+    /// Events remembered for de-duplication (0: off).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dedupe_max_events: usize,
+    /// On SIGTERM: seconds to deliver what is spooled before exiting anyway.
+    #[arg(long, default_value_t = 45)]
+    pub drain_seconds: u64,
 }
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
@@ -154,10 +169,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         spool_dir: args.spool_dir,
         spool_max_bytes: args.spool_max_bytes,
         cluster_name: config.cluster.clone(),
+        spool_segment_bytes: args.spool_segment_bytes,
+        tracker_backlog_bytes: args.tracker_backlog_bytes,
+        dedupe_window_seconds: args.dedupe_window_seconds,
+        dedupe_max_events: args.dedupe_max_events,
+        drain_seconds: args.drain_seconds,
     };
-    let spool = webhook.start(metrics.clone()).await?;
+    let started = webhook.start(metrics.clone()).await?;
     let pipelines = Pipelines::new(
-        spool,
+        started.spool.clone(),
         WriterId {
             cluster: config.cluster.clone(),
             writer: args.writer,
@@ -184,10 +204,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     pipelines.apply(desired);
     readiness.set_ready(true);
     tracing::info!(trackers = ?pipelines.names(), "serving");
-    shutdown_signal().await;
-    tracing::info!("stopping");
-    let p = pipelines.clone();
-    let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    crate::runtime::shutdown_signal().await;
+    let drain = std::time::Duration::from_secs(args.drain_seconds);
+    let began = std::time::Instant::now();
+    crate::runtime::stop_ingest(&started.lifecycle, &readiness).await;
+    crate::runtime::drain_delivery(&pipelines, drain.saturating_sub(began.elapsed())).await;
     Ok(())
 }
 
@@ -226,27 +247,6 @@ fn sink_of(t: &ServeTracker) -> (Destination, SinkFactory) {
         }
         (None, None) => unreachable!("checked by ServeConfig::parse"),
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]

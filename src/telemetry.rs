@@ -76,6 +76,16 @@ pub struct Metrics {
     pub spool_bytes: Gauge,
     /// 1 while this replica holds the leader Lease (runs the reconcilers).
     pub leader: Gauge,
+    /// Audit events not stored again because an identical event was (a retry).
+    pub events_deduplicated: Counter,
+    /// Spool entries a tracker over its backlog budget dropped unexamined.
+    pub events_dropped: Family<TrackerLabels, Counter>,
+    /// 1 while a tracker is over its backlog budget.
+    pub backlog_overflow: Family<TrackerLabels, Gauge>,
+    /// Damaged spool records skipped by a tracker's delivery.
+    pub spool_corrupt_records: Family<TrackerLabels, Counter>,
+    /// Delivery pipelines restarted after a failure.
+    pub pipeline_restarts: Family<TrackerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,8 +157,43 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let events_deduplicated = Counter::default();
+        registry.register(
+            "events_deduplicated",
+            "Audit events not stored again: an identical event was stored already (apiserver retries)",
+            events_deduplicated.clone(),
+        );
+        let events_dropped = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Spool entries dropped unexamined by a tracker over its backlog budget",
+            events_dropped.clone(),
+        );
+        let backlog_overflow = Family::<TrackerLabels, Gauge>::default();
+        registry.register(
+            "backlog_overflow",
+            "1 while a tracker is over its backlog budget and drops its oldest traces",
+            backlog_overflow.clone(),
+        );
+        let spool_corrupt_records = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "spool_corrupt_records",
+            "Damaged spool records skipped by a tracker's delivery",
+            spool_corrupt_records.clone(),
+        );
+        let pipeline_restarts = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "pipeline_restarts",
+            "Delivery pipelines restarted after a failure",
+            pipeline_restarts.clone(),
+        );
         Self {
             leader,
+            events_deduplicated,
+            events_dropped,
+            backlog_overflow,
+            spool_corrupt_records,
+            pipeline_restarts,
             registry,
             reconciles,
             reconcile_duration,

@@ -67,6 +67,21 @@ pub struct RouteMeta<'a> {
     pub stage: Cow<'a, str>,
     /// Trace time (requestReceivedTimestamp), Unix milliseconds.
     pub time_ms: i64,
+    /// Content hash of the event ([`event_hash`]), 32 hex digits; empty in
+    /// records spooled by older versions.
+    #[serde(borrow, default)]
+    pub hash: Cow<'a, str>,
+}
+
+/// The content hash in a spooled entry's routing metadata.
+pub fn meta_hash(meta: &[u8]) -> Option<u128> {
+    #[derive(Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow, default)]
+        hash: Option<Cow<'a, str>>,
+    }
+    let only: Only<'_> = serde_json::from_slice(meta).ok()?;
+    u128::from_str_radix(only.hash?.as_ref(), 16).ok()
 }
 
 /// A request or response body: passed through as it came, or rewritten.
@@ -117,7 +132,6 @@ struct Record<'a> {
     time: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
     stage_time: &'a str,
-    record_time: &'a str,
     stage: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
     level: &'a str,
@@ -211,7 +225,6 @@ pub fn build<'a>(
             .filter(|m| !m.is_empty()),
         time,
         stage_time: event.stage_timestamp.as_deref().unwrap_or(""),
-        record_time,
         stage,
         level: event.level.as_deref().unwrap_or(""),
         read_only: is_read_only(verb),
@@ -223,7 +236,16 @@ pub fn build<'a>(
         cluster,
     };
     // Serializing plain data into a Vec cannot fail.
+    let start = line.len();
     let _ = serde_json::to_writer(&mut *line, &record);
+    line.pop(); // the closing brace: two fields follow
+    let hash = event_hash(&line[start..], secret.then_some(event));
+    let hex = format!("{hash:032x}");
+    line.extend_from_slice(b",\"event_hash\":\"");
+    line.extend_from_slice(hex.as_bytes());
+    line.extend_from_slice(b"\",\"record_time\":");
+    let _ = serde_json::to_writer(&mut *line, record_time);
+    line.push(b'}');
     let namespace = obj.and_then(|o| o.namespace.as_deref()).unwrap_or("");
     RouteMeta {
         verb: Cow::Borrowed(verb),
@@ -239,7 +261,33 @@ pub fn build<'a>(
             .collect(),
         stage: Cow::Borrowed(stage),
         time_ms: parse_time_ms(time).unwrap_or(0),
+        hash: Cow::Owned(hex),
     }
+}
+
+/// The content hash of an event: BLAKE3 (128 bits) over its trace without
+/// `record_time` — every field of the event the trace keeps, bodies included —
+/// and, where redaction rewrote the bodies, over the original bodies too, so two
+/// operations that differ only in a redacted value are still two.
+///
+/// A retry of the same event hashes the same; two different operations never
+/// do, even when a client gave both the same `Audit-ID`. The webhook stores an
+/// event once per hash (within its window) and the query engine de-duplicates
+/// by it.
+pub fn event_hash(trace_without_record_time: &[u8], redacted: Option<&Event<'_>>) -> u128 {
+    let mut h = blake3::Hasher::new();
+    h.update(trace_without_record_time);
+    if let Some(e) = redacted {
+        for body in [e.request_object, e.response_object] {
+            h.update(b"\0");
+            if let Some(raw) = body {
+                h.update(raw.get().as_bytes());
+            }
+        }
+    }
+    let mut out = [0u8; 16];
+    h.finalize_xof().fill(&mut out);
+    u128::from_be_bytes(out)
 }
 
 /// Unix milliseconds of an RFC 3339 timestamp.

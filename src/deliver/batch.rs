@@ -8,7 +8,6 @@
 //! memory stays bounded when compression is the bottleneck.
 
 use crate::api::Compression;
-use crate::spool::Position;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc;
@@ -23,22 +22,16 @@ enum Part {
     Pending(mpsc::Receiver<std::io::Result<Vec<u8>>>),
 }
 
-/// Traces of one future object.
+/// The bytes of one future object (what is in it, and when to cut it, is
+/// [`super::batcher`]'s business).
 pub struct Batch {
     compression: Compression,
     chunk: Vec<u8>,
     parts: VecDeque<Part>,
     pending: usize,
-    /// Spool position the file starts at (names the object).
-    pub start: Position,
     pub events: u64,
     /// Uncompressed bytes.
     pub raw_bytes: u64,
-    /// When the batch was opened (Unix ms, wall clock): the age limit counts from
-    /// it, so a backlog replayed after an outage still fills whole files.
-    pub opened_ms: i64,
-    /// Trace time of the first trace (Unix ms): names the object.
-    pub first_time_ms: i64,
     /// Receive times of the traces, for the delivery latency metric (a sample at most
     /// per spool record).
     pub received_ms: Vec<i64>,
@@ -59,17 +52,14 @@ fn compress(compression: Compression, raw: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 impl Batch {
-    pub fn new(compression: Compression, start: Position, opened_ms: i64, first_time_ms: i64) -> Batch {
+    pub fn new(compression: Compression) -> Batch {
         Batch {
             compression,
-            chunk: Vec::with_capacity(CHUNK + 64 * 1024),
+            chunk: Vec::new(),
             parts: VecDeque::new(),
             pending: 0,
-            start,
             events: 0,
             raw_bytes: 0,
-            opened_ms,
-            first_time_ms,
             received_ms: Vec::new(),
         }
     }
@@ -78,6 +68,10 @@ impl Batch {
     /// tracker field; `suffix` is `,"tracker":"name"}\n`.
     pub fn push(&mut self, line: &[u8], suffix: &[u8]) -> std::io::Result<()> {
         let body = line.strip_suffix(b"}").unwrap_or(line);
+        if self.chunk.capacity() == 0 {
+            // Sized on first use: a tracker may have several files open, most small.
+            self.chunk.reserve(body.len().max(64 * 1024).min(CHUNK + 64 * 1024));
+        }
         self.chunk.extend_from_slice(body);
         self.chunk.extend_from_slice(suffix);
         self.events += 1;
@@ -90,7 +84,7 @@ impl Batch {
 
     /// Hands the current chunk to the pool (plain chunks are kept as they are).
     fn seal(&mut self) -> std::io::Result<()> {
-        let raw = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 64 * 1024));
+        let raw = std::mem::take(&mut self.chunk);
         if self.compression == Compression::None {
             self.parts.push_back(Part::Done(raw));
             return Ok(());
@@ -156,7 +150,7 @@ mod tests {
     use std::io::Read;
 
     fn lines(compression: Compression) -> Vec<serde_json::Value> {
-        let mut b = Batch::new(compression, Position::default(), 0, 0);
+        let mut b = Batch::new(compression);
         let suffix = tracker_suffix("sys\"x");
         b.push(br#"{"trace_id":"a"}"#, &suffix).unwrap();
         b.push(br#"{"trace_id":"b","n":1}"#, &suffix).unwrap();
@@ -178,7 +172,7 @@ mod tests {
     #[test]
     fn large_files_are_concatenated_members_read_as_one() {
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let mut b = Batch::new(c, Position::default(), 0, 0);
+            let mut b = Batch::new(c);
             let suffix = tracker_suffix("t");
             let n = 3 * CHUNK / 40 + 17; // several chunks and a partial one
             for i in 0..n {
@@ -209,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_a_valid_empty_file() {
-        let bytes = Batch::new(Compression::Gzip, Position::default(), 0, 0)
+        let bytes = Batch::new(Compression::Gzip)
             .finish()
             .unwrap();
         let mut text = String::new();

@@ -2,9 +2,12 @@
 //!
 //! `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_{seq}.jsonl.gz`
 //!
-//! The date is the trace time of the file's first trace, so a query lists only the
-//! days it asks for. `seq` is the spool position the file starts at (with the
-//! spool's epoch), so redelivering after a crash rewrites the same object.
+//! Partition invariant: every trace in a file lies in the UTC day of its key, and
+//! the time in the name is the file's *earliest* trace time (see
+//! [`super::batcher`]). A query lists only the days it asks for, and may skip a
+//! file whose earliest time is past its range. `seq` is the spool position of the
+//! file's first entry (with the spool's epoch and the writer), so the key of a
+//! file is fixed before it is written and a retry rewrites the same object.
 
 use crate::api::Compression;
 use crate::spool::Position;
@@ -17,8 +20,8 @@ pub struct FileId<'a> {
     pub writer: &'a str,
     pub epoch: &'a str,
     pub start: Position,
-    /// Trace time of the first trace, Unix milliseconds.
-    pub first_time_ms: i64,
+    /// Earliest trace time in the file, Unix milliseconds.
+    pub earliest_ms: i64,
     pub compression: Compression,
 }
 
@@ -47,7 +50,7 @@ pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: 
 
 /// The object key of a file.
 pub fn object_key(id: &FileId<'_>) -> String {
-    let ts = jiff::Timestamp::from_millisecond(id.first_time_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let ts = jiff::Timestamp::from_millisecond(id.earliest_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let dt = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
     let mut key = day_prefix(id.prefix, id.cluster, id.tracker, dt.year(), dt.month(), dt.day());
     key.push_str(&format!(
@@ -81,7 +84,7 @@ mod tests {
             writer: "kubetrail-7d9f-x2",
             epoch: "0a1b2c3d",
             start: Position { seq: 42, idx: 7 },
-            first_time_ms: 1_795_482_061_500, // 2026-11-24T01:01:01.5Z
+            earliest_ms: 1_795_482_061_500, // 2026-11-24T01:01:01.5Z
             compression,
         }
     }

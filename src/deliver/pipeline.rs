@@ -1,17 +1,28 @@
 //! One tracker's delivery: read the spool from its cursor, keep what its filter
-//! matches, cut files by age, count and size, write them, then move the cursor.
+//! matches, keep one open file per UTC day ([`super::batcher`] decides when to cut),
+//! name each file before writing it, write it, then record what is done.
 //!
-//! Each pipeline runs on a thread of its own (compression is CPU work) and calls
-//! the async S3 client through the runtime handle. It reads the spool only as fast
-//! as it delivers: a slow or failing bucket leaves data in the spool, not in memory.
+//! Each pipeline runs on a thread of its own (compression is CPU work) under a
+//! supervisor that restarts it with backoff when it fails, and calls the async S3
+//! client through the runtime handle. It reads the spool only as fast as it
+//! delivers: a slow or failing bucket leaves data in the spool, not in memory.
+//!
+//! Exactly once per file: before a file is written its key and extent are
+//! persisted as an intent ([`crate::spool::Intent`]); after a crash the same file
+//! is rebuilt and written under the same key, and entries already in delivered
+//! files are skipped on replay. Stopping (SIGTERM, a disabled or deleted tracker,
+//! a changed spec) drains: everything spooled is read, every open file is cut and
+//! written, then the thread ends, or gives up at the drain deadline leaving the
+//! rest in the spool for the next start.
 
 use super::batch::{Batch, tracker_suffix};
+use super::batcher::{Batcher, Limits, OpenFile, day_of};
 use super::key::{FileId, object_key};
 use super::s3::DestinationError;
 use super::sink::Sink;
 use crate::api::{Compression, Redaction};
 use crate::route::Filter;
-use crate::spool::{Position, Spool, entries};
+use crate::spool::{self, Intent, Position, Spool, TrackerCursor, entries};
 use crate::telemetry::{Metrics, TrackerLabels};
 use crate::trace::{self, RouteMeta};
 use futures::future::BoxFuture;
@@ -23,6 +34,10 @@ use std::time::{Duration, Instant};
 /// Builds the sink of a tracker (reads credentials); called again after failures
 /// that new credentials may fix.
 pub type SinkFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Sink, String>> + Send + Sync>;
+
+/// How long a pipeline that is replaced (changed spec) or retired (disabled,
+/// deleted tracker) may take to deliver what it holds.
+const RETIRE_DRAIN: Duration = Duration::from_secs(30);
 
 /// What a pipeline needs to know about its tracker.
 #[derive(Clone)]
@@ -44,7 +59,8 @@ pub struct PipelineSpec {
 #[derive(Clone, Debug)]
 pub struct WriterId {
     pub cluster: String,
-    /// Pod name (or host name): files of different replicas never collide.
+    /// Pod name (or host name): files of different replicas never collide, and a
+    /// restarted replica (same name, same spool) rewrites the same keys.
     pub writer: String,
 }
 
@@ -57,15 +73,52 @@ pub struct DeliveryStats {
     /// Traces and files delivered since the pipeline started in this process.
     pub events: u64,
     pub files: u64,
+    /// (reason, message) of the last failure, until a file is written again.
     pub last_error: Option<(String, String)>,
+    /// Since when writes have been failing without a success in between.
+    pub failing_since: Option<jiff::Timestamp>,
+    /// Spool entries dropped unexamined over the backlog budget (this process).
+    pub dropped: u64,
+    /// Over the backlog budget right now.
+    pub overflowing: bool,
+    /// Damaged spool records skipped.
+    pub corrupt: u64,
+    /// Times the pipeline was restarted after a failure.
+    pub restarts: u64,
 }
 
 /// Delivery statistics of every tracker, shared with the status writer.
 pub type Stats = Arc<Mutex<HashMap<String, DeliveryStats>>>;
 
+/// Stop signal of a pipeline: drain until the deadline, then give up.
+#[derive(Default)]
+struct Control {
+    stop: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Control {
+    fn stop(&self, drain: Duration) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + drain);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    /// Stopping, and the drain deadline has passed.
+    fn expired(&self) -> bool {
+        self.stopping()
+            && self
+                .deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
 struct Running {
     fingerprint: String,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -80,11 +133,18 @@ pub struct Pipelines {
     /// bounded; for `kubetrail bench`.
     pub latencies: Latencies,
     running: Mutex<HashMap<String, Running>>,
+    /// Pipelines of disabled or deleted trackers that are still draining; their
+    /// cursor is released when they are done.
+    retiring: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
 }
 
 /// Bounded store of recent delivery latencies (ms).
 pub type Latencies = Arc<Mutex<std::collections::VecDeque<i64>>>;
 const MAX_LATENCY_SAMPLES: usize = 100_000;
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Pipelines {
     pub fn new(spool: Spool, id: WriterId, metrics: Arc<Metrics>) -> Arc<Pipelines> {
@@ -96,35 +156,53 @@ impl Pipelines {
             stats: Stats::default(),
             latencies: Latencies::default(),
             running: Mutex::default(),
+            retiring: Mutex::default(),
         })
     }
 
     /// Makes the running pipelines match `desired` (the enabled trackers): starts
-    /// new ones, restarts changed ones, stops the others and releases their cursors.
+    /// new ones, restarts changed ones (the old one drains first), and retires the
+    /// others: they deliver what they hold, then release their cursors.
     pub fn apply(&self, desired: Vec<PipelineSpec>) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = guard(&self.running);
         let wanted: HashMap<String, PipelineSpec> =
             desired.into_iter().map(|s| (s.name.clone(), s)).collect();
         let names: Vec<String> = running.keys().cloned().collect();
         for name in names {
-            if !wanted.contains_key(&name) {
-                if let Some(r) = running.remove(&name) {
-                    r.stop.store(true, Ordering::SeqCst);
+            if wanted.contains_key(&name) {
+                continue;
+            }
+            let Some(mut r) = running.remove(&name) else {
+                continue;
+            };
+            r.control.stop(RETIRE_DRAIN);
+            let thread = r.thread.take();
+            let spool = self.spool.clone();
+            let stats = self.stats.clone();
+            let n = name.clone();
+            let retire = std::thread::Builder::new()
+                .name(format!("retire-{name}"))
+                .spawn(move || {
+                    if let Some(t) = thread {
+                        let _ = t.join();
+                    }
+                    if let Err(e) = spool.deactivate(&n) {
+                        tracing::warn!(tracker = %n, error = %e, "releasing cursor failed");
+                    }
+                    // Counters stay: they rise for the life of the process, so the
+                    // lease holder never mistakes a re-enabled tracker for a reset.
+                    if let Some(s) = guard(&stats).get_mut(&n) {
+                        s.last_error = None;
+                        s.failing_since = None;
+                        s.overflowing = false;
+                    }
+                    tracing::info!(tracker = %n, "delivery stopped");
+                });
+            match retire {
+                Ok(t) => {
+                    guard(&self.retiring).insert(name, t);
                 }
-                if let Err(e) = self.spool.deactivate(&name) {
-                    tracing::warn!(tracker = %name, error = %e, "releasing cursor failed");
-                }
-                // Counters stay: they rise for the life of the process, so the
-                // lease holder never mistakes a re-enabled tracker for a reset.
-                if let Some(s) = self
-                    .stats
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&name)
-                {
-                    s.last_error = None;
-                }
-                tracing::info!(tracker = %name, "delivery stopped");
+                Err(e) => tracing::error!(tracker = %name, error = %e, "starting retire thread failed"),
             }
         }
         for (name, spec) in wanted {
@@ -133,11 +211,13 @@ impl Pipelines {
                 Some(_) => running.remove(&name),
                 None => None,
             };
-            let previous_thread = previous.and_then(|mut r| {
-                r.stop.store(true, Ordering::SeqCst);
-                r.thread.take()
-            });
-            let stop = Arc::new(AtomicBool::new(false));
+            let previous_thread = previous
+                .and_then(|mut r| {
+                    r.control.stop(RETIRE_DRAIN);
+                    r.thread.take()
+                })
+                .or_else(|| guard(&self.retiring).remove(&name));
+            let control = Arc::new(Control::default());
             let worker = Worker {
                 spec: spec.clone(),
                 spool: self.spool.clone(),
@@ -146,17 +226,18 @@ impl Pipelines {
                 metrics: self.metrics.clone(),
                 stats: self.stats.clone(),
                 latencies: self.latencies.clone(),
-                stop: stop.clone(),
+                control: control.clone(),
+                labels: TrackerLabels { tracker: name.clone() },
             };
             let thread = std::thread::Builder::new()
                 .name(format!("deliver-{name}"))
                 .spawn(move || {
-                    // A restarted pipeline starts once the old one has stopped, from
-                    // the cursor the old one left.
+                    // A restarted pipeline starts once the old one has drained, from
+                    // the state the old one left.
                     if let Some(t) = previous_thread {
                         let _ = t.join();
                     }
-                    worker.run();
+                    worker.supervise();
                 });
             match thread {
                 Ok(t) => {
@@ -164,7 +245,7 @@ impl Pipelines {
                         name,
                         Running {
                             fingerprint: spec.fingerprint,
-                            stop,
+                            control,
                             thread: Some(t),
                         },
                     );
@@ -176,29 +257,39 @@ impl Pipelines {
 
     /// Names of the running pipelines.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut v: Vec<String> = guard(&self.running).keys().cloned().collect();
         v.sort();
         v
     }
 
-    /// Stops every pipeline and waits for them.
-    pub fn shutdown(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+    /// Drains every pipeline: each reads what is spooled, cuts and writes its open
+    /// files, and ends; at `drain` from now, whatever is not written stays in the
+    /// spool for the next start. Blocks until all have ended.
+    pub fn shutdown(&self, drain: Duration) {
+        let mut running = guard(&self.running);
         for r in running.values() {
-            r.stop.store(true, Ordering::SeqCst);
+            r.control.stop(drain);
         }
         for (_, mut r) in running.drain() {
             if let Some(t) = r.thread.take() {
                 let _ = t.join();
             }
         }
+        drop(running);
+        let retiring: Vec<_> = guard(&self.retiring).drain().collect();
+        for (_, t) in retiring {
+            let _ = t.join();
+        }
     }
+}
+
+/// Why one run of a pipeline ended early; the supervisor restarts it.
+#[derive(Debug, thiserror::Error)]
+enum PipelineError {
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error("compressing a trace file: {0}")]
+    Compress(std::io::Error),
 }
 
 struct Worker {
@@ -209,7 +300,8 @@ struct Worker {
     metrics: Arc<Metrics>,
     stats: Stats,
     latencies: Latencies,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
+    labels: TrackerLabels,
 }
 
 /// A record being consumed.
@@ -220,199 +312,414 @@ struct Current {
     next_idx: u32,
 }
 
-impl Worker {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
+/// The files a run holds open.
+struct Open {
+    batcher: Batcher,
+    batches: HashMap<i64, Batch>,
+}
 
-    fn run(self) {
-        let name = self.spec.name.clone();
-        let span = tracing::info_span!("deliver", tracker = %name);
+/// Whether a file was written, or the pipeline gave up at its drain deadline.
+#[derive(PartialEq)]
+enum Written {
+    Yes,
+    Abandoned,
+}
+
+/// The trace time of an entry; the receive time when the event had none.
+fn trace_time(meta: &RouteMeta<'_>, received_ms: i64) -> i64 {
+    if meta.time_ms != 0 { meta.time_ms } else { received_ms }
+}
+
+impl Worker {
+    /// Runs the pipeline; restarts it with backoff (1 s doubling to 60 s) when
+    /// it fails or panics, with the error in the tracker's status.
+    fn supervise(self) {
+        let span = tracing::info_span!("deliver", tracker = %self.spec.name);
         let _guard = span.enter();
-        let mut committed = match self.spool.activate(&name) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "activating cursor failed");
+        let mut failures = 0u32;
+        loop {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+            let message = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => format!(
+                    "panicked: {}",
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                ),
+            };
+            failures += 1;
+            tracing::error!(error = %message, failures, "delivery pipeline failed; restarting");
+            self.metrics.pipeline_restarts.get_or_create(&self.labels).inc();
+            {
+                let mut stats = guard(&self.stats);
+                let s = stats.entry(self.spec.name.clone()).or_default();
+                s.restarts += 1;
+                s.last_error = Some(("PipelineFailed".into(), message));
+                s.failing_since.get_or_insert_with(jiff::Timestamp::now);
+            }
+            if self.control.expired() {
                 return;
             }
-        };
-        tracing::info!(seq = committed.seq, idx = committed.idx, "delivery started");
-        let mut sink: Option<Sink> = None;
-        let mut reader = self.spool.reader(committed);
-        let mut head_rx = self.spool.subscribe();
-        let suffix = tracker_suffix(&name);
-        let mut pos = committed;
-        let mut current: Option<Current> = None;
-        let mut batch: Option<Batch> = None;
-        let mut last_idle_commit = Instant::now();
+            let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
+            let until = Instant::now() + delay;
+            while Instant::now() < until && !self.control.expired() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 
-        while !self.stopped() {
-            // Take the next record if the current one is used up.
+    fn stats<R>(&self, f: impl FnOnce(&mut DeliveryStats) -> R) -> R {
+        let mut stats = guard(&self.stats);
+        f(stats.entry(self.spec.name.clone()).or_default())
+    }
+
+    /// Mirrors the spool's view of this tracker's backlog into stats and metrics.
+    fn note_backlog(&self, reader_corrupt: &mut u64, reader: &spool::Reader) {
+        let b = self.spool.backlog(&self.spec.name);
+        let new_corrupt = reader.corrupt.saturating_sub(*reader_corrupt);
+        *reader_corrupt = reader.corrupt;
+        let dropped_delta = self.stats(|s| {
+            let delta = b.dropped.saturating_sub(s.dropped);
+            s.dropped = s.dropped.max(b.dropped);
+            s.overflowing = b.overflowing;
+            s.corrupt += new_corrupt;
+            delta
+        });
+        if dropped_delta > 0 {
+            self.metrics.events_dropped.get_or_create(&self.labels).inc_by(dropped_delta);
+        }
+        if new_corrupt > 0 {
+            self.metrics
+                .spool_corrupt_records
+                .get_or_create(&self.labels)
+                .inc_by(new_corrupt);
+        }
+        self.metrics
+            .backlog_overflow
+            .get_or_create(&self.labels)
+            .set(i64::from(b.overflowing));
+    }
+
+    /// One run: recover an interrupted file, then deliver until stopped.
+    fn run(&self) -> Result<(), PipelineError> {
+        let name = self.spec.name.as_str();
+        let mut state = self.spool.activate(name)?;
+        let mut sink: Option<Sink> = None;
+        if let Some(intent) = state.pending.clone()
+            && self.recover(&intent, &mut state, &mut sink)? == Written::Abandoned
+        {
+            return Ok(());
+        }
+        tracing::info!(seq = state.pos.seq, idx = state.pos.idx, "delivery started");
+        let mut reader = self.spool.reader(state.pos);
+        let mut head_rx = self.spool.subscribe();
+        let suffix = tracker_suffix(name);
+        let mut read = state.pos;
+        let mut current: Option<Current> = None;
+        let mut open = Open {
+            batcher: Batcher::new(Limits {
+                max_events: self.spec.max_events.max(1),
+                max_bytes: self.spec.max_bytes.max(1),
+                max_age_ms: self.spec.max_age.as_millis() as i64,
+            }),
+            batches: HashMap::new(),
+        };
+        let mut last_idle_commit = Instant::now();
+        let mut corrupt_seen = 0u64;
+        let mut last_note = Instant::now() - Duration::from_secs(1);
+
+        loop {
+            if last_note.elapsed() >= Duration::from_millis(500) {
+                self.note_backlog(&mut corrupt_seen, &reader);
+                last_note = Instant::now();
+            }
+            if self.control.expired() {
+                // Out of time: what is not written stays in the spool.
+                return Ok(());
+            }
+            // Segments dropped for this tracker over its budget: go on after them.
+            if let Some(floor) = self.spool.floor(name)
+                && floor > read
+            {
+                tracing::warn!(from = read.seq, to = floor.seq, "skipping segments dropped over the backlog budget");
+                reader = self.spool.reader(floor);
+                read = floor;
+                current = None;
+            }
             if current.is_none() {
-                match reader.next_record() {
-                    Ok(Some(rec)) => {
-                        let next_idx = if rec.seq == pos.seq { pos.idx } else { 0 };
-                        pos = Position {
-                            seq: rec.seq,
-                            idx: next_idx,
-                        };
-                        current = Some(Current {
-                            seq: rec.seq,
-                            received_ms: rec.received_ms,
-                            payload: rec.payload,
-                            next_idx,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading spool failed");
-                        std::thread::sleep(Duration::from_secs(1));
-                        reader = self.spool.reader(pos);
-                        continue;
-                    }
+                if let Some(rec) = reader.next_record()? {
+                    let next_idx = if rec.seq == read.seq { read.idx } else { 0 };
+                    read = Position {
+                        seq: rec.seq,
+                        idx: next_idx,
+                    };
+                    current = Some(Current {
+                        seq: rec.seq,
+                        received_ms: rec.received_ms,
+                        payload: rec.payload,
+                        next_idx,
+                    });
                 }
             }
 
-            let mut cut = false;
+            let mut full_day = None;
             if let Some(cur) = current.as_mut() {
-                let mut sampled = false;
+                let now = now_ms();
                 for (i, (meta, line)) in entries::iter(&cur.payload)
                     .enumerate()
                     .skip(cur.next_idx as usize)
                 {
+                    let here = Position {
+                        seq: cur.seq,
+                        idx: i as u32,
+                    };
                     cur.next_idx = i as u32 + 1;
-                    pos = Position {
+                    read = Position {
                         seq: cur.seq,
                         idx: cur.next_idx,
                     };
                     let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
-                        tracing::warn!(
-                            seq = cur.seq,
-                            idx = i,
-                            "unreadable routing metadata; trace skipped"
-                        );
+                        tracing::warn!(seq = cur.seq, idx = i, "unreadable routing metadata; trace skipped");
                         continue;
                     };
                     if !self.spec.filter.matches(&meta) {
                         continue;
                     }
-                    let b = batch.get_or_insert_with(|| {
-                        Batch::new(self.spec.compression, committed, now_ms(), meta.time_ms)
-                    });
+                    let t = trace_time(&meta, cur.received_ms);
+                    let day = day_of(t);
+                    if state.is_done(day, here) {
+                        // Already in a file written before a restart.
+                        continue;
+                    }
                     let redacted = redact_for(&self.spec.redaction, &meta, line);
-                    if let Err(e) = b.push(redacted.as_deref().unwrap_or(line), &suffix) {
-                        tracing::error!(error = %e, "compressing failed");
+                    let line = redacted.as_deref().unwrap_or(line);
+                    let batch = open
+                        .batches
+                        .entry(day)
+                        .or_insert_with(|| Batch::new(self.spec.compression));
+                    batch.push(line, &suffix).map_err(PipelineError::Compress)?;
+                    if batch.received_ms.last() != Some(&cur.received_ms) {
+                        batch.received_ms.push(cur.received_ms);
                     }
-                    if !sampled {
-                        b.received_ms.push(cur.received_ms);
-                        sampled = true;
-                    }
-                    if b.events >= self.spec.max_events || b.raw_bytes >= self.spec.max_bytes {
-                        cut = true;
+                    let added = open
+                        .batcher
+                        .add(here, t, (line.len() + suffix.len()) as u64, now);
+                    if added.full {
+                        full_day = Some(day);
                         break;
                     }
                 }
-                if !cut {
+                if full_day.is_none() {
                     current = None;
                 }
             }
-
-            let caught_up = current.is_none() && reader.next_seq() >= self.spool.head();
-            let max_age_ms = self.spec.max_age.as_millis() as i64;
-            let aged = batch
-                .as_ref()
-                .is_some_and(|b| now_ms() - b.opened_ms >= max_age_ms);
-            if cut || aged {
-                if let Some(b) = batch.take() {
-                    if self.deliver(b, pos, &mut sink) {
-                        committed = pos;
-                        last_idle_commit = Instant::now();
-                    } else {
-                        // Stopped before the file was written: the next pipeline
-                        // starts again from the committed cursor.
-                        return;
+            if let Some(day) = full_day {
+                if self.cut(day, &mut open, &mut state, read, &mut sink)? == Written::Abandoned {
+                    return Ok(());
+                }
+                continue;
+            }
+            let aged = open.batcher.aged(now_ms());
+            if !aged.is_empty() {
+                for day in aged {
+                    if self.cut(day, &mut open, &mut state, read, &mut sink)? == Written::Abandoned {
+                        return Ok(());
                     }
                 }
                 continue;
             }
 
-            if caught_up {
-                // Nothing pending in a batch: let the cursor follow skipped traces
-                // now and then, so the spool can be trimmed.
-                if batch.is_none() && pos != committed && last_idle_commit.elapsed() >= Duration::from_secs(1)
-                {
-                    match self.spool.commit(&name, pos) {
-                        Ok(()) => committed = pos,
-                        Err(e) => tracing::warn!(error = %e, "committing cursor failed"),
-                    }
-                    last_idle_commit = Instant::now();
-                }
-                let wait = match &batch {
-                    Some(b) => {
-                        let left = b.opened_ms + max_age_ms - now_ms();
-                        Duration::from_millis(left.clamp(1, 200) as u64)
-                    }
-                    None => Duration::from_millis(200),
-                };
-                let head = self.spool.head();
-                self.handle.block_on(async {
-                    if *head_rx.borrow_and_update() > head {
-                        return;
-                    }
-                    let _ = tokio::time::timeout(wait, head_rx.changed()).await;
-                });
+            let caught_up = current.is_none() && reader.next_seq() >= self.spool.head();
+            if !caught_up {
+                continue;
             }
+            if self.control.stopping() {
+                // Drain: everything spooled was read; cut what is open, then end.
+                for day in open.batcher.days() {
+                    if self.cut(day, &mut open, &mut state, read, &mut sink)? == Written::Abandoned {
+                        return Ok(());
+                    }
+                }
+                state.pos = read;
+                self.spool.commit(name, &state)?;
+                self.note_backlog(&mut corrupt_seen, &reader);
+                tracing::info!(seq = read.seq, idx = read.idx, "delivery drained");
+                return Ok(());
+            }
+            // Let the cursor follow skipped traces now and then, so the spool can
+            // be trimmed.
+            let movable = open.batcher.cursor(read);
+            if movable != state.pos && last_idle_commit.elapsed() >= Duration::from_secs(1) {
+                state.pos = movable;
+                state = self.spool.commit(name, &state)?;
+                last_idle_commit = Instant::now();
+            }
+            let wait = match open.batcher.next_deadline_ms() {
+                Some(due) => Duration::from_millis((due - now_ms()).clamp(1, 200) as u64),
+                None => Duration::from_millis(200),
+            };
+            let head = self.spool.head();
+            self.handle.block_on(async {
+                if *head_rx.borrow_and_update() > head {
+                    return;
+                }
+                let _ = tokio::time::timeout(wait, head_rx.changed()).await;
+            });
         }
     }
 
-    /// Writes a file, retrying until it is written or the pipeline is stopped.
-    /// Returns whether it was written; the cursor is moved to `end` only then.
-    fn deliver(&self, batch: Batch, end: Position, sink: &mut Option<Sink>) -> bool {
-        let name = &self.spec.name;
-        let key = object_key(&FileId {
+    /// Cuts the file of `day`: names it, persists the intent, writes it, then
+    /// records it as done and moves the cursor as far as the open files allow.
+    fn cut(
+        &self,
+        day: i64,
+        open: &mut Open,
+        state: &mut TrackerCursor,
+        read: Position,
+        sink: &mut Option<Sink>,
+    ) -> Result<Written, PipelineError> {
+        let Some(file) = open.batcher.take(day) else {
+            return Ok(Written::Yes);
+        };
+        let batch = open
+            .batches
+            .remove(&day)
+            .unwrap_or_else(|| Batch::new(self.spec.compression));
+        let key = self.key(&file);
+        let received = batch.received_ms.clone();
+        let body = batch.finish().map_err(PipelineError::Compress)?;
+        state.pending = Some(Intent {
+            key: key.clone(),
+            day,
+            start: file.start,
+            end: file.end,
+        });
+        *state = self.spool.commit(&self.spec.name, state)?;
+        if self.put(&key, body, sink) == Written::Abandoned {
+            return Ok(Written::Abandoned);
+        }
+        let mark = state.done.entry(day).or_default();
+        *mark = (*mark).max(file.end);
+        state.pending = None;
+        state.pos = open.batcher.cursor(read).max(state.pos);
+        *state = self.spool.commit(&self.spec.name, state)?;
+        self.delivered(key, file.events, &received);
+        Ok(Written::Yes)
+    }
+
+    fn key(&self, file: &OpenFile) -> String {
+        object_key(&FileId {
             prefix: &self.spec.prefix,
             cluster: &self.id.cluster,
-            tracker: name,
+            tracker: &self.spec.name,
             writer: &self.id.writer,
             epoch: self.spool.epoch(),
-            start: batch.start,
-            first_time_ms: batch.first_time_ms,
+            start: file.start,
+            earliest_ms: file.earliest_ms,
             compression: self.spec.compression,
-        });
-        let events = batch.events;
-        let received = batch.received_ms.clone();
-        let body = match batch.finish() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "finishing compression failed");
-                return false;
+        })
+    }
+
+    /// Rebuilds and writes the file an earlier run cut but did not confirm: the
+    /// same entries under the same key, so it overwrites, never duplicates.
+    fn recover(
+        &self,
+        intent: &Intent,
+        state: &mut TrackerCursor,
+        sink: &mut Option<Sink>,
+    ) -> Result<Written, PipelineError> {
+        let suffix = tracker_suffix(&self.spec.name);
+        let mut reader = self.spool.reader(intent.start);
+        let mut batch = Batch::new(self.spec.compression);
+        let mut events = 0u64;
+        let mut complete = true;
+        let mut first = true;
+        while let Some(rec) = reader.next_record()? {
+            if first && rec.seq != intent.start.seq {
+                complete = false;
+                break;
             }
-        };
+            first = false;
+            if rec.seq > intent.end.seq {
+                break;
+            }
+            for (i, (meta, line)) in entries::iter(&rec.payload).enumerate() {
+                let here = Position {
+                    seq: rec.seq,
+                    idx: i as u32,
+                };
+                if here < intent.start {
+                    continue;
+                }
+                if here >= intent.end {
+                    break;
+                }
+                let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
+                    continue;
+                };
+                if !self.spec.filter.matches(&meta) || day_of(trace_time(&meta, rec.received_ms)) != intent.day {
+                    continue;
+                }
+                let redacted = redact_for(&self.spec.redaction, &meta, line);
+                batch
+                    .push(redacted.as_deref().unwrap_or(line), &suffix)
+                    .map_err(PipelineError::Compress)?;
+                events += 1;
+            }
+        }
+        if first || !complete {
+            tracing::warn!(key = %intent.key, "the spool no longer holds an interrupted file; it is left as written");
+        } else {
+            tracing::info!(key = %intent.key, events, "rewriting a file interrupted by a restart");
+            let body = batch.finish().map_err(PipelineError::Compress)?;
+            if self.put(&intent.key, body, sink) == Written::Abandoned {
+                return Ok(Written::Abandoned);
+            }
+            self.delivered(intent.key.clone(), events, &[]);
+        }
+        let mark = state.done.entry(intent.day).or_default();
+        *mark = (*mark).max(intent.end);
+        state.pending = None;
+        *state = self.spool.commit(&self.spec.name, state)?;
+        Ok(Written::Yes)
+    }
+
+    /// Writes an object, retrying with backoff until it is written or the drain
+    /// deadline has passed.
+    fn put(&self, key: &str, body: Vec<u8>, sink: &mut Option<Sink>) -> Written {
         let size = body.len();
         let mut attempt = 0u32;
         loop {
-            if self.stopped() {
-                return false;
+            if self.control.expired() {
+                tracing::warn!(%key, "drain deadline reached; the file stays in the spool for the next start");
+                return Written::Abandoned;
             }
             attempt += 1;
-            let result: Result<(), (String, String)> = self.handle.block_on(async {
+            let result: Result<(), (String, String, bool)> = self.handle.block_on(async {
                 if sink.is_none() {
                     *sink = Some(
                         (self.spec.sink)()
                             .await
-                            .map_err(|e| ("SinkUnavailable".to_string(), e))?,
+                            .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
                     );
                 }
                 let s = sink
                     .as_ref()
-                    .ok_or_else(|| ("SinkUnavailable".to_string(), String::new()))?;
-                s.put(&key, body.clone(), self.spec.compression)
+                    .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
+                s.put(key, body.clone(), self.spec.compression)
                     .await
-                    .map_err(|e: DestinationError| (e.reason().to_string(), e.to_string()))
+                    .map_err(|e: DestinationError| (e.reason().to_string(), e.to_string(), e.is_transient()))
             });
             match result {
-                Ok(()) => break,
-                Err((reason, message)) => {
+                Ok(()) => {
+                    tracing::debug!(%key, bytes = size, attempt, "object written");
+                    return Written::Yes;
+                }
+                Err((reason, message, transient)) => {
                     self.metrics
                         .delivery_errors
                         .get_or_create(&crate::telemetry::ReasonLabels {
@@ -420,38 +727,35 @@ impl Worker {
                         })
                         .inc();
                     tracing::warn!(%key, attempt, %reason, error = %message, "writing trace file failed; will retry");
-                    {
-                        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-                        stats.entry(name.clone()).or_default().last_error = Some((reason.clone(), message));
-                    }
-                    // Credentials or destination may have been fixed meanwhile.
-                    if reason != "DestinationUnreachable" && reason != "S3Error" {
+                    self.stats(|s| {
+                        s.last_error = Some((reason.clone(), message));
+                        s.failing_since.get_or_insert_with(jiff::Timestamp::now);
+                    });
+                    // A lasting error (credentials, permissions, a missing bucket)
+                    // may be fixed by a new Secret: build the client again.
+                    if !transient {
                         *sink = None;
                     }
-                    let delay = retry_delay(attempt);
-                    let until = Instant::now() + delay;
-                    while Instant::now() < until && !self.stopped() {
-                        std::thread::sleep(Duration::from_millis(100));
+                    let until = Instant::now() + retry_delay(attempt);
+                    while Instant::now() < until && !self.control.expired() {
+                        std::thread::sleep(Duration::from_millis(50));
                     }
                 }
             }
         }
-        if let Err(e) = self.spool.commit(name, end) {
-            // The file is written; without the cursor it is rewritten (same key) after a restart.
-            tracing::warn!(error = %e, "committing cursor failed");
-        }
+    }
+
+    /// Counts a written file.
+    fn delivered(&self, key: String, events: u64, received: &[i64]) {
         let now = jiff::Timestamp::now();
-        let labels = TrackerLabels {
-            tracker: name.clone(),
-        };
         self.metrics
             .events_delivered
-            .get_or_create(&labels)
+            .get_or_create(&self.labels)
             .inc_by(events);
-        self.metrics.files_delivered.get_or_create(&labels).inc();
+        self.metrics.files_delivered.get_or_create(&self.labels).inc();
         let now_ms = now.as_millisecond();
         {
-            let mut lat = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+            let mut lat = guard(&self.latencies);
             for r in received {
                 let ms = (now_ms - r).max(0);
                 self.metrics.delivery_latency.observe(ms as f64 / 1000.0);
@@ -461,16 +765,16 @@ impl Worker {
                 lat.push_back(ms);
             }
         }
-        tracing::info!(%key, events, bytes = size, "trace file delivered");
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let s = stats.entry(name.clone()).or_default();
-        s.last_key = Some(key);
-        s.last_time = Some(now);
-        s.last_events = events;
-        s.events += events;
-        s.files += 1;
-        s.last_error = None;
-        true
+        tracing::info!(%key, events, "trace file delivered");
+        self.stats(|s| {
+            s.last_key = Some(key);
+            s.last_time = Some(now);
+            s.last_events = events;
+            s.events += events;
+            s.files += 1;
+            s.last_error = None;
+            s.failing_since = None;
+        });
     }
 }
 
@@ -534,6 +838,7 @@ mod tests {
             groups: vec![],
             stage: "ResponseComplete".into(),
             time_ms: 0,
+            hash: "".into(),
         };
         let r = Redaction {
             exec_command: true,

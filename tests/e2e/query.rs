@@ -46,16 +46,13 @@ fn line(t: &T) -> Vec<u8> {
 /// Writes one trace file per group, keyed as delivery would name it.
 async fn write_files(sink: &Sink, tracker: &str, files: &[Vec<&T>]) {
     for (n, group) in files.iter().enumerate() {
-        let first = kubetrail::trace::parse_time_ms(group[0].time).unwrap();
-        let mut b = Batch::new(
-            Compression::Gzip,
-            Position {
-                seq: n as u64,
-                idx: 0,
-            },
-            0,
-            first,
-        );
+        // Named as delivery names files: after the earliest trace in it.
+        let first = group
+            .iter()
+            .map(|t| kubetrail::trace::parse_time_ms(t.time).unwrap())
+            .min()
+            .unwrap();
+        let mut b = Batch::new(Compression::Gzip);
         let suffix = tracker_suffix(tracker);
         for t in group {
             b.push(&line(t), &suffix).unwrap();
@@ -70,7 +67,7 @@ async fn write_files(sink: &Sink, tracker: &str, files: &[Vec<&T>]) {
                 seq: n as u64,
                 idx: 0,
             },
-            first_time_ms: first,
+            earliest_ms: first,
             compression: Compression::Gzip,
         });
         sink.put(&key, b.finish().unwrap(), Compression::Gzip)

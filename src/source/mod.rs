@@ -4,10 +4,17 @@
 //! caller authenticated (401), body within the cap (413, enforced while reading),
 //! a well-formed `audit.k8s.io/v1` `EventList` with an `auditID` on every event
 //! (400), room in the spool (503, the apiserver backs off and retries). Only a
-//! batch that is in the spool and fsynced gets 200.
+//! batch that is in the spool and fsynced gets 200. Events already stored (an
+//! apiserver retry) are acknowledged without being stored again ([`dedupe`]).
+//! While the process stops, new batches get 503 with `Retry-After`: the apiserver
+//! sends them again, to another replica or after the restart.
+
+pub mod dedupe;
 
 use crate::audit;
 use crate::spool::{AppendError, Spool, entries};
+use dedupe::{Admit, Window};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::telemetry::{Metrics, ReasonLabels};
 use crate::trace;
 use axum::Router;
@@ -51,7 +58,55 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<str>,
     pub auth: Arc<AuthPolicy>,
+    pub dedupe: Arc<Window>,
+    pub lifecycle: Arc<Lifecycle>,
 }
+
+/// Whether the webhook still takes batches, and how many it is handling.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl Lifecycle {
+    /// From now on new batches get 503 with `Retry-After`.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most `limit`) until no batch is being handled, so everything
+    /// acknowledged is in the spool before delivery drains it.
+    pub async fn settled(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Counts a batch in flight for as long as it lives.
+struct InFlight(Arc<Lifecycle>);
+
+impl InFlight {
+    fn new(l: &Arc<Lifecycle>) -> InFlight {
+        l.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(l.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How long a batch waits for an identical one being stored by another request.
+const DEDUPE_WAIT: Duration = Duration::from_secs(10);
 
 /// The webhook router; tests drive it without a socket.
 pub fn app(mut ingest: Ingest, max_body_bytes: usize) -> Router {
@@ -94,6 +149,19 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let _in_flight = InFlight::new(&st.lifecycle);
+    if st.lifecycle.is_draining() {
+        let _ = read_capped(body, 1024 * 1024).await;
+        let mut r = reject(
+            &st.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "this replica is stopping; send the batch again".into(),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    }
     let cert = peer.map(|p| p.client_cert).unwrap_or(false);
     let token = bearer(&headers)
         .map(|t| {
@@ -134,41 +202,93 @@ async fn receive(
         }
     };
     let received = jiff::Timestamp::now();
-    let (payload, events) = match encode(&body, &st.cluster, received) {
+    let encoded = match encode(&body, &st.cluster, received) {
         Ok(v) => v,
         Err(e) => return reject(&st.metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
     };
+    let events = encoded.hashes.len() as u64;
     st.metrics.events_received.inc_by(events);
-    match st.spool.append(payload, received.as_millisecond()).await {
+    // Reserve the events not stored before; wait while an identical one is being
+    // stored by another request (its outcome decides).
+    let waited = Instant::now();
+    let fresh = loop {
+        match st.dedupe.admit(&encoded.hashes) {
+            Admit::Decided(fresh) => break fresh,
+            Admit::Wait if waited.elapsed() < DEDUPE_WAIT => tokio::time::sleep(Duration::from_millis(5)).await,
+            Admit::Wait => {
+                let mut r = reject(
+                    &st.metrics,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "an identical batch is still being stored; send it again".into(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
+        }
+    };
+    let reserved: Vec<u128> = encoded
+        .hashes
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, new)| **new)
+        .map(|(h, _)| *h)
+        .collect();
+    let copies = events - reserved.len() as u64;
+    if copies > 0 {
+        st.metrics.events_deduplicated.inc_by(copies);
+        tracing::debug!(copies, "events already stored; not stored again");
+    }
+    if reserved.is_empty() {
+        // Everything in the batch is stored already (or the batch is empty).
+        return (StatusCode::OK, "").into_response();
+    }
+    let payload = if copies > 0 {
+        encoded.without(&fresh)
+    } else {
+        encoded.payload
+    };
+    match st
+        .spool
+        .append(payload, reserved.len() as u32, received.as_millisecond())
+        .await
+    {
         Ok(seq) => {
-            st.metrics.events_spooled.inc_by(events);
+            st.dedupe.confirm(&reserved, received.as_millisecond());
+            st.metrics.events_spooled.inc_by(reserved.len() as u64);
             st.metrics.spool_bytes.set(st.spool.bytes() as i64);
-            tracing::debug!(seq, events, "audit batch spooled");
+            tracing::debug!(seq, events = reserved.len(), "audit batch spooled");
             (StatusCode::OK, "").into_response()
         }
-        Err(e @ AppendError::Full { .. }) => {
-            let mut r = reject(
-                &st.metrics,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_full",
-                e.to_string(),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            r
+        Err(e) => {
+            st.dedupe.release(&reserved);
+            match e {
+                e @ AppendError::Full { .. } => {
+                    let mut r = reject(
+                        &st.metrics,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "spool_full",
+                        e.to_string(),
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                    r
+                }
+                e @ AppendError::TooLarge(_) => reject(
+                    &st.metrics,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    e.to_string(),
+                ),
+                e => reject(
+                    &st.metrics,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "spool_error",
+                    e.to_string(),
+                ),
+            }
         }
-        Err(e @ AppendError::TooLarge(_)) => reject(
-            &st.metrics,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            e.to_string(),
-        ),
-        Err(e) => reject(
-            &st.metrics,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "spool_error",
-            e.to_string(),
-        ),
     }
 }
 
@@ -205,27 +325,44 @@ async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadEr
     Ok(Bytes::from(buf))
 }
 
+/// A batch's traces encoded as one spool record payload.
+pub struct Encoded {
+    pub payload: Vec<u8>,
+    /// Content hash of each event, in order.
+    pub hashes: Vec<u128>,
+}
+
+impl Encoded {
+    /// The payload with only the entries `keep` marks.
+    pub fn without(&self, keep: &[bool]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload.len());
+        for ((meta, line), k) in entries::iter(&self.payload).zip(keep) {
+            if *k {
+                entries::push(&mut out, meta, line);
+            }
+        }
+        out
+    }
+}
+
 /// Parses a batch and encodes its traces as one spool record payload.
-/// Returns the payload and the number of events.
-pub fn encode(
-    body: &[u8],
-    cluster: &str,
-    received: jiff::Timestamp,
-) -> Result<(Vec<u8>, u64), audit::ParseError> {
+pub fn encode(body: &[u8], cluster: &str, received: jiff::Timestamp) -> Result<Encoded, audit::ParseError> {
     let list = audit::parse_event_list(body)?;
     let record_time = received.to_string();
     let mut payload = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut hashes = Vec::with_capacity(list.items.len());
     let mut line = Vec::with_capacity(4096);
     let mut meta = Vec::with_capacity(256);
     for event in &list.items {
         line.clear();
         meta.clear();
         let m = trace::build(event, cluster, &record_time, &mut line);
+        hashes.push(u128::from_str_radix(&m.hash, 16).unwrap_or_default());
         // Serializing plain data into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut meta, &m);
         entries::push(&mut payload, &meta, &line);
     }
-    Ok((payload, list.items.len() as u64))
+    Ok(Encoded { payload, hashes })
 }
 
 /// TLS settings of the webhook listener.
@@ -405,6 +542,9 @@ mod tests {
             max_bytes,
             segment_bytes: 1 << 20,
             fsync: false,
+            tracker_budget: 0,
+            dedupe_window_ms: 900_000,
+            dedupe_max: 1000,
         })
         .unwrap();
         Ingest {
@@ -416,6 +556,8 @@ mod tests {
                 tokens: vec!["s3cret-token".into()],
                 allow_anonymous: anonymous,
             }),
+            dedupe: Arc::new(Window::new(Duration::from_secs(900), 1000, vec![], 0)),
+            lifecycle: Arc::default(),
         }
     }
 
@@ -529,11 +671,68 @@ mod tests {
         let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
         assert_eq!(code, StatusCode::OK);
         let router = app(st.clone(), 1 << 20);
-        let req = Request::post("/audit").body(Body::from(BATCH)).unwrap();
+        let other = BATCH.replace(r#""auditID":"a1""#, r#""auditID":"a2""#);
+        let req = Request::post("/audit").body(Body::from(other.clone())).unwrap();
         let resp = router.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
         assert_eq!(st.spool.head(), 1);
+        // What was refused is not remembered as stored: the retry is stored.
+        assert!(st.dedupe.len() == 1);
+    }
+
+    fn spooled_ids(spool: &Spool) -> Vec<String> {
+        let mut r = spool.reader(Position::default());
+        let mut ids = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            for (_, line) in entries::iter(&rec.payload) {
+                let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                ids.push(format!("{}:{}", v["trace_id"].as_str().unwrap(), v["trace_name"].as_str().unwrap()));
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once_and_a_reused_audit_id_is_not_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 1 << 20, true);
+        for _ in 0..3 {
+            let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
+            assert_eq!(code, StatusCode::OK, "a retry is acknowledged");
+        }
+        assert_eq!(st.spool.head(), 1, "stored once");
+        assert_eq!(st.metrics.events_deduplicated.get(), 2);
+        // The same Audit-ID on a different operation (a client can choose it).
+        let other = BATCH.replace(r#""verb":"create""#, r#""verb":"delete""#);
+        let (code, _) = post(app(st.clone(), 1 << 20), &other, None, false).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(spooled_ids(&st.spool), ["a1:create secrets", "a1:delete secrets"]);
+        // A batch mixing a copy and a new event stores only the new one.
+        let both = BATCH.replace(
+            "]}",
+            &format!(",{}]}}", &other[other.find("{\"auditID").unwrap()..other.rfind("]}").unwrap()].replace("delete", "patch")),
+        );
+        let (code, _) = post(app(st.clone(), 1 << 20), &both, None, false).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            spooled_ids(&st.spool),
+            ["a1:create secrets", "a1:delete secrets", "a1:patch secrets"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopping_webhook_turns_batches_away_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 1 << 20, true);
+        st.lifecycle.start_draining();
+        let router = app(st.clone(), 1 << 20);
+        let req = Request::post("/audit").body(Body::from(BATCH)).unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(st.spool.head(), 0, "nothing stored while stopping");
+        st.lifecycle.settled(Duration::from_secs(1)).await;
     }
 
     #[test]

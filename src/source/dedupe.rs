@@ -1,0 +1,184 @@
+//! The de-duplication window: an identical audit event is stored once.
+//!
+//! The kube-apiserver re-sends a batch whose answer it did not see (a timeout, a
+//! restart of this replica). Each event's content hash ([`crate::trace::event_hash`])
+//! is remembered for `window` or the last `max` events; an event whose hash is in
+//! the window is acknowledged and not stored again. The key is the whole event,
+//! never the client-chosen `auditID`: two different operations that share an
+//! `Audit-ID` are both kept. The hashes survive a restart through the spool
+//! ([`crate::spool::Spool::take_recovered_hashes`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Being appended by another request: its outcome decides.
+    Pending,
+    Stored,
+}
+
+#[derive(Default)]
+struct Inner {
+    seen: HashMap<u128, Slot>,
+    /// Stored hashes in the order they were stored, with their receive times.
+    order: VecDeque<(u128, i64)>,
+}
+
+/// Hashes of recently stored events.
+pub struct Window {
+    inner: Mutex<Inner>,
+    window_ms: i64,
+    max: usize,
+}
+
+/// The answer of [`Window::admit`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Per event: `true` if it is new (and now reserved), `false` if it is a copy.
+    Decided(Vec<bool>),
+    /// An identical event is being stored by another request right now: ask
+    /// again when it is done.
+    Wait,
+}
+
+impl Window {
+    /// A window of `window` or `max` events, whichever is smaller, starting with
+    /// the hashes recovered from the spool. `max == 0` turns de-duplication off.
+    pub fn new(window: Duration, max: usize, recovered: Vec<(u128, i64)>, now_ms: i64) -> Window {
+        let w = Window {
+            inner: Mutex::default(),
+            window_ms: window.as_millis() as i64,
+            max,
+        };
+        if max > 0 {
+            let mut recovered = recovered;
+            recovered.sort_by_key(|(_, ms)| *ms);
+            let mut inner = w.lock();
+            for (h, ms) in recovered {
+                if inner.seen.insert(h, Slot::Stored).is_none() {
+                    inner.order.push_back((h, ms));
+                }
+            }
+            w.evict(&mut inner, now_ms);
+        }
+        w
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides which of a batch's events are new, and reserves those.
+    pub fn admit(&self, hashes: &[u128]) -> Admit {
+        if self.max == 0 {
+            return Admit::Decided(vec![true; hashes.len()]);
+        }
+        let mut inner = self.lock();
+        if hashes
+            .iter()
+            .any(|h| inner.seen.get(h) == Some(&Slot::Pending))
+        {
+            return Admit::Wait;
+        }
+        let mut in_batch = HashSet::new();
+        let fresh: Vec<bool> = hashes
+            .iter()
+            .map(|h| !inner.seen.contains_key(h) && in_batch.insert(*h))
+            .collect();
+        for (h, new) in hashes.iter().zip(&fresh) {
+            if *new {
+                inner.seen.insert(*h, Slot::Pending);
+            }
+        }
+        Admit::Decided(fresh)
+    }
+
+    /// The reserved events are durable.
+    pub fn confirm(&self, hashes: &[u128], received_ms: i64) {
+        if self.max == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        for h in hashes {
+            inner.seen.insert(*h, Slot::Stored);
+            inner.order.push_back((*h, received_ms));
+        }
+        self.evict(&mut inner, received_ms);
+    }
+
+    /// The reserved events could not be stored: a retry must store them.
+    pub fn release(&self, hashes: &[u128]) {
+        let mut inner = self.lock();
+        for h in hashes {
+            if inner.seen.get(h) == Some(&Slot::Pending) {
+                inner.seen.remove(h);
+            }
+        }
+    }
+
+    fn evict(&self, inner: &mut Inner, now_ms: i64) {
+        while let Some(&(h, ms)) = inner.order.front() {
+            if inner.order.len() <= self.max && ms >= now_ms - self.window_ms {
+                break;
+            }
+            inner.order.pop_front();
+            inner.seen.remove(&h);
+        }
+    }
+
+    /// Stored hashes in the window.
+    pub fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_refused_and_a_different_event_is_not() {
+        let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
+        assert_eq!(w.admit(&[1, 2, 2]), Admit::Decided(vec![true, true, false]));
+        w.confirm(&[1, 2], 0);
+        assert_eq!(w.admit(&[1, 2, 3]), Admit::Decided(vec![false, false, true]));
+    }
+
+    #[test]
+    fn a_copy_of_an_event_being_stored_waits_and_a_failed_one_is_retried() {
+        let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
+        assert_eq!(w.admit(&[7]), Admit::Decided(vec![true]));
+        assert_eq!(w.admit(&[7, 8]), Admit::Wait, "outcome of the first not known yet");
+        w.release(&[7]);
+        assert_eq!(w.admit(&[7, 8]), Admit::Decided(vec![true, true]), "the failed one is new again");
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_age_and_count_and_survives_a_restart() {
+        let w = Window::new(Duration::from_secs(60), 3, vec![], 0);
+        for h in 1..=5u128 {
+            w.admit(&[h]);
+            w.confirm(&[h], 1000);
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.admit(&[1]), Admit::Decided(vec![true]), "evicted by count");
+        w.release(&[1]);
+        w.admit(&[9]);
+        w.confirm(&[9], 70_000);
+        assert_eq!(w.len(), 1, "older than 60 s evicted");
+        let restarted = Window::new(Duration::from_secs(60), 3, vec![(9, 70_000), (4, 1_000)], 70_000);
+        assert_eq!(restarted.admit(&[9, 4]), Admit::Decided(vec![false, true]));
+    }
+
+    #[test]
+    fn off_when_max_is_zero() {
+        let w = Window::new(Duration::from_secs(60), 0, vec![(1, 0)], 0);
+        assert_eq!(w.admit(&[1, 1]), Admit::Decided(vec![true, true]));
+    }
+}
