@@ -83,9 +83,7 @@ impl WebhookArgs {
             max_bytes: self.spool_max_bytes,
             segment_bytes: self.spool_segment_bytes.max(4096),
             fsync: true,
-            tracker_budget: self
-                .tracker_backlog_bytes
-                .unwrap_or(self.spool_max_bytes / 2),
+            tracker_budget: self.tracker_backlog_bytes.unwrap_or(self.spool_max_bytes / 2),
             dedupe_window_ms: window.as_millis() as i64,
             dedupe_max: self.dedupe_max_events,
         })
@@ -309,7 +307,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     crate::runtime::drain_delivery(&pipelines, drain.saturating_sub(drain_started.elapsed())).await;
     // What was delivered while stopping reaches the status through the holder.
     let last_report = async { publisher.lock().await.publish(&ctx, &pipelines).await };
-    if tokio::time::timeout(Duration::from_secs(5), last_report).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), last_report)
+        .await
+        .is_err()
+    {
         tracing::warn!("publishing the last delivery report timed out");
     }
     tracing::info!("operator stopped");

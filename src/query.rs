@@ -114,6 +114,8 @@ struct View<'a> {
     source_ips: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Cow<'a, str>,
+    #[serde(borrow, default)]
+    event_hash: Cow<'a, str>,
 }
 
 /// Fills a [`View`] from a trace line and stops reading as soon as every field
@@ -146,6 +148,7 @@ enum ViewField {
     User,
     SourceIps,
     Time,
+    EventHash,
     #[serde(other)]
     Other,
 }
@@ -169,6 +172,7 @@ impl ViewField {
             ViewField::User => 1 << 7,
             ViewField::SourceIps => 1 << 8,
             ViewField::Time => 1 << 9,
+            ViewField::EventHash => 1 << 10,
             ViewField::Other => 0,
         }
     }
@@ -179,13 +183,13 @@ type Needed = u16;
 
 /// Every view field.
 #[cfg(test)]
-const ALL_FIELDS: Needed = (1 << 10) - 1;
+const ALL_FIELDS: Needed = (1 << 11) - 1;
 
-/// The fields `q` needs: the trace ID and time always, the others only when
-/// a filter or the namespace scope looks at them.
+/// The fields `q` needs: the trace ID, event hash and time always, the others
+/// only when a filter or the namespace scope looks at them.
 fn needed_fields(q: &Query) -> Needed {
     let f = &q.filter;
-    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit();
+    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit() | ViewField::EventHash.bit();
     for (used, field) in [
         (!f.verbs.is_empty(), ViewField::TraceName),
         (!f.ratings.is_empty(), ViewField::TraceRating),
@@ -230,6 +234,7 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
                 ViewField::Namespace => &mut v.namespace,
                 ViewField::User => &mut v.user,
                 ViewField::Time => &mut v.time,
+                ViewField::EventHash => &mut v.event_hash,
                 ViewField::SourceIps => {
                     let ips: Vec<Borrowed<'de>> = m.next_value()?;
                     v.source_ips = ips.into_iter().map(|b| b.0).collect();
@@ -371,14 +376,22 @@ impl FileScan {
     }
 }
 
-/// A set of trace-ID hashes, with std's randomly seeded hasher: clients choose
-/// their Audit-IDs, so crafted IDs must not be able to degrade the set.
+/// A set of trace keys, with std's randomly seeded hasher: clients choose much
+/// of a trace's content, so crafted traces must not be able to degrade the set.
 type IdSet = HashSet<u64>;
 
-/// FNV-1a: a stable 64-bit hash of a trace ID, for de-duplication.
-fn id_hash(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+/// The de-duplication key of a trace: its content hash (`event_hash`, the key
+/// the webhook stores an event once by), never the client-chosen trace ID alone —
+/// two different operations that share an `Audit-ID` are two results. Traces
+/// written before `event_hash` existed are keyed by their whole line.
+fn trace_key(event_hash: &str, line: &[u8]) -> u64 {
+    if event_hash.len() >= 16
+        && let Ok(k) = u64::from_str_radix(&event_hash[..16], 16)
+    {
+        return k;
+    }
+    line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
 }
 
@@ -484,7 +497,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         if t < q.from_ms || t >= q.to_ms || !matches(q, &v) {
             continue;
         }
-        let hash = id_hash(&v.trace_id);
+        let hash = trace_key(&v.event_hash, line);
         scan.matched.push(hash);
         let full = newest.len().max(oldest.len()) >= limit;
         let better = match q.order {
@@ -584,7 +597,7 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
     for prefix in &out.listed_prefixes {
         for o in sink.list(prefix).await? {
             let t = file_time_ms(&o.key).unwrap_or(i64::MIN);
-            // A file starts with its first trace: one starting at or after `to` has nothing for us.
+            // Named after its earliest trace: a file starting at or after `to` has nothing for us.
             if t < q.to_ms {
                 objects.push((t, o));
             }
@@ -648,8 +661,8 @@ pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, Query
                 }
             }
         }
-        // Oldest first: files are in order of their first trace, and a file's
-        // traces are not older than its first; once `limit` traces older than the
+        // Oldest first: files are in order of their earliest trace (the time in
+        // the name), so none of a file's traces is older; once `limit` traces older than the
         // next file's start are in hand, nothing later can displace them.
         if q.order == Order::OldestFirst
             && oldest.len() >= limit
@@ -734,6 +747,27 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_are_keyed_by_content_not_by_trace_id() {
+        let a = r#"{"event_hash":"0000000000000001ffffffffffffffff","trace_id":"same","time":"2026-11-24T01:00:00Z","trace_name":"delete secrets"}"#;
+        let b = r#"{"event_hash":"0000000000000002ffffffffffffffff","trace_id":"same","time":"2026-11-24T01:00:01Z","trace_name":"get secrets"}"#;
+        let old = r#"{"trace_id":"same","time":"2026-11-24T01:00:02Z"}"#;
+        let body = format!("{a}\n{b}\n{a}\n{old}\n{old}\n");
+        let scan = scan_file(
+            &q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z"),
+            "x.jsonl",
+            body.into_bytes(),
+            10,
+        );
+        let distinct: HashSet<u64> = scan.matched.iter().copied().collect();
+        assert_eq!(scan.matched.len(), 5);
+        assert_eq!(
+            distinct.len(),
+            3,
+            "two operations sharing an Audit-ID are two; copies are one"
+        );
+    }
+
+    #[test]
     fn prefixes_cover_exactly_the_days_asked() {
         let p = day_prefixes(&q("2026-11-22T23:00:00Z", "2026-11-24T00:00:00Z"));
         assert_eq!(p, ["p/KubeTrail/c/2026/11/22/t/", "p/KubeTrail/c/2026/11/23/t/"]);
@@ -749,7 +783,7 @@ mod tests {
             ("t", "a", "n")
         );
         // Once every field was seen, what follows is not even looked at.
-        let line = br#"{"trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
+        let line = br#"{"event_hash":"00","trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
         assert_eq!(view(line, ALL_FIELDS).unwrap().user, "u");
         assert!(view(b"{not json", ALL_FIELDS).is_none());
         assert!(

@@ -235,15 +235,20 @@ pub fn build<'a>(
         response: body(event.response_object),
         cluster,
     };
-    // Serializing plain data into a Vec cannot fail.
+    // Serializing plain data into a Vec cannot fail. The record is hashed as
+    // written, then the line is `{"event_hash":…,` + the record + `,"record_time":…}`:
+    // the hash comes first so readers that stop early still see it.
     let start = line.len();
     let _ = serde_json::to_writer(&mut *line, &record);
-    line.pop(); // the closing brace: two fields follow
     let hash = event_hash(&line[start..], secret.then_some(event));
     let hex = format!("{hash:032x}");
-    line.extend_from_slice(b",\"event_hash\":\"");
-    line.extend_from_slice(hex.as_bytes());
-    line.extend_from_slice(b"\",\"record_time\":");
+    let mut head = Vec::with_capacity(48);
+    head.extend_from_slice(b"{\"event_hash\":\"");
+    head.extend_from_slice(hex.as_bytes());
+    head.extend_from_slice(b"\",");
+    line.pop(); // the record's closing brace
+    line.splice(start..start + 1, head);
+    line.extend_from_slice(b",\"record_time\":");
     let _ = serde_json::to_writer(&mut *line, record_time);
     line.push(b'}');
     let namespace = obj.and_then(|o| o.namespace.as_deref()).unwrap_or("");
@@ -265,8 +270,9 @@ pub fn build<'a>(
     }
 }
 
-/// The content hash of an event: BLAKE3 (128 bits) over its trace without
-/// `record_time` — every field of the event the trace keeps, bodies included —
+/// The content hash of an event: BLAKE3 (128 bits) over its trace record as
+/// serialized without `event_hash` and `record_time` — every field of the event
+/// the trace keeps, bodies included —
 /// and, where redaction rewrote the bodies, over the original bodies too, so two
 /// operations that differ only in a redacted value are still two.
 ///

@@ -353,6 +353,9 @@ pub struct TrackerStatus {
     /// Files delivered since the tracker was created.
     #[serde(default)]
     pub files_delivered: u64,
+    /// Spool entries dropped unexamined over the backlog budget (all writers).
+    #[serde(default)]
+    pub events_dropped: u64,
     /// Every replica delivers its own files; this is what each one reported, as
     /// folded into the totals above by the lease holder (the only status writer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -391,6 +394,17 @@ pub struct WriterStatus {
     /// Why the writer's latest attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Since when the writer's writes have failed without a success (its reason
+    /// is `lastError`); absent while delivering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
+    /// Spool entries this incarnation dropped unexamined because the tracker was
+    /// over its backlog budget (already counted in the totals).
+    #[serde(default)]
+    pub events_dropped: u64,
+    /// The writer is over the tracker's backlog budget and drops its oldest traces.
+    #[serde(default)]
+    pub backlog_overflow: bool,
 }
 
 /// The most recent delivery of a tracker.

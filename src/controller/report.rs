@@ -51,6 +51,12 @@ pub struct TrackerReport {
     pub last_delivery: Option<LastDelivery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub overflowing: bool,
 }
 
 /// A report as the holder reads it.
@@ -140,6 +146,9 @@ impl Publisher {
                             .as_ref()
                             // Bounded: the report lives in an annotation (256 KiB in all).
                             .map(|(reason, msg)| format!("{reason}: {msg}").chars().take(512).collect()),
+                        failing_since: s.failing_since,
+                        dropped: s.dropped,
+                        overflowing: s.overflowing,
                     };
                     (name.clone(), report)
                 })
@@ -238,20 +247,21 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
             continue;
         };
         let prev = status.writers.iter().find(|w| w.writer == r.writer);
-        let (counted_events, counted_files) = match prev {
+        let (counted_events, counted_files, counted_dropped) = match prev {
             // Same process: its counters only rise, so count only the growth; a
             // report behind what was already counted is stale and changes nothing.
             Some(p) if p.incarnation == r.report.incarnation => {
-                if t.events < p.events || t.files < p.files {
+                if t.events < p.events || t.files < p.files || t.dropped < p.events_dropped {
                     writers.push(p.clone());
                     continue;
                 }
-                (p.events, p.files)
+                (p.events, p.files, p.events_dropped)
             }
-            _ => (0, 0),
+            _ => (0, 0, 0),
         };
         next.events_delivered += t.events - counted_events;
         next.files_delivered += t.files - counted_files;
+        next.events_dropped += t.dropped - counted_dropped;
         if let Some(last) = &t.last_delivery
             && next.last_delivery.as_ref().is_none_or(|l| l.time.0 < last.time.0)
         {
@@ -264,6 +274,9 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
             files: t.files,
             last_delivery: t.last_delivery.clone(),
             last_error: t.last_error.clone(),
+            failing_since: t.failing_since.map(Time),
+            events_dropped: t.dropped,
+            backlog_overflow: t.overflowing,
         });
     }
     writers.sort_by(|a, b| a.writer.cmp(&b.writer));
@@ -382,6 +395,7 @@ mod tests {
                     events: 1,
                 }),
                 last_error: None,
+                ..Default::default()
             },
         );
         WriterReport {

@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
 const CONTROLLER: &str = "tracker";
@@ -177,8 +177,6 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             Action::await_change()
         }
         Some(Ok(())) => {
-            status.phase = Some(TrackerPhase::Enabled);
-            status.last_error = None;
             let dest = &tracker.spec.destination;
             let msg = format!("bucket {} is reachable", dest.bucket);
             set_condition(
@@ -190,17 +188,48 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                 generation,
                 &now,
             );
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                TRUE,
-                "Ready",
-                "tracker is delivering",
-                generation,
-                &now,
-            );
             ctx.reset_backoff(&name);
-            Action::requeue(ctx.settings.recheck_interval)
+            match delivery_problem(&status, jiff::Timestamp::now()) {
+                None => {
+                    status.phase = Some(TrackerPhase::Enabled);
+                    status.last_error = None;
+                    set_condition(
+                        &mut status.conditions,
+                        "Ready",
+                        TRUE,
+                        "Ready",
+                        "tracker is delivering",
+                        generation,
+                        &now,
+                    );
+                    Action::requeue(ctx.settings.recheck_interval)
+                }
+                Some((reason, message)) => {
+                    // HeadBucket works, yet files are not delivered (a KMS or
+                    // write permission, say) or the backlog overflows.
+                    status.phase = Some(TrackerPhase::Error);
+                    status.last_error = Some(message.clone());
+                    let was = tracker
+                        .status
+                        .as_ref()
+                        .and_then(|s| condition(&s.conditions, "Ready"))
+                        .map(|c| c.reason.clone());
+                    set_condition(
+                        &mut status.conditions,
+                        "Ready",
+                        FALSE,
+                        &reason,
+                        &message,
+                        generation,
+                        &now,
+                    );
+                    if was.as_deref() != Some(reason.as_str()) {
+                        warn!(%reason, error = %message, "delivery problem");
+                        publish(ctx, tracker, EventType::Warning, &reason, "Deliver", &message).await;
+                    }
+                    Action::requeue(Duration::from_secs(30))
+                }
+            }
         }
         Some(Err(problem)) => {
             let reason = problem.reason();
@@ -245,7 +274,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| condition(&s.conditions, "Ready"))
         .map(|c| c.status == TRUE)
         .unwrap_or(false);
-    let is_ready = matches!(outcome, Some(Ok(())));
+    let is_ready = matches!(outcome, Some(Ok(()))) && status.phase == Some(TrackerPhase::Enabled);
     if is_ready && !was_ready {
         info!("tracker ready");
         publish(
@@ -272,6 +301,47 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
         })
         .inc();
     Ok(action)
+}
+
+/// How long writes may fail before `Ready` turns False (a transient S3 error
+/// that a retry fixes is not worth an alarm).
+const DELIVERY_GRACE_SECONDS: i64 = 60;
+
+/// A delivery problem the writers report: a backlog over its budget, or writes
+/// failing for longer than [`DELIVERY_GRACE_SECONDS`]. Pure, for unit tests.
+pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<(String, String)> {
+    if let Some(w) = status.writers.iter().find(|w| w.backlog_overflow) {
+        return Some((
+            "BacklogOverflow".into(),
+            format!(
+                "writer {} is over the tracker's backlog budget and drops its oldest traces \
+                 ({} dropped by it, {} in all); the destination is not keeping up{}",
+                w.writer,
+                w.events_dropped,
+                status.events_dropped,
+                w.last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    let failing = status.writers.iter().find(|w| {
+        w.failing_since
+            .as_ref()
+            .is_some_and(|t| now.as_second() - t.0.as_second() >= DELIVERY_GRACE_SECONDS)
+    })?;
+    let error = failing.last_error.clone().unwrap_or_default();
+    let reason = error
+        .split_once(':')
+        .map(|(r, _)| r.trim())
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or("DeliveryFailing")
+        .to_string();
+    Some((
+        reason,
+        format!("writer {} cannot write trace files: {error}", failing.writer),
+    ))
 }
 
 /// Runs when a Tracker is deleted: nothing is left to flush yet, so it only records it.
@@ -396,5 +466,53 @@ async fn publish(ctx: &Context, tracker: &Tracker, type_: EventType, reason: &st
     };
     if let Err(e) = ctx.recorder.publish(&event, &tracker.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use crate::api::WriterStatus;
+
+    fn writer(name: &str) -> WriterStatus {
+        WriterStatus {
+            writer: name.into(),
+            incarnation: "i".into(),
+            events: 0,
+            files: 0,
+            last_delivery: None,
+            last_error: None,
+            failing_since: None,
+            events_dropped: 0,
+            backlog_overflow: false,
+        }
+    }
+
+    #[test]
+    fn ready_reflects_delivery_not_only_head_bucket() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut status = TrackerStatus::default();
+        status.writers = vec![writer("a"), writer("b")];
+        assert_eq!(delivery_problem(&status, now), None);
+        // Failing for a moment: a retry may fix it.
+        status.writers[1].last_error = Some("AccessDenied: access to bucket \"x\" denied".into());
+        status.writers[1].failing_since =
+            Some(Time(jiff::Timestamp::from_second(1_800_000_000 - 10).unwrap()));
+        assert_eq!(delivery_problem(&status, now), None);
+        status.writers[1].failing_since =
+            Some(Time(jiff::Timestamp::from_second(1_800_000_000 - 120).unwrap()));
+        let (reason, message) = delivery_problem(&status, now).unwrap();
+        assert_eq!(reason, "AccessDenied");
+        assert!(
+            message.contains("writer b") && message.contains("denied"),
+            "{message}"
+        );
+        // A backlog over budget wins, with the counts.
+        status.writers[0].backlog_overflow = true;
+        status.writers[0].events_dropped = 42;
+        status.events_dropped = 50;
+        let (reason, message) = delivery_problem(&status, now).unwrap();
+        assert_eq!(reason, "BacklogOverflow");
+        assert!(message.contains("42 dropped by it, 50 in all"), "{message}");
     }
 }

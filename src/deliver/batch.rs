@@ -70,7 +70,8 @@ impl Batch {
         let body = line.strip_suffix(b"}").unwrap_or(line);
         if self.chunk.capacity() == 0 {
             // Sized on first use: a tracker may have several files open, most small.
-            self.chunk.reserve(body.len().max(64 * 1024).min(CHUNK + 64 * 1024));
+            self.chunk
+                .reserve(body.len().max(64 * 1024).min(CHUNK + 64 * 1024));
         }
         self.chunk.extend_from_slice(body);
         self.chunk.extend_from_slice(suffix);
@@ -203,9 +204,7 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_a_valid_empty_file() {
-        let bytes = Batch::new(Compression::Gzip)
-            .finish()
-            .unwrap();
+        let bytes = Batch::new(Compression::Gzip).finish().unwrap();
         let mut text = String::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_string(&mut text)

@@ -127,7 +127,12 @@ impl Batcher {
     /// How far the cursor may move when everything up to `read` was examined:
     /// to the first entry of the oldest open file, or to `read` when none is open.
     pub fn cursor(&self, read: Position) -> Position {
-        self.open.values().map(|f| f.start).min().unwrap_or(read).min(read)
+        self.open
+            .values()
+            .map(|f| f.start)
+            .min()
+            .unwrap_or(read)
+            .min(read)
     }
 
     /// When the next file becomes due by age (Unix ms).

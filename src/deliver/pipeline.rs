@@ -227,7 +227,9 @@ impl Pipelines {
                 stats: self.stats.clone(),
                 latencies: self.latencies.clone(),
                 control: control.clone(),
-                labels: TrackerLabels { tracker: name.clone() },
+                labels: TrackerLabels {
+                    tracker: name.clone(),
+                },
             };
             let thread = std::thread::Builder::new()
                 .name(format!("deliver-{name}"))
@@ -327,7 +329,11 @@ enum Written {
 
 /// The trace time of an entry; the receive time when the event had none.
 fn trace_time(meta: &RouteMeta<'_>, received_ms: i64) -> i64 {
-    if meta.time_ms != 0 { meta.time_ms } else { received_ms }
+    if meta.time_ms != 0 {
+        meta.time_ms
+    } else {
+        received_ms
+    }
 }
 
 impl Worker {
@@ -364,7 +370,8 @@ impl Worker {
             if self.control.expired() {
                 return;
             }
-            let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
+            let delay =
+                Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
             let until = Instant::now() + delay;
             while Instant::now() < until && !self.control.expired() {
                 std::thread::sleep(Duration::from_millis(50));
@@ -390,7 +397,10 @@ impl Worker {
             delta
         });
         if dropped_delta > 0 {
-            self.metrics.events_dropped.get_or_create(&self.labels).inc_by(dropped_delta);
+            self.metrics
+                .events_dropped
+                .get_or_create(&self.labels)
+                .inc_by(dropped_delta);
         }
         if new_corrupt > 0 {
             self.metrics
@@ -445,7 +455,11 @@ impl Worker {
             if let Some(floor) = self.spool.floor(name)
                 && floor > read
             {
-                tracing::warn!(from = read.seq, to = floor.seq, "skipping segments dropped over the backlog budget");
+                tracing::warn!(
+                    from = read.seq,
+                    to = floor.seq,
+                    "skipping segments dropped over the backlog budget"
+                );
                 reader = self.spool.reader(floor);
                 read = floor;
                 current = None;
@@ -483,7 +497,11 @@ impl Worker {
                         idx: cur.next_idx,
                     };
                     let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
-                        tracing::warn!(seq = cur.seq, idx = i, "unreadable routing metadata; trace skipped");
+                        tracing::warn!(
+                            seq = cur.seq,
+                            idx = i,
+                            "unreadable routing metadata; trace skipped"
+                        );
                         continue;
                     };
                     if !self.spec.filter.matches(&meta) {
@@ -505,9 +523,7 @@ impl Worker {
                     if batch.received_ms.last() != Some(&cur.received_ms) {
                         batch.received_ms.push(cur.received_ms);
                     }
-                    let added = open
-                        .batcher
-                        .add(here, t, (line.len() + suffix.len()) as u64, now);
+                    let added = open.batcher.add(here, t, (line.len() + suffix.len()) as u64, now);
                     if added.full {
                         full_day = Some(day);
                         break;
@@ -661,7 +677,9 @@ impl Worker {
                 let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
                     continue;
                 };
-                if !self.spec.filter.matches(&meta) || day_of(trace_time(&meta, rec.received_ms)) != intent.day {
+                if !self.spec.filter.matches(&meta)
+                    || day_of(trace_time(&meta, rec.received_ms)) != intent.day
+                {
                     continue;
                 }
                 let redacted = redact_for(&self.spec.redaction, &meta, line);

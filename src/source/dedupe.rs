@@ -76,10 +76,7 @@ impl Window {
             return Admit::Decided(vec![true; hashes.len()]);
         }
         let mut inner = self.lock();
-        if hashes
-            .iter()
-            .any(|h| inner.seen.get(h) == Some(&Slot::Pending))
-        {
+        if hashes.iter().any(|h| inner.seen.get(h) == Some(&Slot::Pending)) {
             return Admit::Wait;
         }
         let mut in_batch = HashSet::new();
@@ -154,9 +151,17 @@ mod tests {
     fn a_copy_of_an_event_being_stored_waits_and_a_failed_one_is_retried() {
         let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
         assert_eq!(w.admit(&[7]), Admit::Decided(vec![true]));
-        assert_eq!(w.admit(&[7, 8]), Admit::Wait, "outcome of the first not known yet");
+        assert_eq!(
+            w.admit(&[7, 8]),
+            Admit::Wait,
+            "outcome of the first not known yet"
+        );
         w.release(&[7]);
-        assert_eq!(w.admit(&[7, 8]), Admit::Decided(vec![true, true]), "the failed one is new again");
+        assert_eq!(
+            w.admit(&[7, 8]),
+            Admit::Decided(vec![true, true]),
+            "the failed one is new again"
+        );
     }
 
     #[test]

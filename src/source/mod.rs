@@ -13,8 +13,6 @@ pub mod dedupe;
 
 use crate::audit;
 use crate::spool::{AppendError, Spool, entries};
-use dedupe::{Admit, Window};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::telemetry::{Metrics, ReasonLabels};
 use crate::trace;
 use axum::Router;
@@ -23,6 +21,7 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use dedupe::{Admit, Window};
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -30,6 +29,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -214,7 +214,9 @@ async fn receive(
     let fresh = loop {
         match st.dedupe.admit(&encoded.hashes) {
             Admit::Decided(fresh) => break fresh,
-            Admit::Wait if waited.elapsed() < DEDUPE_WAIT => tokio::time::sleep(Duration::from_millis(5)).await,
+            Admit::Wait if waited.elapsed() < DEDUPE_WAIT => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
             Admit::Wait => {
                 let mut r = reject(
                     &st.metrics,
@@ -667,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn full_spool_answers_503() {
         let dir = tempfile::tempdir().unwrap();
-        let st = ingest(dir.path(), 600, true);
+        let st = ingest(dir.path(), 900, true);
         let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
         assert_eq!(code, StatusCode::OK);
         let router = app(st.clone(), 1 << 20);
@@ -687,7 +689,11 @@ mod tests {
         while let Some(rec) = r.next_record().unwrap() {
             for (_, line) in entries::iter(&rec.payload) {
                 let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-                ids.push(format!("{}:{}", v["trace_id"].as_str().unwrap(), v["trace_name"].as_str().unwrap()));
+                ids.push(format!(
+                    "{}:{}",
+                    v["trace_id"].as_str().unwrap(),
+                    v["trace_name"].as_str().unwrap()
+                ));
             }
         }
         ids
@@ -711,7 +717,11 @@ mod tests {
         // A batch mixing a copy and a new event stores only the new one.
         let both = BATCH.replace(
             "]}",
-            &format!(",{}]}}", &other[other.find("{\"auditID").unwrap()..other.rfind("]}").unwrap()].replace("delete", "patch")),
+            &format!(
+                ",{}]}}",
+                &other[other.find("{\"auditID").unwrap()..other.rfind("]}").unwrap()]
+                    .replace("delete", "patch")
+            ),
         );
         let (code, _) = post(app(st.clone(), 1 << 20), &both, None, false).await;
         assert_eq!(code, StatusCode::OK);

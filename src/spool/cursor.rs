@@ -95,7 +95,9 @@ pub fn load(dir: &Path) -> Result<CursorFile, CursorError> {
     let path = dir.join("cursors.json");
     let shown = path.display().to_string();
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| CursorError::Corrupt { path: shown, source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| CursorError::Corrupt { path: shown, source })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(CursorFile::default()),
         Err(source) => Err(CursorError::Read { path: shown, source }),
     }
@@ -130,7 +132,10 @@ mod tests {
         )
         .unwrap();
         let f = load(dir.path()).unwrap();
-        assert_eq!(f.positions["system"], TrackerCursor::at(Position { seq: 7, idx: 3 }));
+        assert_eq!(
+            f.positions["system"],
+            TrackerCursor::at(Position { seq: 7, idx: 3 })
+        );
     }
 
     #[test]
@@ -138,9 +143,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cursors.json"), b"{\"positions\":{\"a\":").unwrap();
         let err = load(dir.path()).err().expect("refused").to_string();
-        assert!(err.contains("unreadable") && err.contains("move it away"), "{err}");
+        assert!(
+            err.contains("unreadable") && err.contains("move it away"),
+            "{err}"
+        );
         let empty = tempfile::tempdir().unwrap();
-        assert!(load(empty.path()).unwrap().positions.is_empty(), "missing file: empty state");
+        assert!(
+            load(empty.path()).unwrap().positions.is_empty(),
+            "missing file: empty state"
+        );
     }
 
     #[test]

@@ -44,7 +44,13 @@ fn encode(entries: &[(u128, i64)]) -> Vec<u8> {
 
 /// Appends entries and syncs them. When the file holds more than `max_entries`
 /// twice over, it is rewritten with the newest `max_entries` younger than `min_ms`.
-pub fn append(dir: &Path, entries: &[(u128, i64)], min_ms: i64, max_entries: usize, fsync: bool) -> io::Result<()> {
+pub fn append(
+    dir: &Path,
+    entries: &[(u128, i64)],
+    min_ms: i64,
+    max_entries: usize,
+    fsync: bool,
+) -> io::Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -89,7 +95,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         append(dir.path(), &[(1, 10), (2, 20)], 0, 10, true).unwrap();
         // A torn entry is ignored, and cut before the next append.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(FILE)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
         f.write_all(&[7; 5]).unwrap();
         assert_eq!(load(dir.path()).unwrap(), [(1, 10), (2, 20)]);
         append(dir.path(), &[(3, 30)], 0, 10, true).unwrap();

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// Creates a Tracker with the harness label.
-async fn tracker(h: &Harness, name: &str, spec: Value) {
+pub(crate) async fn tracker(h: &Harness, name: &str, spec: Value) {
     let api: Api<Tracker> = Api::all(h.client.clone());
     let obj: Tracker = serde_json::from_value(h.tracker(name, spec)).unwrap();
     api.create(&PostParams::default(), &obj)
@@ -20,7 +20,7 @@ async fn tracker(h: &Harness, name: &str, spec: Value) {
         .expect("creating tracker");
 }
 
-fn destination(bucket: &str, prefix: &str, endpoint: &str) -> Value {
+pub(crate) fn destination(bucket: &str, prefix: &str, endpoint: &str) -> Value {
     json!({
         "bucket": bucket, "prefix": prefix, "endpoint": endpoint,
         "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"},
@@ -28,7 +28,7 @@ fn destination(bucket: &str, prefix: &str, endpoint: &str) -> Value {
 }
 
 /// Every trace line under `prefix`, parsed, with the key of its object.
-async fn traces(s3: &support::S3Server, bucket: &str, prefix: &str) -> Vec<(String, Value)> {
+pub(crate) async fn traces(s3: &support::S3Server, bucket: &str, prefix: &str) -> Vec<(String, Value)> {
     s3.objects(bucket, prefix)
         .await
         .into_iter()
@@ -348,7 +348,7 @@ async fn apiserver_audit_events_become_trace_files() {
 }
 
 /// A batch of `n` synthetic audit events with IDs `{tag}-{i}`.
-fn batch(tag: &str, n: usize, namespace: &str) -> Vec<u8> {
+pub(crate) fn batch(tag: &str, n: usize, namespace: &str) -> Vec<u8> {
     let items: Vec<Value> = (0..n)
         .map(|i| {
             json!({
@@ -401,7 +401,7 @@ async fn load(
 }
 
 /// Checks every acknowledged batch's 20 events are in the bucket exactly once.
-async fn assert_delivered_once(s3: &support::S3Server, bucket: &str, acked: &[String]) {
+pub(crate) async fn assert_delivered_once(s3: &support::S3Server, bucket: &str, acked: &[String]) {
     let want: HashSet<String> = acked
         .iter()
         .flat_map(|t| (0..20).map(move |i| format!("{t}-{i}")))

@@ -7,6 +7,7 @@ mod support;
 
 mod chart;
 mod crd_validation;
+mod exact;
 mod ha;
 mod ingest;
 mod operator_binary;
