@@ -287,7 +287,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             vec![],
             0,
         )),
-        lifecycle: Arc::default(),
+        lifecycle: crate::source::Lifecycle::open(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

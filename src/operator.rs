@@ -71,12 +71,13 @@ pub struct WebhookArgs {
 /// The webhook as started: its spool, and its lifecycle for the drain.
 pub struct Webhook {
     pub spool: Spool,
-    pub lifecycle: Arc<Lifecycle>,
+    pub lifecycle: Lifecycle,
 }
 
 impl WebhookArgs {
     /// Opens the spool and starts the webhook listener.
-    pub async fn start(&self, metrics: Arc<Metrics>) -> anyhow::Result<Webhook> {
+    /// Batches are taken only while `ready` is set.
+    pub async fn start(&self, metrics: Arc<Metrics>, ready: Readiness) -> anyhow::Result<Webhook> {
         let window = Duration::from_secs(self.dedupe_window_seconds);
         let spool = Spool::open(spool::Config {
             dir: self.spool_dir.clone(),
@@ -92,7 +93,7 @@ impl WebhookArgs {
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let dedupe = Arc::new(Window::new(window, self.dedupe_max_events, recovered, now_ms));
         tracing::info!(remembered = dedupe.len(), "de-duplication window restored");
-        let lifecycle = Arc::new(Lifecycle::default());
+        let lifecycle = Lifecycle::new(ready);
         let tokens = match &self.token_file {
             Some(p) => std::fs::read_to_string(p)
                 .with_context(|| format!("reading token file {}", p.display()))?
@@ -206,7 +207,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
-    let webhook = args.webhook.start(metrics.clone()).await?;
+    let webhook = args.webhook.start(metrics.clone(), readiness.clone()).await?;
     let pipelines = Pipelines::new(
         webhook.spool.clone(),
         WriterId {

@@ -175,7 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dedupe_max_events: args.dedupe_max_events,
         drain_seconds: args.drain_seconds,
     };
-    let started = webhook.start(metrics.clone()).await?;
+    let started = webhook.start(metrics.clone(), readiness.clone()).await?;
     let pipelines = Pipelines::new(
         started.spool.clone(),
         WriterId {

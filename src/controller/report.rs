@@ -327,6 +327,7 @@ async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
                 "lastDelivery": next.last_delivery,
                 "eventsDelivered": next.events_delivered,
                 "filesDelivered": next.files_delivered,
+                "eventsDropped": next.events_dropped,
                 "writers": next.writers,
             }
         });

@@ -232,16 +232,20 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             }
         }
         Some(Err(problem)) => {
-            let reason = problem.reason();
-            let message = problem.to_string();
+            // Dropping traces is the graver news: it names Ready's reason.
+            let (reason, message) = match delivery_problem(&status, jiff::Timestamp::now()) {
+                Some((r, m)) if r == "BacklogOverflow" => (r, format!("{m}; {problem}")),
+                _ => (problem.reason().to_string(), problem.to_string()),
+            };
+            let reason = reason.as_str();
             status.phase = Some(TrackerPhase::Error);
             status.last_error = Some(message.clone());
             set_condition(
                 &mut status.conditions,
                 "DestinationReachable",
                 FALSE,
-                reason,
-                &message,
+                problem.reason(),
+                &problem.to_string(),
                 generation,
                 &now,
             );
@@ -491,8 +495,10 @@ mod delivery_tests {
     #[test]
     fn ready_reflects_delivery_not_only_head_bucket() {
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let mut status = TrackerStatus::default();
-        status.writers = vec![writer("a"), writer("b")];
+        let mut status = TrackerStatus {
+            writers: vec![writer("a"), writer("b")],
+            ..Default::default()
+        };
         assert_eq!(delivery_problem(&status, now), None);
         // Failing for a moment: a retry may fix it.
         status.writers[1].last_error = Some("AccessDenied: access to bucket \"x\" denied".into());

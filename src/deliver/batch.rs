@@ -70,8 +70,7 @@ impl Batch {
         let body = line.strip_suffix(b"}").unwrap_or(line);
         if self.chunk.capacity() == 0 {
             // Sized on first use: a tracker may have several files open, most small.
-            self.chunk
-                .reserve(body.len().max(64 * 1024).min(CHUNK + 64 * 1024));
+            self.chunk.reserve(body.len().clamp(64 * 1024, CHUNK + 64 * 1024));
         }
         self.chunk.extend_from_slice(body);
         self.chunk.extend_from_slice(suffix);

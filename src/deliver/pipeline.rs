@@ -384,16 +384,14 @@ impl Worker {
         f(stats.entry(self.spec.name.clone()).or_default())
     }
 
-    /// Mirrors the spool's view of this tracker's backlog into stats and metrics.
-    fn note_backlog(&self, reader_corrupt: &mut u64, reader: &spool::Reader) {
+    /// Mirrors the spool's view of this tracker's backlog into stats and metrics;
+    /// also called while a write is being retried, when the backlog grows.
+    fn note_drops(&self) {
         let b = self.spool.backlog(&self.spec.name);
-        let new_corrupt = reader.corrupt.saturating_sub(*reader_corrupt);
-        *reader_corrupt = reader.corrupt;
         let dropped_delta = self.stats(|s| {
             let delta = b.dropped.saturating_sub(s.dropped);
             s.dropped = s.dropped.max(b.dropped);
             s.overflowing = b.overflowing;
-            s.corrupt += new_corrupt;
             delta
         });
         if dropped_delta > 0 {
@@ -402,16 +400,24 @@ impl Worker {
                 .get_or_create(&self.labels)
                 .inc_by(dropped_delta);
         }
+        self.metrics
+            .backlog_overflow
+            .get_or_create(&self.labels)
+            .set(i64::from(b.overflowing));
+    }
+
+    /// [`Self::note_drops`], and damaged records the reader skipped.
+    fn note_backlog(&self, reader_corrupt: &mut u64, reader: &spool::Reader) {
+        self.note_drops();
+        let new_corrupt = reader.corrupt.saturating_sub(*reader_corrupt);
+        *reader_corrupt = reader.corrupt;
         if new_corrupt > 0 {
+            self.stats(|s| s.corrupt += new_corrupt);
             self.metrics
                 .spool_corrupt_records
                 .get_or_create(&self.labels)
                 .inc_by(new_corrupt);
         }
-        self.metrics
-            .backlog_overflow
-            .get_or_create(&self.labels)
-            .set(i64::from(b.overflowing));
     }
 
     /// One run: recover an interrupted file, then deliver until stopped.
@@ -464,20 +470,20 @@ impl Worker {
                 read = floor;
                 current = None;
             }
-            if current.is_none() {
-                if let Some(rec) = reader.next_record()? {
-                    let next_idx = if rec.seq == read.seq { read.idx } else { 0 };
-                    read = Position {
-                        seq: rec.seq,
-                        idx: next_idx,
-                    };
-                    current = Some(Current {
-                        seq: rec.seq,
-                        received_ms: rec.received_ms,
-                        payload: rec.payload,
-                        next_idx,
-                    });
-                }
+            if current.is_none()
+                && let Some(rec) = reader.next_record()?
+            {
+                let next_idx = if rec.seq == read.seq { read.idx } else { 0 };
+                read = Position {
+                    seq: rec.seq,
+                    idx: next_idx,
+                };
+                current = Some(Current {
+                    seq: rec.seq,
+                    received_ms: rec.received_ms,
+                    payload: rec.payload,
+                    next_idx,
+                });
             }
 
             let mut full_day = None;
@@ -758,6 +764,7 @@ impl Worker {
                     while Instant::now() < until && !self.control.expired() {
                         std::thread::sleep(Duration::from_millis(50));
                     }
+                    self.note_drops();
                 }
             }
         }

@@ -59,17 +59,39 @@ pub struct Ingest {
     pub cluster: Arc<str>,
     pub auth: Arc<AuthPolicy>,
     pub dedupe: Arc<Window>,
-    pub lifecycle: Arc<Lifecycle>,
+    pub lifecycle: Lifecycle,
 }
 
-/// Whether the webhook still takes batches, and how many it is handling.
-#[derive(Debug, Default)]
+/// Whether the webhook takes batches, and how many it is handling. It takes
+/// them only while the process is ready (its trackers listen: a batch accepted
+/// before would be behind a new tracker's starting point) and not stopping.
+#[derive(Clone, Default)]
 pub struct Lifecycle {
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
+    ready: crate::telemetry::Readiness,
+    draining: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Lifecycle {
+    /// Takes batches while `ready` says so.
+    pub fn new(ready: crate::telemetry::Readiness) -> Lifecycle {
+        Lifecycle {
+            ready,
+            ..Lifecycle::default()
+        }
+    }
+
+    /// Takes batches from now on (benchmarks and tests without a readiness gate).
+    pub fn open() -> Lifecycle {
+        let l = Lifecycle::default();
+        l.ready.set_ready(true);
+        l
+    }
+
+    fn accepting(&self) -> bool {
+        self.ready.is_ready() && !self.is_draining()
+    }
+
     /// From now on new batches get 503 with `Retry-After`.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
@@ -90,18 +112,18 @@ impl Lifecycle {
 }
 
 /// Counts a batch in flight for as long as it lives.
-struct InFlight(Arc<Lifecycle>);
+struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn new(l: &Arc<Lifecycle>) -> InFlight {
+    fn new(l: &Lifecycle) -> InFlight {
         l.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(l.clone())
+        InFlight(l.in_flight.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -150,13 +172,18 @@ async fn receive(
     body: axum::body::Body,
 ) -> Response {
     let _in_flight = InFlight::new(&st.lifecycle);
-    if st.lifecycle.is_draining() {
+    if !st.lifecycle.accepting() {
         let _ = read_capped(body, 1024 * 1024).await;
+        let (reason, message) = if st.lifecycle.is_draining() {
+            ("stopping", "this replica is stopping; send the batch again")
+        } else {
+            ("starting", "this replica is starting; send the batch again")
+        };
         let mut r = reject(
             &st.metrics,
             StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "this replica is stopping; send the batch again".into(),
+            reason,
+            message.into(),
         );
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -559,7 +586,7 @@ mod tests {
                 allow_anonymous: anonymous,
             }),
             dedupe: Arc::new(Window::new(Duration::from_secs(900), 1000, vec![], 0)),
-            lifecycle: Arc::default(),
+            lifecycle: Lifecycle::open(),
         }
     }
 
