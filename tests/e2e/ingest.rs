@@ -675,6 +675,7 @@ async fn https_webhook_refuses_bad_input() {
         200,
         "client certificate accepted"
     );
+    // The same batch again: acknowledged (it is a retry), not stored twice.
     assert_eq!(curl(token, good).await.0, 200, "bearer token accepted");
     assert!(segments_bytes() > 0);
     let (_, metrics) = http(&op.admin, "GET", "/metrics", b"").await.unwrap();
@@ -682,7 +683,11 @@ async fn https_webhook_refuses_bad_input() {
         metrics.contains("kubetrail_batches_rejected_total{reason=\"unauthenticated\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("kubetrail_events_spooled_total 4"), "{metrics}");
+    assert!(metrics.contains("kubetrail_events_spooled_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("kubetrail_events_deduplicated_total 2"),
+        "{metrics}"
+    );
 }
 
 /// A batch of `n` `get pods` events tagged `{tag}-{i}`, as the webhook receives it.
