@@ -1,5 +1,9 @@
+//! The `kubetrail` binary: parses the command line and hands over to a subcommand.
+
+mod cmd;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    kubetrail::cli::Cli::parse().run()
+    cmd::Cli::parse().run()
 }

@@ -8,8 +8,8 @@
 
 use crate::api::{Order, QueryFilter, Rating};
 use crate::deliver::key::day_prefix;
-use crate::deliver::s3::DestinationError;
-use crate::deliver::sink::{ObjectInfo, Sink};
+use crate::store::s3::DestinationError;
+use crate::store::{ObjectInfo, Store};
 use futures::StreamExt;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -581,7 +581,7 @@ impl PartialOrd for Candidate {
 }
 
 /// Runs a query against a tracker's destination.
-pub async fn run(sink: &Sink, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
+pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
     if q.from_ms >= q.to_ms {
         return Err(QueryError::EmptyRange);
     }

@@ -1,11 +1,11 @@
 //! Delivery on every replica: keeps one pipeline per enabled Tracker in line with
 //! the Tracker objects, and publishes what it delivered (see [`super::report`]).
 
-use super::{Context, tracker::read_credentials};
+use super::Context;
 use crate::api::{Tracker, TrackerSpec};
-use crate::deliver::pipeline::{PipelineSpec, Pipelines, SinkFactory};
-use crate::deliver::{s3, sink::Sink};
+use crate::deliver::pipeline::{PipelineSpec, Pipelines, StoreFactory};
 use crate::route::Filter;
+use crate::store::{self, Credentials};
 use crate::telemetry::Readiness;
 use futures::{FutureExt, StreamExt};
 use kube::ResourceExt;
@@ -42,7 +42,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// The pipeline of a tracker spec; `sink` builds its destination.
-pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: SinkFactory) -> PipelineSpec {
+pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: StoreFactory) -> PipelineSpec {
     let fingerprint =
         serde_json::to_string(&(&spec.destination, &spec.filter, &spec.delivery, &spec.redaction))
             .unwrap_or_default();
@@ -60,23 +60,19 @@ pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: SinkFactory) -> Pipel
     }
 }
 
-/// A sink factory that reads the tracker's credentials Secret each time.
-fn s3_sink(ctx: &Arc<Context>, tracker: &Tracker) -> SinkFactory {
+/// A store factory that reads the tracker's credentials Secret each time.
+fn s3_store(ctx: &Arc<Context>, tracker: &Tracker) -> StoreFactory {
     let ctx = ctx.clone();
     let dest = tracker.spec.destination.clone();
     Arc::new(move || {
         let ctx = ctx.clone();
         let dest = dest.clone();
         async move {
-            let creds = match &dest.credentials_secret_ref {
-                Some(r) => Some(read_credentials(&ctx, &r.name).await.map_err(|e| e.to_string())?),
-                None => None,
+            let creds = Credentials::Secret {
+                client: &ctx.client,
+                namespace: &ctx.settings.namespace,
             };
-            let client = s3::client(&dest, creds).await;
-            Ok(Sink::S3 {
-                client,
-                dest: Box::new(dest),
-            })
+            store::open(&dest, creds).await.map_err(|e| e.to_string())
         }
         .boxed()
     })
@@ -119,7 +115,7 @@ pub async fn run(
             .state()
             .iter()
             .filter(|t| t.spec.enabled && t.metadata.deletion_timestamp.is_none())
-            .map(|t| pipeline_spec(&t.name_any(), &t.spec, s3_sink(&ctx, t)))
+            .map(|t| pipeline_spec(&t.name_any(), &t.spec, s3_store(&ctx, t)))
             .collect();
         pipelines.apply(desired);
         ready.set_ready(true);

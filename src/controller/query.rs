@@ -1,11 +1,11 @@
 //! The TraceQuery reconciler: runs a query when the object is created or its spec
 //! changes, and reports the answer in its status.
 
-use super::{Context, FIELD_MANAGER, tracker::read_credentials};
+use super::{Context, FIELD_MANAGER};
 use crate::api::{FALSE, QueryPhase, TRUE, TraceQuery, TraceQueryStatus, TraceRow, Tracker, set_condition};
 use crate::controller::delivery::parse_duration;
-use crate::deliver::{s3, sink::Sink};
 use crate::query::{self, Query};
+use crate::store::{self, Credentials};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -191,18 +191,15 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     let (from_ms, to_ms) =
         time_range(&q.spec, jiff::Timestamp::now().as_millisecond()).map_err(|e| ("InvalidTimeRange", e))?;
     let dest = tracker.spec.destination.clone();
-    let creds = match &dest.credentials_secret_ref {
-        Some(r) => Some(
-            read_credentials(ctx, &r.name)
-                .await
-                .map_err(|e| (e.reason(), e.to_string()))?,
-        ),
-        None => None,
-    };
-    let sink = Sink::S3 {
-        client: s3::client(&dest, creds).await,
-        dest: Box::new(dest.clone()),
-    };
+    let sink = store::open(
+        &dest,
+        Credentials::Secret {
+            client: &ctx.client,
+            namespace: &ctx.settings.namespace,
+        },
+    )
+    .await
+    .map_err(|e| (e.reason(), e.to_string()))?;
     let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
     let query = Query {
         prefix: dest.prefix.trim_end_matches('/').to_string(),

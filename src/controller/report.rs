@@ -57,6 +57,10 @@ pub struct TrackerReport {
     pub dropped: u64,
     #[serde(default)]
     pub overflowing: bool,
+    /// The writer still delivers this tracker (running, or draining after it was
+    /// disabled or deleted). A deleted Tracker's finalizer waits for this to clear.
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// A report as the holder reads it.
@@ -123,6 +127,7 @@ impl Publisher {
     }
 
     fn report(&self, pipelines: &Pipelines) -> Report {
+        let delivering = pipelines.delivering();
         let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
         Report {
             incarnation: self.incarnation.clone(),
@@ -149,6 +154,7 @@ impl Publisher {
                         failing_since: s.failing_since,
                         dropped: s.dropped,
                         overflowing: s.overflowing,
+                        active: delivering.contains(name),
                     };
                     (name.clone(), report)
                 })
@@ -198,6 +204,25 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Writers whose report, renewed within `fresh`, says they still deliver `tracker`.
+pub async fn still_delivering(
+    ctx: &Context,
+    tracker: &str,
+    fresh: Duration,
+) -> Result<Vec<String>, kube::Error> {
+    let now = jiff::Timestamp::now();
+    Ok(read_reports(ctx)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.renewed
+                .is_some_and(|t| now.duration_since(t).as_secs() <= fresh.as_secs() as i64)
+        })
+        .filter(|r| r.report.trackers.get(tracker).is_some_and(|t| t.active))
+        .map(|r| r.writer)
+        .collect())
 }
 
 /// Reads every replica's report (in the operator's namespace).

@@ -2,9 +2,7 @@
 
 use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
 use crate::api::{FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition};
-use crate::deliver::s3::{
-    self, ACCESS_KEY_ID, DestinationError, SECRET_ACCESS_KEY, SESSION_TOKEN, StaticCredentials,
-};
+use crate::store::{self, Credentials, StoreError};
 use crate::telemetry::{ControllerLabels, ReconcileLabels};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -36,35 +34,6 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeError",
             Error::Finalizer(_) => "FinalizerError",
-        }
-    }
-}
-
-/// Why a tracker's destination is not usable.
-#[derive(Debug, thiserror::Error)]
-pub enum DestinationProblem {
-    #[error("credentials Secret {namespace}/{name} not found")]
-    CredentialsNotFound { namespace: String, name: String },
-    #[error("credentials Secret {namespace}/{name} lacks key {key}")]
-    CredentialsInvalid {
-        namespace: String,
-        name: String,
-        key: &'static str,
-    },
-    #[error(transparent)]
-    Destination(#[from] DestinationError),
-    #[error("reading credentials Secret: {0}")]
-    Kube(#[source] kube::Error),
-}
-
-impl DestinationProblem {
-    /// Condition and event reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::CredentialsNotFound { .. } => "CredentialsNotFound",
-            Self::CredentialsInvalid { .. } => "CredentialsInvalid",
-            Self::Destination(e) => e.reason(),
-            Self::Kube(_) => "KubeError",
         }
     }
 }
@@ -348,8 +317,41 @@ pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<
     ))
 }
 
-/// Runs when a Tracker is deleted: nothing is left to flush yet, so it only records it.
+/// Longest a deleted Tracker waits for its writers to deliver their open files.
+const DRAIN_WAIT_SECONDS: i64 = 120;
+
+/// Runs when a Tracker is deleted. Every replica stops the tracker's pipeline as
+/// soon as the deletion is requested, and the pipeline first delivers its open
+/// files; the finalizer stays until no writer's report says it still delivers
+/// the tracker (or two minutes have passed), so the object disappears only once
+/// its last traces are in the bucket.
 async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
+    let name = tracker.name_any();
+    let since = tracker
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| jiff::Timestamp::now().as_second() - t.0.as_second())
+        .unwrap_or(0);
+    if since < DRAIN_WAIT_SECONDS {
+        let fresh = Duration::from_secs(120);
+        match super::report::still_delivering(ctx, &name, fresh).await {
+            Ok(writers) if !writers.is_empty() => {
+                info!(
+                    ?writers,
+                    "waiting for writers to deliver the deleted tracker's open files"
+                );
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "reading delivery reports failed; retrying");
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        }
+    } else {
+        warn!("writers did not confirm delivering the deleted tracker's open files in time");
+    }
     info!("tracker deleted");
     ctx.reset_backoff(&tracker.name_any());
     publish(
@@ -364,57 +366,17 @@ async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Reads the credentials and checks the bucket.
-async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<(), DestinationProblem> {
-    let dest = &tracker.spec.destination;
-    let creds = match &dest.credentials_secret_ref {
-        Some(r) => Some(read_credentials(ctx, &r.name).await?),
-        None => None,
+/// Opens the destination with its credentials and checks the bucket.
+async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<(), StoreError> {
+    let creds = Credentials::Secret {
+        client: &ctx.client,
+        namespace: &ctx.settings.namespace,
     };
-    let client = s3::client(dest, creds).await;
-    s3::check_bucket(&client, dest).await?;
+    store::open(&tracker.spec.destination, creds)
+        .await?
+        .check()
+        .await?;
     Ok(())
-}
-
-/// Reads static S3 credentials from a Secret in the operator's namespace.
-pub async fn read_credentials(ctx: &Context, name: &str) -> Result<StaticCredentials, DestinationProblem> {
-    read_credentials_in(&ctx.client, &ctx.settings.namespace, name).await
-}
-
-/// Reads static S3 credentials from the Secret `namespace/name`.
-pub async fn read_credentials_in(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<StaticCredentials, DestinationProblem> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(DestinationProblem::Kube)?
-        .ok_or_else(|| DestinationProblem::CredentialsNotFound {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })?;
-    let value = |key: &'static str| -> Option<String> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let missing = |key: &'static str| DestinationProblem::CredentialsInvalid {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        key,
-    };
-    Ok(StaticCredentials {
-        access_key_id: value(ACCESS_KEY_ID).ok_or_else(|| missing(ACCESS_KEY_ID))?,
-        secret_access_key: value(SECRET_ACCESS_KEY).ok_or_else(|| missing(SECRET_ACCESS_KEY))?,
-        session_token: value(SESSION_TOKEN),
-    })
 }
 
 /// Writes the reconciler's part of the status (phase, conditions,

@@ -4,5 +4,3 @@ pub mod batch;
 pub mod batcher;
 pub mod key;
 pub mod pipeline;
-pub mod s3;
-pub mod sink;

@@ -18,11 +18,11 @@
 use super::batch::{Batch, tracker_suffix};
 use super::batcher::{Batcher, Limits, OpenFile, day_of};
 use super::key::{FileId, object_key};
-use super::s3::DestinationError;
-use super::sink::Sink;
 use crate::api::{Compression, Redaction};
 use crate::route::Filter;
 use crate::spool::{self, Intent, Position, Spool, TrackerCursor, entries};
+use crate::store::DestinationError;
+use crate::store::Store;
 use crate::telemetry::{Metrics, TrackerLabels};
 use crate::trace::{self, RouteMeta};
 use futures::future::BoxFuture;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 /// Builds the sink of a tracker (reads credentials); called again after failures
 /// that new credentials may fix.
-pub type SinkFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Sink, String>> + Send + Sync>;
+pub type StoreFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Store, String>> + Send + Sync>;
 
 /// How long a pipeline that is replaced (changed spec) or retired (disabled,
 /// deleted tracker) may take to deliver what it holds.
@@ -50,7 +50,7 @@ pub struct PipelineSpec {
     pub max_events: u64,
     pub max_bytes: u64,
     pub redaction: Redaction,
-    pub sink: SinkFactory,
+    pub sink: StoreFactory,
     /// Changes when anything above changes; a changed pipeline is restarted.
     pub fingerprint: String,
 }
@@ -257,6 +257,19 @@ impl Pipelines {
         }
     }
 
+    /// Trackers this replica still delivers for: running pipelines, and retired
+    /// ones that are still draining.
+    pub fn delivering(&self) -> std::collections::HashSet<String> {
+        let mut names: std::collections::HashSet<String> = guard(&self.running).keys().cloned().collect();
+        names.extend(
+            guard(&self.retiring)
+                .iter()
+                .filter(|(_, t)| !t.is_finished())
+                .map(|(n, _)| n.clone()),
+        );
+        names
+    }
+
     /// Names of the running pipelines.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = guard(&self.running).keys().cloned().collect();
@@ -424,7 +437,7 @@ impl Worker {
     fn run(&self) -> Result<(), PipelineError> {
         let name = self.spec.name.as_str();
         let mut state = self.spool.activate(name)?;
-        let mut sink: Option<Sink> = None;
+        let mut sink: Option<Store> = None;
         if let Some(intent) = state.pending.clone()
             && self.recover(&intent, &mut state, &mut sink)? == Written::Abandoned
         {
@@ -602,7 +615,7 @@ impl Worker {
         open: &mut Open,
         state: &mut TrackerCursor,
         read: Position,
-        sink: &mut Option<Sink>,
+        sink: &mut Option<Store>,
     ) -> Result<Written, PipelineError> {
         let Some(file) = open.batcher.take(day) else {
             return Ok(Written::Yes);
@@ -652,7 +665,7 @@ impl Worker {
         &self,
         intent: &Intent,
         state: &mut TrackerCursor,
-        sink: &mut Option<Sink>,
+        sink: &mut Option<Store>,
     ) -> Result<Written, PipelineError> {
         let suffix = tracker_suffix(&self.spec.name);
         let mut reader = self.spool.reader(intent.start);
@@ -714,7 +727,7 @@ impl Worker {
 
     /// Writes an object, retrying with backoff until it is written or the drain
     /// deadline has passed.
-    fn put(&self, key: &str, body: Vec<u8>, sink: &mut Option<Sink>) -> Written {
+    fn put(&self, key: &str, body: Vec<u8>, sink: &mut Option<Store>) -> Written {
         let size = body.len();
         let mut attempt = 0u32;
         loop {

@@ -8,8 +8,8 @@ use crate::ingest::{WAIT, assert_delivered_once, batch, destination, traces, tra
 use crate::support::{self, Operator, eventually, http};
 use kube::api::Api;
 use kubetrail::api::{Destination, Order, QueryFilter, Tracker, condition};
-use kubetrail::deliver::sink::Sink;
 use kubetrail::query::{self, Query};
+use kubetrail::store::Store;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -43,8 +43,8 @@ fn event_list(items: Vec<Value>) -> Vec<u8> {
         .unwrap()
 }
 
-fn s3_sink(env: &support::TestEnv, bucket: &str) -> Sink {
-    Sink::S3 {
+fn s3_sink(env: &support::TestEnv, bucket: &str) -> Store {
+    Store::S3 {
         client: env.s3.client(),
         dest: Box::new(Destination::plain(
             bucket,
@@ -580,4 +580,69 @@ async fn a_rolling_restart_of_two_replicas_loses_nothing() {
         assert!(op.stop().await.success());
     }
     assert_delivered_once(&env.s3, &bucket, &acked).await;
+}
+
+/// Disabling a tracker delivers its open file first; deleting one does too, and
+/// the Tracker object is gone only once its traces are in the bucket (the
+/// finalizer waits for the writers). The batch age is an hour: only the drain
+/// can have written them.
+#[tokio::test]
+async fn disabling_or_deleting_a_tracker_delivers_its_open_files_first() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let bucket = env.s3.bucket("retire").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let dis = format!("{}-dis", h.namespace);
+    let del = format!("{}-del", h.namespace);
+    for (n, prefix) in [(&dis, "dis"), (&del, "del")] {
+        tracker(
+            &h,
+            n,
+            json!({"destination": destination(&bucket, prefix, &env.s3.endpoint), "delivery": {"maxBatchAge": "1h"}}),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let op = Operator::start(
+        &h.namespace,
+        &h.label,
+        "ret",
+        &webhook_args(&addr, dir.path(), &[]),
+    )
+    .await;
+    let (code, _) = http(&addr, "POST", "/audit", &batch("retire", 20, &h.namespace))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    // Wait until the operator (the lease holder) has added its finalizer.
+    eventually(WAIT, "finalizer on the tracker", || async {
+        let t = api.get(&del).await.ok()?;
+        (!t.metadata.finalizers.unwrap_or_default().is_empty()).then_some(())
+    })
+    .await;
+    api.patch(
+        &dis,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"enabled": false}})),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the disabled tracker's open file delivered", || async {
+        (traces(&env.s3, &bucket, "dis/").await.len() == 20).then_some(())
+    })
+    .await;
+    api.delete(&del, &Default::default()).await.unwrap();
+    eventually(WAIT, "the deleted tracker gone", || async {
+        api.get_opt(&del).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        traces(&env.s3, &bucket, "del/").await.len(),
+        20,
+        "the deleted tracker's traces were in the bucket before the object went"
+    );
+    assert!(op.stop().await.success());
 }

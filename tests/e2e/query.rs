@@ -7,8 +7,8 @@ use kube::api::{Api, PostParams};
 use kubetrail::api::{Compression, QueryPhase, TraceQuery, Tracker};
 use kubetrail::deliver::batch::{Batch, tracker_suffix};
 use kubetrail::deliver::key::{FileId, object_key};
-use kubetrail::deliver::sink::Sink;
 use kubetrail::spool::Position;
+use kubetrail::store::Store;
 use serde_json::json;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ fn line(t: &T) -> Vec<u8> {
 }
 
 /// Writes one trace file per group, keyed as delivery would name it.
-async fn write_files(sink: &Sink, tracker: &str, files: &[Vec<&T>]) {
+async fn write_files(sink: &Store, tracker: &str, files: &[Vec<&T>]) {
     for (n, group) in files.iter().enumerate() {
         // Named as delivery names files: after the earliest trace in it.
         let first = group
@@ -230,7 +230,7 @@ async fn trace_queries_answer_exactly_within_their_scope() {
         "alice",
         200,
     );
-    let sink = Sink::S3 {
+    let sink = Store::S3 {
         client: env.s3.client(),
         dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
     };
@@ -400,7 +400,7 @@ async fn query_command_reads_a_tracker_through_the_api() {
         200,
     );
     let d = t("c-4", "2026-11-22T09:30:00Z", "delete", "other", "bob", 200);
-    let sink = Sink::S3 {
+    let sink = Store::S3 {
         client: env.s3.client(),
         dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
     };

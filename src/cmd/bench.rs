@@ -6,16 +6,16 @@
 //! event→object latency and peak RSS. The destination is an S3 endpoint (e.g.
 //! `s3s-fs` on loopback) or, without `--endpoint`, a local directory.
 
-use crate::api::{Compression, Delivery, Destination, TrackerFilter, TrackerSpec};
-use crate::controller::delivery::pipeline_spec;
-use crate::deliver::pipeline::{Pipelines, SinkFactory, WriterId};
-use crate::deliver::s3::{self, StaticCredentials};
-use crate::deliver::sink::Sink;
-use crate::source::{self, AuthPolicy, Ingest};
-use crate::spool::{self, Spool};
-use crate::telemetry::Metrics;
 use anyhow::Context as _;
 use futures::FutureExt;
+use kubetrail::api::{Compression, Delivery, Destination, TrackerFilter, TrackerSpec};
+use kubetrail::controller::delivery::pipeline_spec;
+use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
+use kubetrail::source::{self, AuthPolicy, Ingest};
+use kubetrail::spool::{self, Spool};
+use kubetrail::store::Store;
+use kubetrail::store::s3::{self, StaticCredentials};
+use kubetrail::telemetry::Metrics;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,7 +208,7 @@ async fn bench_client(args: &BenchArgs, destination: &Destination) -> anyhow::Re
 
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    crate::install_crypto_provider();
+    kubetrail::install_crypto_provider();
     if args.query_traces > 0 {
         return run_query(args).await;
     }
@@ -232,12 +232,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown compression {other:?}"),
     };
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
-    let sink: SinkFactory = match &args.endpoint {
+    let sink: StoreFactory = match &args.endpoint {
         Some(_) => {
             let client = bench_client(&args, &destination).await?;
             let d = destination.clone();
             Arc::new(move || {
-                futures::future::ready(Ok(Sink::S3 {
+                futures::future::ready(Ok(Store::S3 {
                     client: client.clone(),
                     dest: Box::new(d.clone()),
                 }))
@@ -246,7 +246,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => {
             let dir = tmp.join("files");
-            Arc::new(move || futures::future::ready(Ok(Sink::Dir(dir.clone()))).boxed())
+            Arc::new(move || futures::future::ready(Ok(Store::Dir(dir.clone()))).boxed())
         }
     };
     let spec = TrackerSpec {
@@ -281,13 +281,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             allow_anonymous: true,
         }),
         // The production default: every event is checked against the window.
-        dedupe: Arc::new(crate::source::dedupe::Window::new(
+        dedupe: Arc::new(kubetrail::source::dedupe::Window::new(
             Duration::from_secs(900),
             1_000_000,
             vec![],
             0,
         )),
-        lifecycle: crate::source::Lifecycle::open(),
+        lifecycle: kubetrail::source::Lifecycle::open(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -371,7 +371,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ingest_secs = started.elapsed().as_secs_f64();
     let accepted = sent_events.load(Ordering::Relaxed);
     eprintln!("load done; waiting for delivery of {accepted} events…");
-    let labels = crate::telemetry::TrackerLabels {
+    let labels = kubetrail::telemetry::TrackerLabels {
         tracker: "bench".into(),
     };
     let wait_deadline = Instant::now() + Duration::from_secs(600);
@@ -441,23 +441,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// The query benchmark: known trace files over several days, then scans.
 async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
-    use crate::api::{Order, QueryFilter};
-    use crate::deliver::batch::{Batch, tracker_suffix};
-    use crate::deliver::key::{FileId, object_key};
-    use crate::query::{self, Query};
-    use crate::spool::{Position, entries};
+    use kubetrail::api::{Order, QueryFilter};
+    use kubetrail::deliver::batch::{Batch, tracker_suffix};
+    use kubetrail::deliver::key::{FileId, object_key};
+    use kubetrail::query::{self, Query};
+    use kubetrail::spool::{Position, entries};
 
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
     let sink = match &args.endpoint {
         Some(_) => {
             let client = bench_client(&args, &destination).await?;
-            Sink::S3 {
+            Store::S3 {
                 client,
                 dest: Box::new(destination.clone()),
             }
         }
-        None => Sink::Dir(tmp.clone()),
+        None => Store::Dir(tmp.clone()),
     };
     let cluster = format!("bq{}", std::process::id());
     let per_day = args.query_traces / args.query_days.max(1);

@@ -1,11 +1,10 @@
 //! `kubetrail query`: the query engine from the command line.
 
-use crate::api::{Destination, Order, QueryFilter, Rating, Tracker};
-use crate::deliver::s3;
-use crate::deliver::sink::Sink;
-use crate::query::{self, Query};
 use anyhow::{Context as _, bail};
 use kube::api::Api;
+use kubetrail::api::{Destination, Order, QueryFilter, Rating, Tracker};
+use kubetrail::query::{self, Query};
+use kubetrail::store::{self, Credentials, Store};
 use std::path::PathBuf;
 
 /// Output formats.
@@ -100,10 +99,10 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
 }
 
 /// Resolves where to search.
-async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
+async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Store, String, String)> {
     if let Some(dir) = &args.directory {
         return Ok((
-            Sink::Dir(dir.clone()),
+            Store::Dir(dir.clone()),
             args.prefix.clone(),
             args.tracker_name.clone().unwrap_or_default(),
         ));
@@ -116,12 +115,9 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
             args.endpoint.clone(),
             args.force_path_style,
         );
-        let client = s3::client(&dest, None).await;
+        let store = store::open(&dest, Credentials::Default).await?;
         return Ok((
-            Sink::S3 {
-                client,
-                dest: Box::new(dest),
-            },
+            store,
             args.prefix.clone(),
             args.tracker_name.clone().unwrap_or_default(),
         ));
@@ -138,29 +134,20 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Sink, String, String)> {
         .context("reading the tracker")?
         .with_context(|| format!("tracker {name:?} does not exist"))?;
     let dest = tracker.spec.destination.clone();
-    let creds = match &dest.credentials_secret_ref {
-        Some(r) => Some(
-            crate::controller::tracker::read_credentials_in(&client, &args.operator_namespace, &r.name)
-                .await
-                .context("reading the tracker's credentials")?,
-        ),
-        None => None,
+    let creds = Credentials::Secret {
+        client: &client,
+        namespace: &args.operator_namespace,
     };
-    let client = s3::client(&dest, creds).await;
+    let store = store::open(&dest, creds)
+        .await
+        .context("reading the tracker's credentials")?;
     let prefix = dest.prefix.trim_end_matches('/').to_string();
-    Ok((
-        Sink::S3 {
-            client,
-            dest: Box::new(dest),
-        },
-        prefix,
-        name.clone(),
-    ))
+    Ok((store, prefix, name.clone()))
 }
 
 /// Runs `kubetrail query` and prints the result.
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
-    crate::install_crypto_provider();
+    kubetrail::install_crypto_provider();
     let (sink, prefix, tracker) = sink_for(&args).await?;
     let now = jiff::Timestamp::now().as_millisecond();
     let to_ms = match &args.to {
@@ -170,7 +157,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let from_ms = match (&args.from, &args.since) {
         (Some(f), _) => parse_time(f)?,
         (None, Some(s)) => {
-            let d = crate::controller::delivery::parse_duration(s)
+            let d = kubetrail::controller::delivery::parse_duration(s)
                 .with_context(|| format!("--since {s:?} is not a duration such as 24h"))?;
             to_ms - d.as_millis() as i64
         }

@@ -1,7 +1,14 @@
-//! The `kubetrail` command line.
+//! The `kubetrail` command line: one module per subcommand, each a thin shell over
+//! the library; `webhook` holds the audit webhook flags `operator` and `serve` share.
 
-use crate::telemetry::{self, LogFormat};
+mod bench;
+mod operator;
+mod query;
+mod serve;
+mod webhook;
+
 use clap::{Parser, Subcommand};
+use kubetrail::telemetry::{self, LogFormat};
 use std::process::ExitCode;
 
 /// kubetrail: Cloud Trace Service for Kubernetes.
@@ -18,24 +25,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: controllers, audit webhook, spool and delivery.
-    Operator(crate::operator::OperatorArgs),
+    Operator(operator::OperatorArgs),
     /// Run the pipeline without the Kubernetes API, trackers from a file.
-    Serve(crate::serve::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Search delivered traces.
-    Query(crate::query_command::QueryArgs),
+    Query(query::QueryArgs),
     /// Check delivered trace files against their digests.
     Verify,
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Load-test the ingest path (webhook → spool → trace files) and report.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> ExitCode {
         match self.command {
-            Command::Crd => match crate::api::crds_yaml() {
+            Command::Crd => match kubetrail::api::crds_yaml() {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS
@@ -45,10 +52,10 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
-            Command::Operator(args) => run_async(self.log_format, crate::operator::run(args)),
-            Command::Serve(args) => run_async(self.log_format, crate::serve::run(args)),
-            Command::Bench(args) => run_async(self.log_format, crate::bench::run(args)),
-            Command::Query(args) => run_async(self.log_format, crate::query_command::run(args)),
+            Command::Operator(args) => run_async(self.log_format, operator::run(args)),
+            Command::Serve(args) => run_async(self.log_format, serve::run(args)),
+            Command::Bench(args) => run_async(self.log_format, bench::run(args)),
+            Command::Query(args) => run_async(self.log_format, query::run(args)),
             Command::Verify => {
                 eprintln!("error: this subcommand is not yet implemented");
                 ExitCode::from(2)

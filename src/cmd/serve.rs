@@ -2,15 +2,14 @@
 //! a YAML file; destinations are S3 buckets or local directories. It is the quick
 //! start, and the shape of a sidecar on a self-managed control plane.
 
-use crate::api::{Delivery, Destination, Redaction, TrackerFilter, TrackerSpec};
-use crate::controller::delivery::pipeline_spec;
-use crate::deliver::pipeline::{Pipelines, SinkFactory, WriterId};
-use crate::deliver::s3::{self, StaticCredentials};
-use crate::deliver::sink::Sink;
-use crate::operator::WebhookArgs;
-use crate::telemetry::{self, Metrics, Readiness};
+use super::webhook::WebhookArgs;
 use anyhow::Context as _;
 use futures::FutureExt;
+use kubetrail::api::{Delivery, Destination, Redaction, TrackerFilter, TrackerSpec};
+use kubetrail::controller::delivery::pipeline_spec;
+use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
+use kubetrail::store::{self, StaticCredentials, Store};
+use kubetrail::telemetry::{self, Metrics, Readiness};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,7 +89,7 @@ impl ServeConfig {
                     t.name
                 ),
             }
-            if crate::controller::delivery::parse_duration(&t.delivery.max_batch_age)
+            if kubetrail::controller::delivery::parse_duration(&t.delivery.max_batch_age)
                 .is_none_or(|d| d < std::time::Duration::from_secs(1))
             {
                 anyhow::bail!(
@@ -149,7 +148,7 @@ pub struct ServeArgs {
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    crate::install_crypto_provider();
+    kubetrail::install_crypto_provider();
     let text = match &args.config {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => DEFAULT_CONFIG.to_string(),
@@ -204,23 +203,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     pipelines.apply(desired);
     readiness.set_ready(true);
     tracing::info!(trackers = ?pipelines.names(), "serving");
-    crate::runtime::shutdown_signal().await;
+    kubetrail::runtime::shutdown_signal().await;
     let drain = std::time::Duration::from_secs(args.drain_seconds);
     let began = std::time::Instant::now();
-    crate::runtime::stop_ingest(&started.lifecycle, &readiness).await;
-    crate::runtime::drain_delivery(&pipelines, drain.saturating_sub(began.elapsed())).await;
+    kubetrail::runtime::stop_ingest(&started.lifecycle, &readiness).await;
+    kubetrail::runtime::drain_delivery(&pipelines, drain.saturating_sub(began.elapsed())).await;
     Ok(())
 }
 
 /// The destination and sink of a serve tracker.
-fn sink_of(t: &ServeTracker) -> (Destination, SinkFactory) {
+fn sink_of(t: &ServeTracker) -> (Destination, StoreFactory) {
     match (&t.directory, &t.destination) {
         (Some(dir), _) => {
             let dir = dir.clone();
             let destination = Destination::plain("local", "", "local", None, false);
             (
                 destination,
-                Arc::new(move || futures::future::ready(Ok(Sink::Dir(dir.clone()))).boxed()),
+                Arc::new(move || futures::future::ready(Ok(Store::Dir(dir.clone()))).boxed()),
             )
         }
         (None, Some(dest)) => {
@@ -231,15 +230,15 @@ fn sink_of(t: &ServeTracker) -> (Destination, SinkFactory) {
                 session_token: None,
             });
             let d = dest.clone();
-            let factory: SinkFactory = Arc::new(move || {
+            let factory: StoreFactory = Arc::new(move || {
                 let d = d.clone();
                 let creds = creds.clone();
                 async move {
-                    let client = s3::client(&d, creds).await;
-                    Ok(Sink::S3 {
-                        client,
-                        dest: Box::new(d),
-                    })
+                    let creds = match creds {
+                        Some(c) => store::Credentials::Static(c),
+                        None => store::Credentials::Default,
+                    };
+                    store::open(&d, creds).await.map_err(|e| e.to_string())
                 }
                 .boxed()
             });
@@ -286,7 +285,7 @@ mod tests {
 mod example_tests {
     #[test]
     fn shipped_example_parses() {
-        let text = include_str!("../examples/serve/kubetrail.yaml");
+        let text = include_str!("../../examples/serve/kubetrail.yaml");
         let c = super::ServeConfig::parse(text).unwrap();
         assert_eq!(c.trackers.len(), 2);
     }

@@ -1,15 +1,23 @@
-//! Where a tracker's files are written: an S3 bucket, or a local directory (the
-//! `serve` quick start).
+//! Where trace files live: an S3 bucket, or a local directory (the `serve` quick
+//! start). The one place that turns a destination and its credentials into
+//! something that reads and writes — delivery, queries, the Tracker check and
+//! the command line all open a [`Store`] here.
 
-use super::s3::{DestinationError, classify};
+pub mod s3;
+
+pub use s3::{DestinationError, StaticCredentials};
+
 use crate::api::{Compression, Destination, Encryption};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, classify};
 use std::path::PathBuf;
 
-/// A destination, ready to write to.
+/// A destination, ready to read and write.
 #[derive(Clone, Debug)]
-pub enum Sink {
+pub enum Store {
     S3 {
         client: aws_sdk_s3::Client,
         dest: Box<Destination>,
@@ -32,11 +40,19 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
-impl Sink {
+impl Store {
+    /// Checks that the destination can be used (S3: `HeadBucket`).
+    pub async fn check(&self) -> Result<(), DestinationError> {
+        match self {
+            Store::S3 { client, dest } => s3::check_bucket(client, dest).await,
+            Store::Dir(_) => Ok(()),
+        }
+    }
+
     /// Lists every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, DestinationError> {
         match self {
-            Sink::S3 { client, dest } => {
+            Store::S3 { client, dest } => {
                 let mut out = Vec::new();
                 let mut token: Option<String> = None;
                 loop {
@@ -57,7 +73,7 @@ impl Sink {
                     }
                 }
             }
-            Sink::Dir(root) => {
+            Store::Dir(root) => {
                 // Walk the deepest directory the prefix names, then match keys.
                 let dir = match prefix.rfind('/') {
                     Some(i) => root.join(&prefix[..i]),
@@ -93,7 +109,7 @@ impl Sink {
     /// Reads one object.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, DestinationError> {
         match self {
-            Sink::S3 { client, dest } => {
+            Store::S3 { client, dest } => {
                 let resp = client
                     .get_object()
                     .bucket(&dest.bucket)
@@ -108,7 +124,7 @@ impl Sink {
                     .map_err(|e| DestinationError::Unreachable(format!("reading {key}: {e}")))?;
                 Ok(body.into_bytes().to_vec())
             }
-            Sink::Dir(root) => std::fs::read(root.join(key))
+            Store::Dir(root) => std::fs::read(root.join(key))
                 .map_err(|e| DestinationError::Unreachable(format!("reading {key}: {e}"))),
         }
     }
@@ -121,7 +137,7 @@ impl Sink {
         compression: Compression,
     ) -> Result<(), DestinationError> {
         match self {
-            Sink::S3 { client, dest } => {
+            Store::S3 { client, dest } => {
                 let mut req = client
                     .put_object()
                     .bucket(&dest.bucket)
@@ -142,7 +158,7 @@ impl Sink {
                 }
                 req.send().await.map(|_| ()).map_err(|e| classify(e, dest))
             }
-            Sink::Dir(root) => {
+            Store::Dir(root) => {
                 let path = root.join(key);
                 let result = (|| {
                     if let Some(parent) = path.parent() {
@@ -156,4 +172,101 @@ impl Sink {
             }
         }
     }
+}
+
+/// Where a destination's credentials come from.
+pub enum Credentials<'a> {
+    /// The default AWS chain (IRSA, pod identity, environment, instance profile).
+    Default,
+    /// Given keys (the `serve` configuration, the benchmark).
+    Static(StaticCredentials),
+    /// The Secret the destination names (`credentialsSecretRef`), read from
+    /// `namespace` (the operator's own: no cluster-wide Secret access); the
+    /// default chain when it names none.
+    Secret {
+        client: &'a kube::Client,
+        namespace: &'a str,
+    },
+}
+
+/// Why a destination cannot be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("credentials Secret {namespace}/{name} not found")]
+    CredentialsNotFound { namespace: String, name: String },
+    #[error("credentials Secret {namespace}/{name} lacks key {key}")]
+    CredentialsInvalid {
+        namespace: String,
+        name: String,
+        key: &'static str,
+    },
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error("reading credentials Secret: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl StoreError {
+    /// Condition and event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::CredentialsNotFound { .. } => "CredentialsNotFound",
+            Self::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Self::Destination(e) => e.reason(),
+            Self::Kube(_) => "KubeError",
+        }
+    }
+}
+
+/// Opens the S3 store of `dest` with its credentials.
+pub async fn open(dest: &Destination, creds: Credentials<'_>) -> Result<Store, StoreError> {
+    let creds = match creds {
+        Credentials::Default => None,
+        Credentials::Static(c) => Some(c),
+        Credentials::Secret { client, namespace } => match &dest.credentials_secret_ref {
+            Some(r) => Some(read_credentials(client, namespace, &r.name).await?),
+            None => None,
+        },
+    };
+    Ok(Store::S3 {
+        client: s3::client(dest, creds).await,
+        dest: Box::new(dest.clone()),
+    })
+}
+
+/// Reads static S3 credentials from the Secret `namespace/name` (keys
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`).
+pub async fn read_credentials(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<StaticCredentials, StoreError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(StoreError::Kube)?
+        .ok_or_else(|| StoreError::CredentialsNotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })?;
+    let value = |key: &'static str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let missing = |key: &'static str| StoreError::CredentialsInvalid {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        key,
+    };
+    Ok(StaticCredentials {
+        access_key_id: value(ACCESS_KEY_ID).ok_or_else(|| missing(ACCESS_KEY_ID))?,
+        secret_access_key: value(SECRET_ACCESS_KEY).ok_or_else(|| missing(SECRET_ACCESS_KEY))?,
+        session_token: value(SESSION_TOKEN),
+    })
 }

@@ -1,0 +1,159 @@
+//! The audit webhook's flags, shared by `operator` and `serve`, and its start:
+//! the spool, the de-duplication window, the listener.
+
+use anyhow::{Context as _, bail};
+use kubetrail::source::dedupe::Window;
+use kubetrail::source::{self, AuthPolicy, Ingest, Lifecycle, TlsFiles};
+use kubetrail::spool::{self, Spool};
+use kubetrail::telemetry::{Metrics, Readiness};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of the audit webhook, shared by `operator` and `serve`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the audit webhook.
+    #[arg(long, env = "KUBETRAIL_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "KUBETRAIL_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "KUBETRAIL_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA whose client certificates are accepted (the apiserver's webhook client cert).
+    #[arg(long, env = "KUBETRAIL_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// File with accepted bearer tokens, one per line.
+    #[arg(long, env = "KUBETRAIL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve plain HTTP without authentication. Refused unless the address is loopback.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Largest accepted audit batch body, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Spool directory (write-ahead log).
+    #[arg(long, env = "KUBETRAIL_SPOOL_DIR", default_value = "/var/lib/kubetrail/spool")]
+    pub spool_dir: PathBuf,
+    /// Bytes the spool may hold before the webhook answers 503.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Name of this cluster in traces and object keys.
+    #[arg(long, env = "KUBETRAIL_CLUSTER_NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Size at which a new spool segment is started (the unit in which a tracker
+    /// over its budget drops its oldest traces).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub spool_segment_bytes: u64,
+    /// Most spool bytes one tracker may have undelivered; past it, that tracker
+    /// drops its oldest traces (and reports it) while the others go on.
+    /// Default: half of --spool-max-bytes.
+    #[arg(long)]
+    pub tracker_backlog_bytes: Option<u64>,
+    /// An identical audit event (an apiserver retry) received within this many
+    /// seconds of the first is stored once.
+    #[arg(long, default_value_t = 900)]
+    pub dedupe_window_seconds: u64,
+    /// At most this many events are remembered for de-duplication (0: off).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dedupe_max_events: usize,
+    /// On SIGTERM: seconds to deliver what is spooled before exiting anyway
+    /// (the rest stays in the spool for the next start). Keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "KUBETRAIL_DRAIN_SECONDS", default_value_t = 45)]
+    pub drain_seconds: u64,
+}
+
+/// The webhook as started: its spool, and its lifecycle for the drain.
+pub struct Webhook {
+    pub spool: Spool,
+    pub lifecycle: Lifecycle,
+}
+
+impl WebhookArgs {
+    /// Opens the spool and starts the webhook listener.
+    /// Batches are taken only while `ready` is set.
+    pub async fn start(&self, metrics: Arc<Metrics>, ready: Readiness) -> anyhow::Result<Webhook> {
+        let window = Duration::from_secs(self.dedupe_window_seconds);
+        let spool = Spool::open(spool::Config {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes.max(4096),
+            fsync: true,
+            tracker_budget: self.tracker_backlog_bytes.unwrap_or(self.spool_max_bytes / 2),
+            dedupe_window_ms: window.as_millis() as i64,
+            dedupe_max: self.dedupe_max_events,
+        })
+        .with_context(|| format!("opening the spool in {}", self.spool_dir.display()))?;
+        let recovered = spool.take_recovered_hashes();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let dedupe = Arc::new(Window::new(window, self.dedupe_max_events, recovered, now_ms));
+        tracing::info!(remembered = dedupe.len(), "de-duplication window restored");
+        let lifecycle = Lifecycle::new(ready);
+        let tokens = match &self.token_file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading token file {}", p.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca_file.clone(),
+            }),
+            (None, None) if self.insecure_http => {
+                if !self.webhook_addr.ip().is_loopback() {
+                    bail!(
+                        "--insecure-http is only allowed on a loopback address, not {}",
+                        self.webhook_addr
+                    );
+                }
+                None
+            }
+            _ => bail!(
+                "the audit webhook needs --tls-cert-file and --tls-key-file (or --insecure-http on loopback)"
+            ),
+        };
+        if tls.is_some() && self.client_ca_file.is_none() && tokens.is_empty() {
+            bail!(
+                "the audit webhook needs a way to authenticate the apiserver: --client-ca-file and/or --token-file"
+            );
+        }
+        let ingest = Ingest {
+            spool: spool.clone(),
+            max_body_bytes: self.max_body_bytes,
+            metrics,
+            cluster: self.cluster_name.as_str().into(),
+            auth: Arc::new(AuthPolicy {
+                tokens,
+                allow_anonymous: tls.is_none(),
+            }),
+            dedupe,
+            lifecycle: lifecycle.clone(),
+        };
+        let router = source::app(ingest, self.max_body_bytes);
+        let listener = tokio::net::TcpListener::bind(self.webhook_addr)
+            .await
+            .with_context(|| format!("binding the webhook address {}", self.webhook_addr))?;
+        let tls_on = tls.is_some();
+        // Load the certificate now, so a bad one fails the start rather than every handshake.
+        if let Some(files) = &tls {
+            source::check_tls(files).context("loading the webhook TLS files")?;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = source::serve(listener, tls, router).await {
+                tracing::error!(error = %e, "audit webhook stopped");
+            }
+        });
+        tracing::info!(addr = %self.webhook_addr, tls = tls_on, "audit webhook listening");
+        Ok(Webhook { spool, lifecycle })
+    }
+}
