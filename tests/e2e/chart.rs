@@ -89,7 +89,7 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     let docs = render(&h.namespace, &base);
     let kinds = dry_run(&h.client, &h.namespace, &docs).await;
     for k in [
-        "Deployment",
+        "StatefulSet",
         "Service",
         "ServiceAccount",
         "ClusterRole",
@@ -102,7 +102,11 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
         assert!(kinds.contains(k), "{k} rendered and accepted: {kinds:?}");
     }
     // Security context of the operator container.
-    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Deployment"),
+        "a StatefulSet, not a Deployment"
+    );
+    let deploy = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let c = &deploy["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
@@ -167,16 +171,71 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     for k in ["PodDisruptionBudget", "NetworkPolicy", "ConfigMap"] {
         assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
     }
-    // A PVC for the spool, with one replica.
-    let docs = render(
-        &h.namespace,
-        &[base[0].clone(), "spool.persistence.enabled=true".into()],
-    );
+    // The default spool is an emptyDir: no claims.
+    let volumes = deploy["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
     assert!(
-        dry_run(&h.client, &h.namespace, &docs)
-            .await
-            .contains("PersistentVolumeClaim")
+        volumes
+            .iter()
+            .any(|v| v["name"] == "spool" && v["emptyDir"].is_object()),
+        "{volumes:?}"
     );
+    assert!(deploy["spec"]["volumeClaimTemplates"].is_null());
+    // The drain fits in the grace period.
+    assert!(args.contains(&"--drain-seconds=45"), "{args:?}");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        60
+    );
+    assert_eq!(deploy["spec"]["serviceName"], "kt-kubetrail-headless");
+
+    // A persistent spool per replica, for 1 and 3 replicas, accepted by the apiserver.
+    for replicas in [1, 3] {
+        let docs = render(
+            &h.namespace,
+            &[
+                base[0].clone(),
+                "spool.persistence.enabled=true".into(),
+                "spool.persistence.size=5Gi".into(),
+                format!("replicas={replicas}"),
+                "shutdown.drainSeconds=100".into(),
+            ],
+        );
+        let sets: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "StatefulSet").collect();
+        assert_eq!(sets.len(), 1);
+        let sts = sets[0];
+        assert_eq!(sts["spec"]["replicas"], replicas);
+        assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
+        let claims = sts["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .expect("claim templates");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0]["metadata"]["name"], "spool");
+        assert_eq!(claims[0]["spec"]["resources"]["requests"]["storage"], "5Gi");
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"],
+            "Retain"
+        );
+        let pod = &sts["spec"]["template"]["spec"];
+        assert!(
+            !pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "spool"),
+            "the spool comes from the claim template"
+        );
+        assert_eq!(pod["terminationGracePeriodSeconds"], 115);
+        assert!(
+            pod["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "--drain-seconds=100")
+        );
+        assert!(!docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"));
+        let kinds = dry_run(&h.client, &h.namespace, &docs).await;
+        assert!(kinds.contains("StatefulSet"), "{kinds:?}");
+    }
 }
 
 #[test]
@@ -213,11 +272,22 @@ fn bad_values_are_refused_by_the_schema() {
         "--set",
         "destination.bucket=a-b-c",
         "--set",
+        "shutdown.drainSeconds=1",
+    ]);
+    assert!(!ok && err.contains("/shutdown/drainSeconds"), "{err}");
+    // A persistent spool with several replicas is fine now (one claim each).
+    let (ok, _, err) = run_helm(&[
+        "template",
+        "kt",
+        CHART,
+        "--set",
+        "destination.bucket=a-b-c",
+        "--set",
         "replicas=2",
         "--set",
         "spool.persistence.enabled=true",
     ]);
-    assert!(!ok && err.contains("needs replicas: 1"), "{err}");
+    assert!(ok, "{err}");
 }
 
 #[tokio::test]
