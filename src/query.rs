@@ -6,8 +6,9 @@
 //! duplicate trace IDs, and orders newest first (or oldest first for a resource's
 //! lifecycle), stopping early where the order allows.
 
-use crate::api::{Order, QueryFilter, Rating};
+use crate::api::{Order, QueryFilter};
 use crate::deliver::key::day_prefix;
+use crate::route::{Criteria, TraceFields};
 use crate::store::s3::DestinationError;
 use crate::store::{ObjectInfo, Store};
 use futures::StreamExt;
@@ -274,42 +275,47 @@ fn view(line: &[u8], needed: Needed) -> Option<View<'_>> {
     (result.is_ok() || complete).then_some(view)
 }
 
-fn rating_name(r: Rating) -> &'static str {
-    match r {
-        Rating::Normal => "normal",
-        Rating::Warning => "warning",
-        Rating::Incident => "incident",
+impl TraceFields for View<'_> {
+    fn verb(&self) -> &str {
+        self.trace_name.split(' ').next().unwrap_or("")
+    }
+    fn api_group(&self) -> &str {
+        match self.service_type.as_ref() {
+            "core" => "",
+            g => g,
+        }
+    }
+    fn resource(&self) -> &str {
+        &self.resource_type
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn resource_name(&self) -> &str {
+        &self.resource_name
+    }
+    fn rating(&self) -> &str {
+        &self.trace_rating
+    }
+    fn has_source_ip(&self, ip: &str) -> bool {
+        self.source_ips.iter().any(|x| x == ip)
+    }
+    fn trace_id(&self) -> &str {
+        &self.trace_id
     }
 }
 
 /// Whether a trace passes the filter and scope.
-fn matches(q: &Query, v: &View<'_>) -> bool {
-    let f = &q.filter;
-    let verb = v.trace_name.split(' ').next().unwrap_or("");
-    let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+fn matches(q: &Query, criteria: &Criteria, v: &View<'_>) -> bool {
     if let Some(ns) = &q.namespace_scope
         && v.namespace != ns.as_str()
     {
         return false;
     }
-    any(&f.verbs, verb)
-        && (f.api_groups.is_empty()
-            || f.api_groups
-                .iter()
-                .any(|g| g == v.service_type.as_ref() || (g.is_empty() && v.service_type == "core")))
-        && (f.resources.is_empty()
-            || f.resources
-                .iter()
-                .any(|r| crate::route::resource_matches(r, &v.resource_type)))
-        && any(&f.resource_names, &v.resource_name)
-        && any(&f.namespaces, &v.namespace)
-        && (f.users.is_empty() || f.users.iter().any(|u| crate::route::name_matches(u, &v.user)))
-        && (f.ratings.is_empty() || f.ratings.iter().any(|r| rating_name(*r) == v.trace_rating))
-        && (f.source_ips.is_empty()
-            || v.source_ips
-                .iter()
-                .any(|ip| f.source_ips.iter().any(|x| x == ip.as_ref())))
-        && any(&f.trace_ids, &v.trace_id)
+    criteria.matches(v)
 }
 
 /// The day prefixes of a range (UTC days, inclusive of the day of `to - 1ms`).
@@ -464,6 +470,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         return FileScan::unreadable(size);
     };
     let needed = needed_fields(q);
+    let criteria = Criteria::from_query(&q.filter);
     let mut scan = FileScan {
         bytes: size,
         traces: 0,
@@ -494,7 +501,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
             continue;
         };
-        if t < q.from_ms || t >= q.to_ms || !matches(q, &v) {
+        if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) {
             continue;
         }
         let hash = trace_key(&v.event_hash, line);
@@ -817,12 +824,13 @@ mod tests {
         let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
         // The view a query reads (only the fields it needs) decides as the full one does.
         let partial = |query: &Query| view(line.as_bytes(), needed_fields(query)).unwrap();
-        assert!(matches(&query, &v));
+        assert!(matches(&query, &Criteria::from_query(&query.filter), &v));
         let set = |f: &mut QueryFilter, yaml: &str| *f = serde_json::from_str(yaml).unwrap();
         for (yaml, expect) in [
             (r#"{"verbs":["delete"]}"#, true),
             (r#"{"verbs":["get"]}"#, false),
             (r#"{"apiGroups":[""]}"#, true),
+            (r#"{"apiGroups":["core"]}"#, true),
             (r#"{"apiGroups":["apps"]}"#, false),
             (r#"{"resources":["secrets"],"resourceNames":["db"]}"#, true),
             (r#"{"resourceNames":["other"]}"#, false),
@@ -832,19 +840,24 @@ mod tests {
             (r#"{"traceIds":["b"]}"#, false),
         ] {
             set(&mut query.filter, yaml);
-            assert_eq!(matches(&query, &v), expect, "{yaml}");
+            let c = Criteria::from_query(&query.filter);
+            assert_eq!(matches(&query, &c, &v), expect, "{yaml}");
             assert_eq!(
-                matches(&query, &partial(&query)),
+                matches(&query, &c, &partial(&query)),
                 expect,
                 "{yaml}, needed fields only"
             );
         }
         query.filter = QueryFilter::default();
         query.namespace_scope = Some("other".into());
-        assert!(!matches(&query, &v), "another namespace's trace is out of scope");
-        assert!(!matches(&query, &partial(&query)));
+        let c = Criteria::from_query(&query.filter);
+        assert!(
+            !matches(&query, &c, &v),
+            "another namespace's trace is out of scope"
+        );
+        assert!(!matches(&query, &c, &partial(&query)));
         query.namespace_scope = Some("shop".into());
-        assert!(matches(&query, &v));
-        assert!(matches(&query, &partial(&query)));
+        assert!(matches(&query, &Criteria::from_query(&query.filter), &v));
+        assert!(matches(&query, &c, &partial(&query)));
     }
 }

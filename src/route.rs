@@ -1,14 +1,147 @@
-//! Routing: which traces a tracker keeps (its `spec.filter`), decided from the
-//! routing metadata alone, without parsing the trace.
+//! Filters over traces, in one place: a tracker's `spec.filter` (routing, decided
+//! from the routing metadata alone, without parsing the trace) and a query's
+//! filter (on a view of the trace line) compile to the same [`Criteria`], so a
+//! field means the same everywhere (`core` and `""` are both the core group,
+//! `pods/*` any subresource of pods, `system:*` a prefix).
 
-use crate::api::{MatchRule, ReadOnly, Stage, TrackerFilter};
+use crate::api::{MatchRule, QueryFilter, Rating, ReadOnly, Stage, TrackerFilter};
 use crate::trace::{RouteMeta, is_read_only};
+
+/// The fields filters look at, whichever way a trace is held: its routing
+/// metadata at delivery, a view of its line in a query. Fields a holder does not
+/// know answer empty.
+pub trait TraceFields {
+    fn verb(&self) -> &str;
+    /// API group; `""` for core.
+    fn api_group(&self) -> &str;
+    /// `resource` or `resource/subresource`.
+    fn resource(&self) -> &str;
+    fn namespace(&self) -> &str;
+    fn user(&self) -> &str;
+    fn in_user_group(&self, _group: &str) -> bool {
+        false
+    }
+    fn resource_name(&self) -> &str {
+        ""
+    }
+    /// `normal`, `warning` or `incident`.
+    fn rating(&self) -> &str {
+        ""
+    }
+    fn has_source_ip(&self, _ip: &str) -> bool {
+        false
+    }
+    fn trace_id(&self) -> &str {
+        ""
+    }
+}
+
+impl TraceFields for RouteMeta<'_> {
+    fn verb(&self) -> &str {
+        &self.verb
+    }
+    fn api_group(&self) -> &str {
+        &self.group
+    }
+    fn resource(&self) -> &str {
+        &self.resource
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn in_user_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// Compiled match criteria: every field that is set must match; within a field
+/// any entry may.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Criteria {
+    verbs: Vec<String>,
+    /// Normalised: the core group is `""`.
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    namespaces: Vec<String>,
+    users: Vec<String>,
+    user_groups: Vec<String>,
+    resource_names: Vec<String>,
+    ratings: Vec<&'static str>,
+    source_ips: Vec<String>,
+    trace_ids: Vec<String>,
+}
+
+fn core_is_empty(groups: &[String]) -> Vec<String> {
+    groups
+        .iter()
+        .map(|g| if g == "core" { String::new() } else { g.clone() })
+        .collect()
+}
+
+/// The name of a rating in trace records.
+pub fn rating_name(r: Rating) -> &'static str {
+    match r {
+        Rating::Normal => "normal",
+        Rating::Warning => "warning",
+        Rating::Incident => "incident",
+    }
+}
+
+impl Criteria {
+    /// A tracker's match rule.
+    pub fn from_rule(r: &MatchRule) -> Criteria {
+        Criteria {
+            verbs: r.verbs.clone(),
+            api_groups: core_is_empty(&r.api_groups),
+            resources: r.resources.clone(),
+            namespaces: r.namespaces.clone(),
+            users: r.users.clone(),
+            user_groups: r.user_groups.clone(),
+            ..Criteria::default()
+        }
+    }
+
+    /// A query's filter.
+    pub fn from_query(f: &QueryFilter) -> Criteria {
+        Criteria {
+            verbs: f.verbs.clone(),
+            api_groups: core_is_empty(&f.api_groups),
+            resources: f.resources.clone(),
+            namespaces: f.namespaces.clone(),
+            users: f.users.clone(),
+            resource_names: f.resource_names.clone(),
+            ratings: f.ratings.iter().copied().map(rating_name).collect(),
+            source_ips: f.source_ips.clone(),
+            trace_ids: f.trace_ids.clone(),
+            ..Criteria::default()
+        }
+    }
+
+    pub fn matches(&self, t: &impl TraceFields) -> bool {
+        fn any<T>(list: &[T], f: impl Fn(&T) -> bool) -> bool {
+            list.is_empty() || list.iter().any(f)
+        }
+        any(&self.verbs, |v| v == "*" || v == t.verb())
+            && any(&self.api_groups, |g| g == "*" || g == t.api_group())
+            && any(&self.resources, |p| resource_matches(p, t.resource()))
+            && any(&self.namespaces, |n| n == t.namespace())
+            && any(&self.users, |u| name_matches(u, t.user()))
+            && any(&self.user_groups, |g| t.in_user_group(g))
+            && any(&self.resource_names, |n| n == t.resource_name())
+            && any(&self.ratings, |r| *r == t.rating())
+            && any(&self.source_ips, |ip| t.has_source_ip(ip))
+            && any(&self.trace_ids, |id| id == t.trace_id())
+    }
+}
 
 /// A tracker's filter, ready to match.
 #[derive(Clone, Debug)]
 pub struct Filter {
-    include: Vec<MatchRule>,
-    exclude: Vec<MatchRule>,
+    include: Vec<Criteria>,
+    exclude: Vec<Criteria>,
     read_only: ReadOnly,
     stages: Vec<&'static str>,
 }
@@ -25,8 +158,8 @@ fn stage_name(s: Stage) -> &'static str {
 impl Filter {
     pub fn new(spec: &TrackerFilter) -> Filter {
         Filter {
-            include: spec.include.clone(),
-            exclude: spec.exclude.clone(),
+            include: spec.include.iter().map(Criteria::from_rule).collect(),
+            exclude: spec.exclude.iter().map(Criteria::from_rule).collect(),
             read_only: spec.read_only,
             stages: spec.stages.iter().copied().map(stage_name).collect(),
         }
@@ -44,25 +177,9 @@ impl Filter {
             ReadOnly::Only => read,
         };
         keep_kind
-            && (self.include.is_empty() || self.include.iter().any(|r| rule_matches(r, m)))
-            && !self.exclude.iter().any(|r| rule_matches(r, m))
+            && (self.include.is_empty() || self.include.iter().any(|r| r.matches(m)))
+            && !self.exclude.iter().any(|r| r.matches(m))
     }
-}
-
-/// Every field that is set must match; within a field any entry may.
-pub fn rule_matches(r: &MatchRule, m: &RouteMeta<'_>) -> bool {
-    any_or_empty(&r.verbs, |v| v == "*" || *v == m.verb)
-        && any_or_empty(&r.api_groups, |g| {
-            g == "*" || g == &m.group || (g == "core" && m.group.is_empty())
-        })
-        && any_or_empty(&r.resources, |p| resource_matches(p, &m.resource))
-        && any_or_empty(&r.namespaces, |n| n == &m.namespace)
-        && any_or_empty(&r.users, |u| name_matches(u, &m.user))
-        && any_or_empty(&r.user_groups, |g| m.groups.iter().any(|mg| mg == g))
-}
-
-fn any_or_empty(list: &[String], f: impl Fn(&String) -> bool) -> bool {
-    list.is_empty() || list.iter().any(f)
 }
 
 /// `*` matches everything; `pods` only pods; `pods/exec` that subresource;
@@ -202,5 +319,41 @@ mod tests {
             "system:serviceaccount:a:b"
         ));
         assert!(!name_matches("alice", "alice2"));
+    }
+}
+
+#[cfg(test)]
+mod criteria_tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn a_tracker_rule_and_a_query_filter_mean_the_same() {
+        let m = RouteMeta {
+            verb: "delete".into(),
+            group: "".into(),
+            resource: "pods/exec".into(),
+            namespace: "shop".into(),
+            user: "system:serviceaccount:shop:ci".into(),
+            groups: vec![Cow::Borrowed("ci")],
+            stage: "ResponseComplete".into(),
+            time_ms: 0,
+            hash: "".into(),
+        };
+        for json in [
+            r#"{"apiGroups":["core"],"resources":["pods/*"],"users":["system:serviceaccount:*"],"verbs":["delete"]}"#,
+            r#"{"apiGroups":[""],"resources":["*/exec"],"namespaces":["shop"],"verbs":["*"]}"#,
+        ] {
+            let rule: MatchRule = serde_json::from_str(json).unwrap();
+            let query: QueryFilter = serde_json::from_str(json).unwrap();
+            assert!(Criteria::from_rule(&rule).matches(&m), "{json}");
+            assert_eq!(
+                Criteria::from_rule(&rule),
+                Criteria::from_query(&query),
+                "one compiled form: {json}"
+            );
+        }
+        let other: MatchRule = serde_json::from_str(r#"{"apiGroups":["apps"]}"#).unwrap();
+        assert!(!Criteria::from_rule(&other).matches(&m));
     }
 }

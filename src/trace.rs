@@ -296,6 +296,39 @@ pub fn event_hash(trace_without_record_time: &[u8], redacted: Option<&Event<'_>>
     u128::from_be_bytes(out)
 }
 
+/// The fields people read first, parsed back from a stored trace line (for
+/// query rows and tables). The field names are [`Record`]'s.
+#[derive(Debug, Default, Deserialize)]
+pub struct Summary {
+    #[serde(default)]
+    pub time: String,
+    #[serde(default)]
+    pub trace_id: String,
+    #[serde(default)]
+    pub trace_name: String,
+    #[serde(default)]
+    pub trace_rating: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub resource_name: String,
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(default)]
+    pub source_ips: Vec<String>,
+    #[serde(default)]
+    pub user_agent: String,
+}
+
+impl Summary {
+    /// Reads a trace line; an unreadable one gives empty fields.
+    pub fn of(line: &str) -> Summary {
+        serde_json::from_str(line).unwrap_or_default()
+    }
+}
+
 /// Unix milliseconds of an RFC 3339 timestamp.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())

@@ -241,27 +241,20 @@ fn print(out: &query::Outcome, format: Output) {
                 r.into_iter().map(String::from).collect::<Vec<_>>()
             }];
             for h in &out.hits {
-                let v: serde_json::Value = serde_json::from_str(&h.line).unwrap_or_default();
-                let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-                let resource = match (s("namespace").as_str(), s("resource_name").as_str()) {
+                let t = kubetrail::trace::Summary::of(&h.line);
+                let resource = match (t.namespace.as_str(), t.resource_name.as_str()) {
                     ("", "") => String::new(),
                     ("", n) => n.to_string(),
                     (ns, "") => format!("{ns}/"),
                     (ns, n) => format!("{ns}/{n}"),
                 };
-                let mut r = vec![
-                    s("time"),
-                    s("trace_rating"),
-                    s("user"),
-                    s("trace_name"),
-                    resource,
-                    v["code"].to_string(),
-                ];
+                let code = t.code.map(|c| c.to_string()).unwrap_or_else(|| "null".into());
+                let mut r = vec![t.time, t.trace_rating, t.user, t.trace_name, resource, code];
                 if wide {
                     r.extend([
-                        s("trace_id"),
-                        v["source_ips"][0].as_str().unwrap_or("").to_string(),
-                        s("user_agent"),
+                        t.trace_id,
+                        t.source_ips.into_iter().next().unwrap_or_default(),
+                        t.user_agent,
                     ]);
                 }
                 rows.push(r);

@@ -148,17 +148,16 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
 
 /// A compact status row of a trace line.
 fn row(line: &str) -> TraceRow {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let t = crate::trace::Summary::of(line);
     TraceRow {
-        time: s("time"),
-        trace_id: s("trace_id"),
-        trace_name: s("trace_name"),
-        rating: s("trace_rating"),
-        user: s("user"),
-        namespace: s("namespace"),
-        resource_name: s("resource_name"),
-        code: v["code"].as_i64().unwrap_or(0) as i32,
+        time: t.time,
+        trace_id: t.trace_id,
+        trace_name: t.trace_name,
+        rating: t.trace_rating,
+        user: t.user,
+        namespace: t.namespace,
+        resource_name: t.resource_name,
+        code: t.code.unwrap_or(0),
     }
 }
 
