@@ -736,21 +736,40 @@ impl Worker {
                 return Written::Abandoned;
             }
             attempt += 1;
-            let result: Result<(), (String, String, bool)> = self.handle.block_on(async {
-                if sink.is_none() {
-                    *sink = Some(
-                        (self.spec.sink)()
-                            .await
-                            .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
-                    );
+            let control = self.control.clone();
+            let outcome: Option<Result<(), (String, String, bool)>> = self.handle.block_on(async {
+                let attempt =
+                    async {
+                        if sink.is_none() {
+                            *sink = Some(
+                                (self.spec.sink)()
+                                    .await
+                                    .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
+                            );
+                        }
+                        let s = sink
+                            .as_ref()
+                            .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
+                        s.put(key, body.clone(), self.spec.compression).await.map_err(
+                            |e: DestinationError| (e.reason().to_string(), e.to_string(), e.is_transient()),
+                        )
+                    };
+                // A write in flight when the drain deadline passes is given up:
+                // the file stays in the spool (with its intent) for the next start.
+                let deadline = async {
+                    while !control.expired() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                tokio::select! {
+                    r = attempt => Some(r),
+                    _ = deadline => None,
                 }
-                let s = sink
-                    .as_ref()
-                    .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
-                s.put(key, body.clone(), self.spec.compression)
-                    .await
-                    .map_err(|e: DestinationError| (e.reason().to_string(), e.to_string(), e.is_transient()))
             });
+            let Some(result) = outcome else {
+                tracing::warn!(%key, "drain deadline reached during a write; the file stays in the spool for the next start");
+                return Written::Abandoned;
+            };
             match result {
                 Ok(()) => {
                     tracing::debug!(%key, bytes = size, attempt, "object written");

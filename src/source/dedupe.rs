@@ -8,22 +8,25 @@
 //! `Audit-ID` are both kept. The hashes survive a restart through the spool
 //! ([`crate::spool::Spool::take_recovered_hashes`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    /// Being appended by another request: its outcome decides.
-    Pending,
-    Stored,
+/// The window keeps 64 of the hash's 128 bits: a million entries in ~26 MiB, and
+/// a chance of about 1 in 10^13 per event of taking a new event for a copy (the
+/// hash is cryptographic, so nobody can aim for it).
+fn short(h: u128) -> u64 {
+    (h >> 64) as u64
 }
 
 #[derive(Default)]
 struct Inner {
-    seen: HashMap<u128, Slot>,
+    /// Stored events.
+    stored: HashSet<u64>,
+    /// Being appended by a request: its outcome decides.
+    pending: HashSet<u64>,
     /// Stored hashes in the order they were stored, with their receive times.
-    order: VecDeque<(u128, i64)>,
+    order: VecDeque<(u64, i64)>,
 }
 
 /// Hashes of recently stored events.
@@ -57,8 +60,8 @@ impl Window {
             recovered.sort_by_key(|(_, ms)| *ms);
             let mut inner = w.lock();
             for (h, ms) in recovered {
-                if inner.seen.insert(h, Slot::Stored).is_none() {
-                    inner.order.push_back((h, ms));
+                if inner.stored.insert(short(h)) {
+                    inner.order.push_back((short(h), ms));
                 }
             }
             w.evict(&mut inner, now_ms);
@@ -76,17 +79,17 @@ impl Window {
             return Admit::Decided(vec![true; hashes.len()]);
         }
         let mut inner = self.lock();
-        if hashes.iter().any(|h| inner.seen.get(h) == Some(&Slot::Pending)) {
+        if hashes.iter().any(|h| inner.pending.contains(&short(*h))) {
             return Admit::Wait;
         }
         let mut in_batch = HashSet::new();
         let fresh: Vec<bool> = hashes
             .iter()
-            .map(|h| !inner.seen.contains_key(h) && in_batch.insert(*h))
+            .map(|h| !inner.stored.contains(&short(*h)) && in_batch.insert(short(*h)))
             .collect();
         for (h, new) in hashes.iter().zip(&fresh) {
             if *new {
-                inner.seen.insert(*h, Slot::Pending);
+                inner.pending.insert(short(*h));
             }
         }
         Admit::Decided(fresh)
@@ -99,8 +102,10 @@ impl Window {
         }
         let mut inner = self.lock();
         for h in hashes {
-            inner.seen.insert(*h, Slot::Stored);
-            inner.order.push_back((*h, received_ms));
+            inner.pending.remove(&short(*h));
+            if inner.stored.insert(short(*h)) {
+                inner.order.push_back((short(*h), received_ms));
+            }
         }
         self.evict(&mut inner, received_ms);
     }
@@ -109,9 +114,7 @@ impl Window {
     pub fn release(&self, hashes: &[u128]) {
         let mut inner = self.lock();
         for h in hashes {
-            if inner.seen.get(h) == Some(&Slot::Pending) {
-                inner.seen.remove(h);
-            }
+            inner.pending.remove(&short(*h));
         }
     }
 
@@ -121,7 +124,7 @@ impl Window {
                 break;
             }
             inner.order.pop_front();
-            inner.seen.remove(&h);
+            inner.stored.remove(&h);
         }
     }
 
@@ -139,26 +142,37 @@ impl Window {
 mod tests {
     use super::*;
 
+    /// A hash whose window key is `n`.
+    fn h(n: u64) -> u128 {
+        (n as u128) << 64 | 0xabc
+    }
+
     #[test]
     fn a_copy_is_refused_and_a_different_event_is_not() {
         let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
-        assert_eq!(w.admit(&[1, 2, 2]), Admit::Decided(vec![true, true, false]));
-        w.confirm(&[1, 2], 0);
-        assert_eq!(w.admit(&[1, 2, 3]), Admit::Decided(vec![false, false, true]));
+        assert_eq!(
+            w.admit(&[h(1), h(2), h(2)]),
+            Admit::Decided(vec![true, true, false])
+        );
+        w.confirm(&[h(1), h(2)], 0);
+        assert_eq!(
+            w.admit(&[h(1), h(2), h(3)]),
+            Admit::Decided(vec![false, false, true])
+        );
     }
 
     #[test]
     fn a_copy_of_an_event_being_stored_waits_and_a_failed_one_is_retried() {
         let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
-        assert_eq!(w.admit(&[7]), Admit::Decided(vec![true]));
+        assert_eq!(w.admit(&[h(7)]), Admit::Decided(vec![true]));
         assert_eq!(
-            w.admit(&[7, 8]),
+            w.admit(&[h(7), h(8)]),
             Admit::Wait,
             "outcome of the first not known yet"
         );
-        w.release(&[7]);
+        w.release(&[h(7)]);
         assert_eq!(
-            w.admit(&[7, 8]),
+            w.admit(&[h(7), h(8)]),
             Admit::Decided(vec![true, true]),
             "the failed one is new again"
         );
@@ -167,23 +181,28 @@ mod tests {
     #[test]
     fn the_window_is_bounded_by_age_and_count_and_survives_a_restart() {
         let w = Window::new(Duration::from_secs(60), 3, vec![], 0);
-        for h in 1..=5u128 {
-            w.admit(&[h]);
-            w.confirm(&[h], 1000);
+        for n in 1..=5 {
+            w.admit(&[h(n)]);
+            w.confirm(&[h(n)], 1000);
         }
         assert_eq!(w.len(), 3);
-        assert_eq!(w.admit(&[1]), Admit::Decided(vec![true]), "evicted by count");
-        w.release(&[1]);
-        w.admit(&[9]);
-        w.confirm(&[9], 70_000);
+        assert_eq!(w.admit(&[h(1)]), Admit::Decided(vec![true]), "evicted by count");
+        w.release(&[h(1)]);
+        w.admit(&[h(9)]);
+        w.confirm(&[h(9)], 70_000);
         assert_eq!(w.len(), 1, "older than 60 s evicted");
-        let restarted = Window::new(Duration::from_secs(60), 3, vec![(9, 70_000), (4, 1_000)], 70_000);
-        assert_eq!(restarted.admit(&[9, 4]), Admit::Decided(vec![false, true]));
+        let restarted = Window::new(
+            Duration::from_secs(60),
+            3,
+            vec![(h(9), 70_000), (h(4), 1_000)],
+            70_000,
+        );
+        assert_eq!(restarted.admit(&[h(9), h(4)]), Admit::Decided(vec![false, true]));
     }
 
     #[test]
     fn off_when_max_is_zero() {
-        let w = Window::new(Duration::from_secs(60), 0, vec![(1, 0)], 0);
-        assert_eq!(w.admit(&[1, 1]), Admit::Decided(vec![true, true]));
+        let w = Window::new(Duration::from_secs(60), 0, vec![(h(1), 0)], 0);
+        assert_eq!(w.admit(&[h(1), h(1)]), Admit::Decided(vec![true, true]));
     }
 }
