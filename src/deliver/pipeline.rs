@@ -281,16 +281,18 @@ impl Pipelines {
     /// files, and ends; at `drain` from now, whatever is not written stays in the
     /// spool for the next start. Blocks until all have ended.
     pub fn shutdown(&self, drain: Duration) {
-        let mut running = guard(&self.running);
-        for r in running.values() {
+        // Taken out of the map first: the lock is never held while waiting (the
+        // status publisher reads the map from the async runtime the pipelines
+        // themselves need to make progress).
+        let stopping: Vec<Running> = guard(&self.running).drain().map(|(_, r)| r).collect();
+        for r in &stopping {
             r.control.stop(drain);
         }
-        for (_, mut r) in running.drain() {
+        for mut r in stopping {
             if let Some(t) = r.thread.take() {
                 let _ = t.join();
             }
         }
-        drop(running);
         let retiring: Vec<_> = guard(&self.retiring).drain().collect();
         for (_, t) in retiring {
             let _ = t.join();

@@ -646,3 +646,69 @@ async fn disabling_or_deleting_a_tracker_delivers_its_open_files_first() {
     );
     assert!(op.stop().await.success());
 }
+
+/// The quick start's case: `kubetrail serve`, one batch acknowledged, Ctrl-C /
+/// SIGTERM half a second later: the trace file is written before the process
+/// exits 0, and the spool holds nothing undelivered.
+#[tokio::test]
+async fn serve_delivers_on_sigterm_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("traces");
+    let config = dir.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster: lab\ntrackers:\n  - name: all\n    directory: {}\n    delivery:\n      maxBatchAge: 1h\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .arg("serve")
+        .args(["--config", &config.display().to_string()])
+        .args(["--listen", &listen, "--admin-addr", &admin])
+        .args(["--spool-dir", &dir.path().join("spool").display().to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting kubetrail serve");
+    eventually(Duration::from_secs(30), "serve /ready", || async {
+        http(&admin, "GET", "/ready", b"")
+            .await
+            .filter(|(c, _)| *c == 200)
+    })
+    .await;
+    let (code, _) = http(&listen, "POST", "/audit", &batch("serve", 20, "shop"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: a signal to our own child process.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("serve stops within 30 s")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut lines = 0;
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("trace directory written").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "gz") {
+                use std::io::Read;
+                let mut text = String::new();
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap())
+                    .read_to_string(&mut text)
+                    .unwrap();
+                lines += text.lines().count();
+            }
+        }
+    }
+    assert_eq!(lines, 20, "every acknowledged event is in a trace file");
+}
