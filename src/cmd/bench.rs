@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Skip fsync (to see what it costs).
     #[arg(long)]
     pub no_fsync: bool,
+    /// Events remembered by the de-duplication window (the operator's default;
+    /// 0 turns it off, to measure what it costs).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dedupe_max_events: usize,
 }
 
 /// One realistic event of about 1.5 KB.
@@ -222,7 +226,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fsync: !args.no_fsync,
         tracker_budget: 0,
         dedupe_window_ms: 900_000,
-        dedupe_max: 1_000_000,
+        dedupe_max: args.dedupe_max_events,
     })
     .context("opening the spool")?;
     let compression = match args.compression.as_str() {
@@ -283,7 +287,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // The production default: every event is checked against the window.
         dedupe: Arc::new(kubetrail::source::dedupe::Window::new(
             Duration::from_secs(900),
-            1_000_000,
+            args.dedupe_max_events,
             vec![],
             0,
         )),

@@ -12,12 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The window keeps 64 of the hash's 128 bits: a million entries in ~26 MiB, and
-/// a chance of about 1 in 10^13 per event of taking a new event for a copy (the
-/// hash is cryptographic, so nobody can aim for it).
-fn short(h: u128) -> u64 {
-    (h >> 64) as u64
-}
+use crate::trace::window_key as short;
 
 #[derive(Default)]
 struct Inner {
@@ -49,7 +44,7 @@ pub enum Admit {
 impl Window {
     /// A window of `window` or `max` events, whichever is smaller, starting with
     /// the hashes recovered from the spool. `max == 0` turns de-duplication off.
-    pub fn new(window: Duration, max: usize, recovered: Vec<(u128, i64)>, now_ms: i64) -> Window {
+    pub fn new(window: Duration, max: usize, recovered: Vec<(u64, i64)>, now_ms: i64) -> Window {
         let w = Window {
             inner: Mutex::default(),
             window_ms: window.as_millis() as i64,
@@ -59,9 +54,9 @@ impl Window {
             let mut recovered = recovered;
             recovered.sort_by_key(|(_, ms)| *ms);
             let mut inner = w.lock();
-            for (h, ms) in recovered {
-                if inner.stored.insert(short(h)) {
-                    inner.order.push_back((short(h), ms));
+            for (k, ms) in recovered {
+                if inner.stored.insert(k) {
+                    inner.order.push_back((k, ms));
                 }
             }
             w.evict(&mut inner, now_ms);
@@ -191,18 +186,13 @@ mod tests {
         w.admit(&[h(9)]);
         w.confirm(&[h(9)], 70_000);
         assert_eq!(w.len(), 1, "older than 60 s evicted");
-        let restarted = Window::new(
-            Duration::from_secs(60),
-            3,
-            vec![(h(9), 70_000), (h(4), 1_000)],
-            70_000,
-        );
+        let restarted = Window::new(Duration::from_secs(60), 3, vec![(9, 70_000), (4, 1_000)], 70_000);
         assert_eq!(restarted.admit(&[h(9), h(4)]), Admit::Decided(vec![false, true]));
     }
 
     #[test]
     fn off_when_max_is_zero() {
-        let w = Window::new(Duration::from_secs(60), 0, vec![(h(1), 0)], 0);
+        let w = Window::new(Duration::from_secs(60), 0, vec![(1, 0)], 0);
         assert_eq!(w.admit(&[h(1), h(1)]), Admit::Decided(vec![true, true]));
     }
 }

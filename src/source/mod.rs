@@ -280,7 +280,12 @@ async fn receive(
     };
     match st
         .spool
-        .append(payload, reserved.len() as u32, received.as_millisecond())
+        .append(
+            payload,
+            reserved.len() as u32,
+            reserved.iter().map(|h| crate::trace::window_key(*h)).collect(),
+            received.as_millisecond(),
+        )
         .await
     {
         Ok(seq) => {

@@ -100,6 +100,8 @@ pub struct Record {
 struct Append {
     payload: Vec<u8>,
     entries: u32,
+    /// De-duplication window keys of the record's events.
+    keys: Vec<u64>,
     received_ms: i64,
     done: oneshot::Sender<Result<u64, AppendError>>,
 }
@@ -139,8 +141,10 @@ struct Shared {
     _lock: File,
     dedupe_window_ms: i64,
     dedupe_max: usize,
-    /// Hashes (and receive times) of the events found at open, for the window.
-    recovered: Mutex<Vec<(u128, i64)>>,
+    /// Window keys (and receive times) of the events found at open.
+    recovered: Mutex<Vec<(u64, i64)>>,
+    /// Window keys of spooled events (see [`seen`]).
+    seen: Mutex<seen::SeenLog>,
 }
 
 /// Handle to the spool; cheap to clone.
@@ -207,6 +211,7 @@ impl Spool {
         let mut next_seq = 0u64;
         let mut total = 0u64;
         let mut recovered = seen::load(&config.dir).map_err(io_err)?;
+        let seen_log = seen::SeenLog::open(&config.dir, config.fsync).map_err(io_err)?;
         for (first, path) in &names {
             let scan = scan_segment(path).map_err(io_err)?;
             let file_len = std::fs::metadata(path).map_err(io_err)?.len();
@@ -254,6 +259,7 @@ impl Spool {
             dedupe_window_ms: config.dedupe_window_ms,
             dedupe_max: config.dedupe_max,
             recovered: Mutex::new(recovered),
+            seen: Mutex::new(seen_log),
         });
         let (head_tx, head) = watch::channel(next_seq);
         let (tx, rx) = mpsc::channel::<Append>(1024);
@@ -272,9 +278,15 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Appends one record of `entries` traces and waits until it is on disk.
-    /// Returns its sequence number.
-    pub async fn append(&self, payload: Vec<u8>, entries: u32, received_ms: i64) -> Result<u64, AppendError> {
+    /// Appends one record of `entries` traces, whose de-duplication window keys
+    /// are `keys`, and waits until it is on disk. Returns its sequence number.
+    pub async fn append(
+        &self,
+        payload: Vec<u8>,
+        entries: u32,
+        keys: Vec<u64>,
+        received_ms: i64,
+    ) -> Result<u64, AppendError> {
         if payload.len() > MAX_RECORD {
             return Err(AppendError::TooLarge(payload.len()));
         }
@@ -290,6 +302,7 @@ impl Spool {
             .send(Append {
                 payload,
                 entries,
+                keys,
                 received_ms,
                 done,
             })
@@ -338,9 +351,9 @@ impl Spool {
         }
     }
 
-    /// The content hashes and receive times of events spooled before this start
+    /// The window keys and receive times of events spooled before this start
     /// (still in segments, or in the seen log); taken once.
-    pub fn take_recovered_hashes(&self) -> Vec<(u128, i64)> {
+    pub fn take_recovered_hashes(&self) -> Vec<(u64, i64)> {
         std::mem::take(&mut *lock(&self.shared.recovered))
     }
 
@@ -469,20 +482,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Before a segment is deleted, keeps the hashes of its recent events in the
-    /// seen log, so a retry arriving after a restart is still recognised.
-    fn remember_hashes(&self, first: u64) -> io::Result<()> {
+    /// Before a segment is deleted, makes the seen log durable: the keys of its
+    /// events stay known after a restart.
+    fn remember_hashes(&self, _first: u64) -> io::Result<()> {
         if self.dedupe_max == 0 {
             return Ok(());
         }
         let min_ms = jiff::Timestamp::now().as_millisecond() - self.dedupe_window_ms;
-        let scan = match scan_segment(&segment_path(&self.dir, first)) {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let recent: Vec<(u128, i64)> = scan.hashes.into_iter().filter(|(_, ms)| *ms >= min_ms).collect();
-        seen::append(&self.dir, &recent, min_ms, self.dedupe_max, self.fsync)
+        lock(&self.seen).sync(self.dedupe_max as u64, min_ms)
     }
 
     /// Moves the cursor of every tracker that is more than its budget behind past
@@ -605,8 +612,8 @@ struct Scan {
     records: Vec<(u64, u32)>,
     /// Damaged records between valid ones (skipped by readers).
     corrupt: u64,
-    /// Content hashes of the events, with their receive times.
-    hashes: Vec<(u128, i64)>,
+    /// Window keys of the events, with their receive times.
+    hashes: Vec<(u64, i64)>,
 }
 
 /// Reads the record starting at `offset` of `bytes`, if it is whole and valid.
@@ -665,7 +672,7 @@ fn scan_segment(path: &Path) -> io::Result<Scan> {
                 for (meta, _) in entries::iter(payload) {
                     n += 1;
                     if let Some(hash) = crate::trace::meta_hash(meta) {
-                        scan.hashes.push((hash, h.received_ms));
+                        scan.hashes.push((crate::trace::window_key(hash), h.received_ms));
                     }
                 }
                 scan.records.push((h.seq, n));
@@ -693,6 +700,7 @@ struct Writer {
     next_seq: u64,
     segment_bytes: u64,
     fsync: bool,
+    dedupe: bool,
 }
 
 impl Writer {
@@ -723,6 +731,7 @@ impl Writer {
             next_seq,
             segment_bytes: config.segment_bytes,
             fsync: config.fsync,
+            dedupe: config.dedupe_max > 0,
         })
     }
 
@@ -800,6 +809,17 @@ impl Writer {
             );
         }
         self.shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if self.dedupe {
+            let keys: Vec<(u64, i64)> = group
+                .iter()
+                .flat_map(|a| a.keys.iter().map(move |k| (*k, a.received_ms)))
+                .collect();
+            // Synced before any segment is deleted (see `seen`); a failure here
+            // only weakens de-duplication after a restart.
+            if let Err(e) = lock(&self.shared.seen).append(&keys) {
+                tracing::warn!(error = %e, "appending to the seen log failed");
+            }
+        }
         Ok(first_seq)
     }
 
@@ -996,7 +1016,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(config(dir.path())).unwrap();
         for i in 0..10u8 {
-            let seq = spool.append(vec![i; 50], 1, 1000 + i as i64).await.unwrap();
+            let seq = spool
+                .append(vec![i; 50], 1, vec![], 1000 + i as i64)
+                .await
+                .unwrap();
             assert_eq!(seq, i as u64);
         }
         assert_eq!(spool.head(), 10);
@@ -1022,7 +1045,7 @@ mod tests {
             })
             .unwrap();
             for i in 0..3u8 {
-                spool.append(vec![i; 10], 1, 0).await.unwrap();
+                spool.append(vec![i; 10], 1, vec![], 0).await.unwrap();
             }
         }
         // A crash mid-write leaves half a record behind.
@@ -1033,7 +1056,7 @@ mod tests {
         drop(f);
         let spool = Spool::open(config(dir.path())).unwrap();
         assert_eq!(spool.head(), 3);
-        assert_eq!(spool.append(vec![9; 10], 1, 0).await.unwrap(), 3);
+        assert_eq!(spool.append(vec![9; 10], 1, vec![], 0).await.unwrap(), 3);
         let all = read_all(&spool, 0);
         assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
     }
@@ -1048,7 +1071,7 @@ mod tests {
         {
             let spool = Spool::open(cfg.clone()).unwrap();
             for i in 0..5u8 {
-                spool.append(vec![i; 40], 1, 0).await.unwrap();
+                spool.append(vec![i; 40], 1, vec![], 0).await.unwrap();
             }
         }
         // Flip a payload byte of record 2 (bit rot).
@@ -1090,8 +1113,8 @@ mod tests {
             ..config(dir.path())
         })
         .unwrap();
-        spool.append(vec![0; 60], 1, 0).await.unwrap();
-        let err = spool.append(vec![0; 60], 1, 0).await.unwrap_err();
+        spool.append(vec![0; 60], 1, vec![], 0).await.unwrap();
+        let err = spool.append(vec![0; 60], 1, vec![], 0).await.unwrap_err();
         assert!(matches!(err, AppendError::Full { .. }), "{err}");
         assert_eq!(spool.head(), 1, "nothing written");
     }
@@ -1121,7 +1144,7 @@ mod tests {
         assert_eq!(spool.activate("a").unwrap(), at(0));
         assert_eq!(spool.activate("b").unwrap(), at(0));
         for _ in 0..10 {
-            spool.append(vec![0; 50], 1, 0).await.unwrap();
+            spool.append(vec![0; 50], 1, vec![], 0).await.unwrap();
         }
         let before = spool.segments();
         spool.commit("a", &at(10)).unwrap();
@@ -1155,20 +1178,26 @@ mod tests {
         {
             let spool = Spool::open(config(dir.path())).unwrap();
             spool.activate("a").unwrap();
-            for h in 1..=6u128 {
-                spool.append(payload(h), 1, now).await.unwrap();
+            for n in 1..=6u128 {
+                let h = (n << 64) | n;
+                spool
+                    .append(payload(h), 1, vec![crate::trace::window_key(h)], now)
+                    .await
+                    .unwrap();
             }
             // Delivered: segments go, their hashes stay in the seen log.
             spool.commit("a", &at(6)).unwrap();
             assert_eq!(spool.segments(), 1);
         }
         let spool = Spool::open(config(dir.path())).unwrap();
-        let mut got: Vec<u128> = spool
+        let mut got: Vec<u64> = spool
             .take_recovered_hashes()
             .into_iter()
-            .map(|(h, _)| h)
+            .map(|(k, _)| k)
             .collect();
         got.sort();
+        // Keys of the live segment come from it and from the seen log.
+        got.dedup();
         assert_eq!(got, [1, 2, 3, 4, 5, 6]);
         assert!(spool.take_recovered_hashes().is_empty(), "taken once");
     }
@@ -1186,7 +1215,7 @@ mod tests {
         spool.activate("healthy").unwrap();
         spool.activate("stuck").unwrap();
         for i in 0..20u64 {
-            spool.append(vec![0; 50], 3, 0).await.unwrap();
+            spool.append(vec![0; 50], 3, vec![], 0).await.unwrap();
             spool.commit("healthy", &at(i + 1)).unwrap();
         }
         spool.collect_garbage().unwrap();
