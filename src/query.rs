@@ -115,8 +115,6 @@ struct View<'a> {
     source_ips: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Cow<'a, str>,
-    #[serde(borrow, default)]
-    event_hash: Cow<'a, str>,
 }
 
 /// Fills a [`View`] from a trace line and stops reading as soon as every field
@@ -149,7 +147,6 @@ enum ViewField {
     User,
     SourceIps,
     Time,
-    EventHash,
     #[serde(other)]
     Other,
 }
@@ -173,7 +170,6 @@ impl ViewField {
             ViewField::User => 1 << 7,
             ViewField::SourceIps => 1 << 8,
             ViewField::Time => 1 << 9,
-            ViewField::EventHash => 1 << 10,
             ViewField::Other => 0,
         }
     }
@@ -184,13 +180,13 @@ type Needed = u16;
 
 /// Every view field.
 #[cfg(test)]
-const ALL_FIELDS: Needed = (1 << 11) - 1;
+const ALL_FIELDS: Needed = (1 << 10) - 1;
 
-/// The fields `q` needs: the trace ID, event hash and time always, the others
-/// only when a filter or the namespace scope looks at them.
+/// The fields `q` needs: the trace ID and time always, the others only when a
+/// filter or the namespace scope looks at them.
 fn needed_fields(q: &Query) -> Needed {
     let f = &q.filter;
-    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit() | ViewField::EventHash.bit();
+    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit();
     for (used, field) in [
         (!f.verbs.is_empty(), ViewField::TraceName),
         (!f.ratings.is_empty(), ViewField::TraceRating),
@@ -235,7 +231,6 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
                 ViewField::Namespace => &mut v.namespace,
                 ViewField::User => &mut v.user,
                 ViewField::Time => &mut v.time,
-                ViewField::EventHash => &mut v.event_hash,
                 ViewField::SourceIps => {
                     let ips: Vec<Borrowed<'de>> = m.next_value()?;
                     v.source_ips = ips.into_iter().map(|b| b.0).collect();
@@ -386,19 +381,28 @@ impl FileScan {
 /// of a trace's content, so crafted traces must not be able to degrade the set.
 type IdSet = HashSet<u64>;
 
-/// The de-duplication key of a trace: its content hash (`event_hash`, the key
-/// the webhook stores an event once by), never the client-chosen trace ID alone —
-/// two different operations that share an `Audit-ID` are two results. Traces
-/// written before `event_hash` existed are keyed by their whole line.
-fn trace_key(event_hash: &str, line: &[u8]) -> u64 {
-    if event_hash.len() >= 16
-        && let Ok(k) = u64::from_str_radix(&event_hash[..16], 16)
-    {
-        return k;
+/// The de-duplication key of a trace: BLAKE3 over its whole line except the
+/// value of `record_time` (when kubetrail received it, which differs between a
+/// batch and its retry stored by another replica). Never the client-chosen trace
+/// ID alone: two different operations that share an `Audit-ID` are two results,
+/// and nobody can make one line pass for another.
+fn trace_key(line: &[u8]) -> u64 {
+    const FIELD: &[u8] = b"\"record_time\":\"";
+    let mut h = blake3::Hasher::new();
+    match memchr::memmem::find(line, FIELD) {
+        Some(at) => {
+            let value = at + FIELD.len();
+            let end = memchr::memchr(b'"', &line[value..]).map_or(line.len(), |e| value + e);
+            h.update(&line[..value]);
+            h.update(&line[end..]);
+        }
+        None => {
+            h.update(line);
+        }
     }
-    line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+    let mut out = [0u8; 8];
+    h.finalize_xof().fill(&mut out);
+    u64::from_le_bytes(out)
 }
 
 /// The decompressed content of a file, read in large blocks and cut into lines
@@ -504,7 +508,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) {
             continue;
         }
-        let hash = trace_key(&v.event_hash, line);
+        let hash = trace_key(line);
         scan.matched.push(hash);
         let full = newest.len().max(oldest.len()) >= limit;
         let better = match q.order {
@@ -755,10 +759,12 @@ mod tests {
 
     #[test]
     fn duplicates_are_keyed_by_content_not_by_trace_id() {
-        let a = r#"{"event_hash":"0000000000000001ffffffffffffffff","trace_id":"same","time":"2026-11-24T01:00:00Z","trace_name":"delete secrets"}"#;
-        let b = r#"{"event_hash":"0000000000000002ffffffffffffffff","trace_id":"same","time":"2026-11-24T01:00:01Z","trace_name":"get secrets"}"#;
+        let a = r#"{"trace_id":"same","time":"2026-11-24T01:00:00Z","trace_name":"delete secrets","record_time":"2026-11-24T01:00:00.1Z","tracker":"t"}"#;
+        // The same operation stored again by another replica: only record_time differs.
+        let a_again = a.replace("01:00:00.1Z", "01:00:07.9Z");
+        let b = r#"{"trace_id":"same","time":"2026-11-24T01:00:00Z","trace_name":"get secrets","record_time":"2026-11-24T01:00:00.1Z","tracker":"t"}"#;
         let old = r#"{"trace_id":"same","time":"2026-11-24T01:00:02Z"}"#;
-        let body = format!("{a}\n{b}\n{a}\n{old}\n{old}\n");
+        let body = format!("{a}\n{b}\n{a_again}\n{old}\n{old}\n");
         let scan = scan_file(
             &q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z"),
             "x.jsonl",
@@ -790,7 +796,7 @@ mod tests {
             ("t", "a", "n")
         );
         // Once every field was seen, what follows is not even looked at.
-        let line = br#"{"event_hash":"00","trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
+        let line = br#"{"trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"time":"t","request":{"broken"#;
         assert_eq!(view(line, ALL_FIELDS).unwrap().user, "u");
         assert!(view(b"{not json", ALL_FIELDS).is_none());
         assert!(

@@ -225,7 +225,7 @@ mod tests {
             groups: vec![Cow::Borrowed("dev")],
             stage: "ResponseComplete".into(),
             time_ms: 0,
-            hash: "".into(),
+            key: 0,
         }
     }
 
@@ -338,7 +338,7 @@ mod criteria_tests {
             groups: vec![Cow::Borrowed("ci")],
             stage: "ResponseComplete".into(),
             time_ms: 0,
-            hash: "".into(),
+            key: 0,
         };
         for json in [
             r#"{"apiGroups":["core"],"resources":["pods/*"],"users":["system:serviceaccount:*"],"verbs":["delete"]}"#,

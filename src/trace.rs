@@ -67,10 +67,10 @@ pub struct RouteMeta<'a> {
     pub stage: Cow<'a, str>,
     /// Trace time (requestReceivedTimestamp), Unix milliseconds.
     pub time_ms: i64,
-    /// Content hash of the event ([`event_hash`]), 32 hex digits; empty in
-    /// records spooled by older versions.
-    #[serde(borrow, default)]
-    pub hash: Cow<'a, str>,
+    /// De-duplication window key of the event ([`window_key`] of its
+    /// [`event_hash`]); 0 in records spooled by older versions.
+    #[serde(default)]
+    pub key: u64,
 }
 
 /// The part of a content hash the de-duplication window keeps (64 of its 128
@@ -80,15 +80,14 @@ pub fn window_key(hash: u128) -> u64 {
     (hash >> 64) as u64
 }
 
-/// The content hash in a spooled entry's routing metadata.
-pub fn meta_hash(meta: &[u8]) -> Option<u128> {
+/// The window key in a spooled entry's routing metadata.
+pub fn meta_key(meta: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
-    struct Only<'a> {
-        #[serde(borrow, default)]
-        hash: Option<Cow<'a, str>>,
+    struct Only {
+        #[serde(default)]
+        key: Option<u64>,
     }
-    let only: Only<'_> = serde_json::from_slice(meta).ok()?;
-    u128::from_str_radix(only.hash?.as_ref(), 16).ok()
+    serde_json::from_slice::<Only>(meta).ok()?.key.filter(|k| *k != 0)
 }
 
 /// A request or response body: passed through as it came, or rewritten.
@@ -243,18 +242,12 @@ pub fn build<'a>(
         cluster,
     };
     // Serializing plain data into a Vec cannot fail. The record is hashed as
-    // written, then the line is `{"event_hash":…,` + the record + `,"record_time":…}`:
-    // the hash comes first so readers that stop early still see it.
+    // written, then `record_time` (which differs between a batch and its retry)
+    // is added as the last field.
     let start = line.len();
     let _ = serde_json::to_writer(&mut *line, &record);
-    let hash = event_hash(&line[start..], secret.then_some(event));
-    let hex = format!("{hash:032x}");
-    let mut head = Vec::with_capacity(48);
-    head.extend_from_slice(b"{\"event_hash\":\"");
-    head.extend_from_slice(hex.as_bytes());
-    head.extend_from_slice(b"\",");
+    let key = window_key(event_hash(&line[start..], secret.then_some(event)));
     line.pop(); // the record's closing brace
-    line.splice(start..start + 1, head);
     line.extend_from_slice(b",\"record_time\":");
     let _ = serde_json::to_writer(&mut *line, record_time);
     line.push(b'}');
@@ -273,20 +266,21 @@ pub fn build<'a>(
             .collect(),
         stage: Cow::Borrowed(stage),
         time_ms: parse_time_ms(time).unwrap_or(0),
-        hash: Cow::Owned(hex),
+        key,
     }
 }
 
 /// The content hash of an event: BLAKE3 (128 bits) over its trace record as
-/// serialized without `event_hash` and `record_time` — every field of the event
-/// the trace keeps, bodies included —
+/// serialized without `record_time` — every field of the event the trace keeps,
+/// bodies included —
 /// and, where redaction rewrote the bodies, over the original bodies too, so two
 /// operations that differ only in a redacted value are still two.
 ///
 /// A retry of the same event hashes the same; two different operations never
 /// do, even when a client gave both the same `Audit-ID`. The webhook stores an
-/// event once per hash (within its window) and the query engine de-duplicates
-/// by it.
+/// event once per hash (within its window). The hash is not written into the
+/// trace file: random digits cost compression, and a reader can compute a
+/// content key from the line itself (see `query`).
 pub fn event_hash(trace_without_record_time: &[u8], redacted: Option<&Event<'_>>) -> u128 {
     let mut h = blake3::Hasher::new();
     h.update(trace_without_record_time);

@@ -69,8 +69,9 @@ impl Batch {
     pub fn push(&mut self, line: &[u8], suffix: &[u8]) -> std::io::Result<()> {
         let body = line.strip_suffix(b"}").unwrap_or(line);
         if self.chunk.capacity() == 0 {
-            // Sized on first use: a tracker may have several files open, most small.
-            self.chunk.reserve(body.len().clamp(64 * 1024, CHUNK + 64 * 1024));
+            // Sized on first use (a file that stays empty costs nothing), once:
+            // growing by doubling would copy every chunk several times.
+            self.chunk.reserve(CHUNK + 64 * 1024);
         }
         self.chunk.extend_from_slice(body);
         self.chunk.extend_from_slice(suffix);

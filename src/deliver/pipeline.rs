@@ -897,7 +897,7 @@ mod tests {
             groups: vec![],
             stage: "ResponseComplete".into(),
             time_ms: 0,
-            hash: "".into(),
+            key: 0,
         };
         let r = Redaction {
             exec_command: true,

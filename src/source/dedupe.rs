@@ -12,8 +12,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::trace::window_key as short;
-
 #[derive(Default)]
 struct Inner {
     /// Stored events.
@@ -69,47 +67,47 @@ impl Window {
     }
 
     /// Decides which of a batch's events are new, and reserves those.
-    pub fn admit(&self, hashes: &[u128]) -> Admit {
+    pub fn admit(&self, hashes: &[u64]) -> Admit {
         if self.max == 0 {
             return Admit::Decided(vec![true; hashes.len()]);
         }
         let mut inner = self.lock();
-        if hashes.iter().any(|h| inner.pending.contains(&short(*h))) {
+        if hashes.iter().any(|h| inner.pending.contains(h)) {
             return Admit::Wait;
         }
         let mut in_batch = HashSet::new();
         let fresh: Vec<bool> = hashes
             .iter()
-            .map(|h| !inner.stored.contains(&short(*h)) && in_batch.insert(short(*h)))
+            .map(|h| !inner.stored.contains(h) && in_batch.insert(*h))
             .collect();
         for (h, new) in hashes.iter().zip(&fresh) {
             if *new {
-                inner.pending.insert(short(*h));
+                inner.pending.insert(*h);
             }
         }
         Admit::Decided(fresh)
     }
 
     /// The reserved events are durable.
-    pub fn confirm(&self, hashes: &[u128], received_ms: i64) {
+    pub fn confirm(&self, hashes: &[u64], received_ms: i64) {
         if self.max == 0 {
             return;
         }
         let mut inner = self.lock();
         for h in hashes {
-            inner.pending.remove(&short(*h));
-            if inner.stored.insert(short(*h)) {
-                inner.order.push_back((short(*h), received_ms));
+            inner.pending.remove(h);
+            if inner.stored.insert(*h) {
+                inner.order.push_back((*h, received_ms));
             }
         }
         self.evict(&mut inner, received_ms);
     }
 
     /// The reserved events could not be stored: a retry must store them.
-    pub fn release(&self, hashes: &[u128]) {
+    pub fn release(&self, hashes: &[u64]) {
         let mut inner = self.lock();
         for h in hashes {
-            inner.pending.remove(&short(*h));
+            inner.pending.remove(h);
         }
     }
 
@@ -137,9 +135,8 @@ impl Window {
 mod tests {
     use super::*;
 
-    /// A hash whose window key is `n`.
-    fn h(n: u64) -> u128 {
-        (n as u128) << 64 | 0xabc
+    fn h(n: u64) -> u64 {
+        n
     }
 
     #[test]

@@ -257,7 +257,7 @@ async fn receive(
             }
         }
     };
-    let reserved: Vec<u128> = encoded
+    let reserved: Vec<u64> = encoded
         .hashes
         .iter()
         .zip(&fresh)
@@ -283,7 +283,7 @@ async fn receive(
         .append(
             payload,
             reserved.len() as u32,
-            reserved.iter().map(|h| crate::trace::window_key(*h)).collect(),
+            reserved.clone(),
             received.as_millisecond(),
         )
         .await
@@ -362,8 +362,8 @@ async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadEr
 /// A batch's traces encoded as one spool record payload.
 pub struct Encoded {
     pub payload: Vec<u8>,
-    /// Content hash of each event, in order.
-    pub hashes: Vec<u128>,
+    /// De-duplication window key of each event, in order.
+    pub hashes: Vec<u64>,
 }
 
 impl Encoded {
@@ -391,7 +391,7 @@ pub fn encode(body: &[u8], cluster: &str, received: jiff::Timestamp) -> Result<E
         line.clear();
         meta.clear();
         let m = trace::build(event, cluster, &record_time, &mut line);
-        hashes.push(u128::from_str_radix(&m.hash, 16).unwrap_or_default());
+        hashes.push(m.key);
         // Serializing plain data into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut meta, &m);
         entries::push(&mut payload, &meta, &line);

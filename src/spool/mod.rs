@@ -671,8 +671,8 @@ fn scan_segment(path: &Path) -> io::Result<Scan> {
                 let mut n = 0u32;
                 for (meta, _) in entries::iter(payload) {
                     n += 1;
-                    if let Some(hash) = crate::trace::meta_hash(meta) {
-                        scan.hashes.push((crate::trace::window_key(hash), h.received_ms));
+                    if let Some(key) = crate::trace::meta_key(meta) {
+                        scan.hashes.push((key, h.received_ms));
                     }
                 }
                 scan.records.push((h.seq, n));
@@ -1171,7 +1171,7 @@ mod tests {
         let now = jiff::Timestamp::now().as_millisecond();
         let payload = |h: u128| {
             let mut p = Vec::new();
-            let meta = format!(r#"{{"verb":"get","hash":"{h:032x}"}}"#);
+            let meta = format!(r#"{{"verb":"get","key":{}}}"#, crate::trace::window_key(h));
             entries::push(&mut p, meta.as_bytes(), b"{}");
             p
         };
