@@ -313,7 +313,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for s in 0..args.senders {
+    let senders = args.senders.max(1);
+    for s in 0..senders {
         let (bodies, sent_events, sent_bytes, refused) = (
             bodies.clone(),
             sent_events.clone(),
@@ -327,7 +328,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             // Every send carries new audit IDs (the first 8 hex digits are this
             // sender's counter), so no event is a copy the webhook would skip.
-            let mut mine: Vec<Vec<u8>> = bodies.to_vec();
+            // A sender copies only the bodies it sends.
+            let mut mine: Vec<Vec<u8>> = (s..bodies.len())
+                .step_by(senders)
+                .map(|j| bodies[j].clone())
+                .collect();
+            if mine.is_empty() {
+                mine.push(bodies[s % bodies.len()].clone());
+            }
             let marks: Vec<Vec<usize>> = mine
                 .iter()
                 .map(|b| {
