@@ -165,6 +165,40 @@ pub fn build<'a>(
     record_time: &'a str,
     line: &mut Vec<u8>,
 ) -> RouteMeta<'a> {
+    let start = line.len();
+    let built = build_unhashed(event, cluster, record_time, line);
+    let key = window_key(built.hash(&line[start..], event));
+    let mut meta = built.meta;
+    meta.key = key;
+    meta
+}
+
+/// A trace written by [`build_unhashed`]: its routing metadata (without its
+/// window key) and what its content hash covers.
+pub struct Built<'a> {
+    pub meta: RouteMeta<'a>,
+    /// The line's first `record_len` bytes are the record (without its closing
+    /// brace; `record_time` follows).
+    pub record_len: usize,
+    /// Redaction rewrote the bodies: the originals count too.
+    pub redacted: bool,
+}
+
+impl Built<'_> {
+    /// The content hash ([`event_hash`]) of the line written for `event`.
+    pub fn hash(&self, line: &[u8], event: &Event<'_>) -> u128 {
+        event_hash_parts(&line[..self.record_len], self.redacted.then_some(event))
+    }
+}
+
+/// [`build`] without the content hash, so a batch's hashes can be computed in
+/// parallel (the webhook does).
+pub fn build_unhashed<'a>(
+    event: &'a Event<'a>,
+    cluster: &'a str,
+    record_time: &'a str,
+    line: &mut Vec<u8>,
+) -> Built<'a> {
     let verb = event.verb.as_deref().unwrap_or("");
     let stage = event.stage.as_deref().unwrap_or("");
     let obj = event.object_ref.as_ref();
@@ -246,13 +280,13 @@ pub fn build<'a>(
     // is added as the last field.
     let start = line.len();
     let _ = serde_json::to_writer(&mut *line, &record);
-    let key = window_key(event_hash(&line[start..], secret.then_some(event)));
     line.pop(); // the record's closing brace
+    let record_len = line.len() - start;
     line.extend_from_slice(b",\"record_time\":");
     let _ = serde_json::to_writer(&mut *line, record_time);
     line.push(b'}');
     let namespace = obj.and_then(|o| o.namespace.as_deref()).unwrap_or("");
-    RouteMeta {
+    let meta = RouteMeta {
         verb: Cow::Borrowed(verb),
         group: Cow::Borrowed(group),
         resource,
@@ -266,7 +300,12 @@ pub fn build<'a>(
             .collect(),
         stage: Cow::Borrowed(stage),
         time_ms: parse_time_ms(time).unwrap_or(0),
-        key,
+        key: 0,
+    };
+    Built {
+        meta,
+        record_len,
+        redacted: secret,
     }
 }
 
@@ -282,8 +321,17 @@ pub fn build<'a>(
 /// trace file: random digits cost compression, and a reader can compute a
 /// content key from the line itself (see `query`).
 pub fn event_hash(trace_without_record_time: &[u8], redacted: Option<&Event<'_>>) -> u128 {
+    let record = trace_without_record_time
+        .strip_suffix(b"}")
+        .unwrap_or(trace_without_record_time);
+    event_hash_parts(record, redacted)
+}
+
+/// [`event_hash`] of a record given without its closing brace.
+fn event_hash_parts(record_open: &[u8], redacted: Option<&Event<'_>>) -> u128 {
     let mut h = blake3::Hasher::new();
-    h.update(trace_without_record_time);
+    h.update(record_open);
+    h.update(b"}");
     if let Some(e) = redacted {
         for body in [e.request_object, e.response_object] {
             h.update(b"\0");

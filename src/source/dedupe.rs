@@ -9,17 +9,64 @@
 //! ([`crate::spool::Spool::take_recovered_hashes`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Keys are already uniform (truncated BLAKE3 of content nobody can grind
+/// offline: the apiserver stamps the times), so they are their own hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Keys = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Default)]
 struct Inner {
     /// Stored events.
-    stored: HashSet<u64>,
+    stored: Keys,
     /// Being appended by a request: its outcome decides.
-    pending: HashSet<u64>,
-    /// Stored hashes in the order they were stored, with their receive times.
-    order: VecDeque<(u64, i64)>,
+    pending: Keys,
+    /// Stored keys in the order they were stored (8 bytes each) …
+    order: VecDeque<u64>,
+    /// … and their receive times, as runs of (second, events in it).
+    times: VecDeque<(i64, u32)>,
+}
+
+impl Inner {
+    fn push(&mut self, key: u64, received_ms: i64) {
+        self.order.push_back(key);
+        let sec = received_ms.div_euclid(1000);
+        match self.times.back_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => self.times.push_back((sec, 1)),
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(k) = self.order.pop_front() {
+            self.stored.remove(&k);
+        }
+        if let Some((_, n)) = self.times.front_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.times.pop_front();
+            }
+        }
+    }
 }
 
 /// Hashes of recently stored events.
@@ -54,7 +101,7 @@ impl Window {
             let mut inner = w.lock();
             for (k, ms) in recovered {
                 if inner.stored.insert(k) {
-                    inner.order.push_back((k, ms));
+                    inner.push(k, ms);
                 }
             }
             w.evict(&mut inner, now_ms);
@@ -75,7 +122,7 @@ impl Window {
         if hashes.iter().any(|h| inner.pending.contains(h)) {
             return Admit::Wait;
         }
-        let mut in_batch = HashSet::new();
+        let mut in_batch: Keys = HashSet::default();
         let fresh: Vec<bool> = hashes
             .iter()
             .map(|h| !inner.stored.contains(h) && in_batch.insert(*h))
@@ -97,7 +144,7 @@ impl Window {
         for h in hashes {
             inner.pending.remove(h);
             if inner.stored.insert(*h) {
-                inner.order.push_back((*h, received_ms));
+                inner.push(*h, received_ms);
             }
         }
         self.evict(&mut inner, received_ms);
@@ -112,12 +159,9 @@ impl Window {
     }
 
     fn evict(&self, inner: &mut Inner, now_ms: i64) {
-        while let Some(&(h, ms)) = inner.order.front() {
-            if inner.order.len() <= self.max && ms >= now_ms - self.window_ms {
-                break;
-            }
-            inner.order.pop_front();
-            inner.stored.remove(&h);
+        let oldest_sec = (now_ms - self.window_ms).div_euclid(1000);
+        while inner.order.len() > self.max || inner.times.front().is_some_and(|(sec, _)| *sec < oldest_sec) {
+            inner.pop();
         }
     }
 

@@ -379,24 +379,65 @@ impl Encoded {
     }
 }
 
+/// Batches at least this large hash their events on [`hash_pool`]'s threads.
+const PARALLEL_HASH_MIN: usize = 64;
+
+/// Threads that hash a batch's events while the request waits: the answer
+/// comes sooner when a core is free. Separate from compression's pool, whose
+/// queued chunks would otherwise delay the answer.
+fn hash_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ingest-hash-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// Parses a batch and encodes its traces as one spool record payload.
 pub fn encode(body: &[u8], cluster: &str, received: jiff::Timestamp) -> Result<Encoded, audit::ParseError> {
+    use rayon::prelude::*;
     let list = audit::parse_event_list(body)?;
     let record_time = received.to_string();
-    let mut payload = Vec::with_capacity(body.len() + body.len() / 8);
-    let mut hashes = Vec::with_capacity(list.items.len());
-    let mut line = Vec::with_capacity(4096);
-    let mut meta = Vec::with_capacity(256);
+    // Lines first (serialising is cheap), then the content hashes (in parallel
+    // for a large batch), then the payload with each trace's metadata and key.
+    let mut lines = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut built = Vec::with_capacity(list.items.len());
     for event in &list.items {
-        line.clear();
-        meta.clear();
-        let m = trace::build(event, cluster, &record_time, &mut line);
-        hashes.push(m.key);
-        // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut meta, &m);
-        entries::push(&mut payload, &meta, &line);
+        let start = lines.len();
+        let b = trace::build_unhashed(event, cluster, &record_time, &mut lines);
+        built.push((start..lines.len(), b));
     }
-    Ok(Encoded { payload, hashes })
+    let hash = |(range, b): &(std::ops::Range<usize>, trace::Built<'_>), event: &audit::Event<'_>| {
+        trace::window_key(b.hash(&lines[range.clone()], event))
+    };
+    let keys: Vec<u64> = match hash_pool() {
+        Some(pool) if built.len() >= PARALLEL_HASH_MIN => pool.install(|| {
+            built
+                .par_iter()
+                .zip(list.items.par_iter())
+                .map(|(b, e)| hash(b, e))
+                .collect()
+        }),
+        _ => built.iter().zip(&list.items).map(|(b, e)| hash(b, e)).collect(),
+    };
+    let mut payload = Vec::with_capacity(lines.len() + built.len() * 200);
+    let mut meta = Vec::with_capacity(256);
+    for ((range, b), key) in built.iter_mut().zip(&keys) {
+        b.meta.key = *key;
+        meta.clear();
+        // Serializing plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut meta, &b.meta);
+        entries::push(&mut payload, &meta, &lines[range.clone()]);
+    }
+    Ok(Encoded {
+        payload,
+        hashes: keys,
+    })
 }
 
 /// TLS settings of the webhook listener.
