@@ -67,17 +67,10 @@ pub struct RouteMeta<'a> {
     pub stage: Cow<'a, str>,
     /// Trace time (requestReceivedTimestamp), Unix milliseconds.
     pub time_ms: i64,
-    /// De-duplication window key of the event ([`window_key`] of its
-    /// [`event_hash`]); 0 in records spooled by older versions.
+    /// De-duplication key of the batch the trace came in (see
+    /// [`crate::source::dedupe`]); 0 in records spooled by older versions.
     #[serde(default)]
     pub key: u64,
-}
-
-/// The part of a content hash the de-duplication window keeps (64 of its 128
-/// bits: a million events in ~26 MiB, and about one chance in 10^13 per event of
-/// taking a new event for a copy; the hash is cryptographic, so nobody can aim).
-pub fn window_key(hash: u128) -> u64 {
-    (hash >> 64) as u64
 }
 
 /// The window key in a spooled entry's routing metadata.
@@ -165,40 +158,6 @@ pub fn build<'a>(
     record_time: &'a str,
     line: &mut Vec<u8>,
 ) -> RouteMeta<'a> {
-    let start = line.len();
-    let built = build_unhashed(event, cluster, record_time, line);
-    let key = window_key(built.hash(&line[start..], event));
-    let mut meta = built.meta;
-    meta.key = key;
-    meta
-}
-
-/// A trace written by [`build_unhashed`]: its routing metadata (without its
-/// window key) and what its content hash covers.
-pub struct Built<'a> {
-    pub meta: RouteMeta<'a>,
-    /// The line's first `record_len` bytes are the record (without its closing
-    /// brace; `record_time` follows).
-    pub record_len: usize,
-    /// Redaction rewrote the bodies: the originals count too.
-    pub redacted: bool,
-}
-
-impl Built<'_> {
-    /// The content hash ([`event_hash`]) of the line written for `event`.
-    pub fn hash(&self, line: &[u8], event: &Event<'_>) -> u128 {
-        event_hash_parts(&line[..self.record_len], self.redacted.then_some(event))
-    }
-}
-
-/// [`build`] without the content hash, so a batch's hashes can be computed in
-/// parallel (the webhook does).
-pub fn build_unhashed<'a>(
-    event: &'a Event<'a>,
-    cluster: &'a str,
-    record_time: &'a str,
-    line: &mut Vec<u8>,
-) -> Built<'a> {
     let verb = event.verb.as_deref().unwrap_or("");
     let stage = event.stage.as_deref().unwrap_or("");
     let obj = event.object_ref.as_ref();
@@ -275,18 +234,16 @@ pub fn build_unhashed<'a>(
         response: body(event.response_object),
         cluster,
     };
-    // Serializing plain data into a Vec cannot fail. The record is hashed as
-    // written, then `record_time` (which differs between a batch and its retry)
-    // is added as the last field.
-    let start = line.len();
+    // Serializing plain data into a Vec cannot fail. `record_time` (which
+    // differs between a batch and its retry) comes last, so a reader can key a
+    // trace by everything before it.
     let _ = serde_json::to_writer(&mut *line, &record);
     line.pop(); // the record's closing brace
-    let record_len = line.len() - start;
     line.extend_from_slice(b",\"record_time\":");
     let _ = serde_json::to_writer(&mut *line, record_time);
     line.push(b'}');
     let namespace = obj.and_then(|o| o.namespace.as_deref()).unwrap_or("");
-    let meta = RouteMeta {
+    RouteMeta {
         verb: Cow::Borrowed(verb),
         group: Cow::Borrowed(group),
         resource,
@@ -301,48 +258,7 @@ pub fn build_unhashed<'a>(
         stage: Cow::Borrowed(stage),
         time_ms: parse_time_ms(time).unwrap_or(0),
         key: 0,
-    };
-    Built {
-        meta,
-        record_len,
-        redacted: secret,
     }
-}
-
-/// The content hash of an event: BLAKE3 (128 bits) over its trace record as
-/// serialized without `record_time` — every field of the event the trace keeps,
-/// bodies included —
-/// and, where redaction rewrote the bodies, over the original bodies too, so two
-/// operations that differ only in a redacted value are still two.
-///
-/// A retry of the same event hashes the same; two different operations never
-/// do, even when a client gave both the same `Audit-ID`. The webhook stores an
-/// event once per hash (within its window). The hash is not written into the
-/// trace file: random digits cost compression, and a reader can compute a
-/// content key from the line itself (see `query`).
-pub fn event_hash(trace_without_record_time: &[u8], redacted: Option<&Event<'_>>) -> u128 {
-    let record = trace_without_record_time
-        .strip_suffix(b"}")
-        .unwrap_or(trace_without_record_time);
-    event_hash_parts(record, redacted)
-}
-
-/// [`event_hash`] of a record given without its closing brace.
-fn event_hash_parts(record_open: &[u8], redacted: Option<&Event<'_>>) -> u128 {
-    let mut h = blake3::Hasher::new();
-    h.update(record_open);
-    h.update(b"}");
-    if let Some(e) = redacted {
-        for body in [e.request_object, e.response_object] {
-            h.update(b"\0");
-            if let Some(raw) = body {
-                h.update(raw.get().as_bytes());
-            }
-        }
-    }
-    let mut out = [0u8; 16];
-    h.finalize_xof().fill(&mut out);
-    u128::from_be_bytes(out)
 }
 
 /// The fields people read first, parsed back from a stored trace line (for

@@ -503,7 +503,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                     .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
                     .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
                 let encoded =
-                    source::encode(body.as_bytes(), &cluster, ts).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    source::encode(body.as_bytes(), &cluster, ts, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
                 for (_, line) in entries::iter(&encoded.payload).take(n - done) {
                     batch.push(line, &suffix)?;
                     done += 1;

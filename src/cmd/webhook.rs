@@ -91,7 +91,10 @@ impl WebhookArgs {
         let recovered = spool.take_recovered_hashes();
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let dedupe = Arc::new(Window::new(window, self.dedupe_max_events, recovered, now_ms));
-        tracing::info!(remembered = dedupe.len(), "de-duplication window restored");
+        tracing::info!(
+            remembered_events = dedupe.events(),
+            "de-duplication window restored"
+        );
         let lifecycle = Lifecycle::new(ready);
         let tokens = match &self.token_file {
             Some(p) => std::fs::read_to_string(p)

@@ -1,20 +1,35 @@
-//! The de-duplication window: an identical audit event is stored once.
+//! The de-duplication window: a re-sent batch is stored once.
 //!
 //! The kube-apiserver re-sends a batch whose answer it did not see (a timeout, a
-//! restart of this replica). Each event's content hash ([`crate::trace::event_hash`])
-//! is remembered for `window` or the last `max` events; an event whose hash is in
-//! the window is acknowledged and not stored again. The key is the whole event,
-//! never the client-chosen `auditID`: two different operations that share an
-//! `Audit-ID` are both kept. The hashes survive a restart through the spool
-//! ([`crate::spool::Spool::take_recovered_hashes`]).
+//! restart or stop of this replica), and it re-sends it as it was: the same
+//! `EventList`, serialised the same way. A batch's key is the BLAKE3 hash of its
+//! whole body — every byte of every event, never the client-chosen `auditID` —
+//! and the keys of the batches stored in the last `window` (or covering the last
+//! `max` events) are remembered; a batch whose key is known is acknowledged and
+//! not stored again. Two different operations that share an `Audit-ID` differ in
+//! their bytes, so they are both kept. Hashing the body as one input lets BLAKE3
+//! work on many chunks at once: a few percent of ingest, where a hash per event
+//! cost about ten (see `docs/benchmarks.md`). The keys survive a restart through
+//! the spool ([`crate::spool::Spool::take_recovered_hashes`]). What the window does
+//! not see (an identical event in a different batch) the query engine still shows
+//! once: it de-duplicates by content too.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Keys are already uniform (truncated BLAKE3 of content nobody can grind
-/// offline: the apiserver stamps the times), so they are their own hash.
+/// The key of a batch body: 64 bits of its BLAKE3 hash (about one chance in
+/// 10^13 per batch of taking a new batch for a copy; nobody can aim for it).
+pub fn batch_key(body: &[u8]) -> u64 {
+    let mut out = [0u8; 8];
+    blake3::Hasher::new().update(body).finalize_xof().fill(&mut out);
+    // 0 means "no key" in spooled metadata.
+    u64::from_le_bytes(out).max(1)
+}
+
+/// Keys are already uniform (BLAKE3 of content nobody can grind offline: the
+/// apiserver stamps the times), so they are their own hash.
 #[derive(Default)]
 struct KeyHasher(u64);
 
@@ -36,64 +51,45 @@ type Keys = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Default)]
 struct Inner {
-    /// Stored events.
+    /// Stored batches.
     stored: Keys,
     /// Being appended by a request: its outcome decides.
     pending: Keys,
-    /// Stored keys in the order they were stored (8 bytes each) …
-    order: VecDeque<u64>,
-    /// … and their receive times, as runs of (second, events in it).
-    times: VecDeque<(i64, u32)>,
+    /// Stored keys in the order they were stored, with their events and
+    /// receive time.
+    order: VecDeque<(u64, u32, i64)>,
+    /// Events of the batches in `order`.
+    events: u64,
 }
 
-impl Inner {
-    fn push(&mut self, key: u64, received_ms: i64) {
-        self.order.push_back(key);
-        let sec = received_ms.div_euclid(1000);
-        match self.times.back_mut() {
-            Some((s, n)) if *s == sec => *n += 1,
-            _ => self.times.push_back((sec, 1)),
-        }
-    }
-
-    fn pop(&mut self) {
-        if let Some(k) = self.order.pop_front() {
-            self.stored.remove(&k);
-        }
-        if let Some((_, n)) = self.times.front_mut() {
-            *n -= 1;
-            if *n == 0 {
-                self.times.pop_front();
-            }
-        }
-    }
-}
-
-/// Hashes of recently stored events.
+/// Keys of recently stored batches.
 pub struct Window {
     inner: Mutex<Inner>,
     window_ms: i64,
-    max: usize,
+    max: u64,
 }
 
 /// The answer of [`Window::admit`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
-    /// Per event: `true` if it is new (and now reserved), `false` if it is a copy.
-    Decided(Vec<bool>),
-    /// An identical event is being stored by another request right now: ask
+    /// New: reserved; store it, then [`Window::confirm`] or [`Window::release`].
+    New,
+    /// Stored already: acknowledge it without storing it again.
+    Copy,
+    /// An identical batch is being stored by another request right now: ask
     /// again when it is done.
     Wait,
 }
 
 impl Window {
     /// A window of `window` or `max` events, whichever is smaller, starting with
-    /// the hashes recovered from the spool. `max == 0` turns de-duplication off.
+    /// the keys recovered from the spool (one per spooled event). `max == 0`
+    /// turns de-duplication off.
     pub fn new(window: Duration, max: usize, recovered: Vec<(u64, i64)>, now_ms: i64) -> Window {
         let w = Window {
             inner: Mutex::default(),
             window_ms: window.as_millis() as i64,
-            max,
+            max: max as u64,
         };
         if max > 0 {
             let mut recovered = recovered;
@@ -101,8 +97,11 @@ impl Window {
             let mut inner = w.lock();
             for (k, ms) in recovered {
                 if inner.stored.insert(k) {
-                    inner.push(k, ms);
+                    inner.order.push_back((k, 1, ms));
+                } else if let Some(last) = inner.order.back_mut().filter(|(lk, _, _)| *lk == k) {
+                    last.1 += 1;
                 }
+                inner.events += 1;
             }
             w.evict(&mut inner, now_ms);
         }
@@ -113,65 +112,55 @@ impl Window {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides which of a batch's events are new, and reserves those.
-    pub fn admit(&self, hashes: &[u64]) -> Admit {
+    /// Decides whether a batch is new, and reserves it if it is.
+    pub fn admit(&self, key: u64) -> Admit {
         if self.max == 0 {
-            return Admit::Decided(vec![true; hashes.len()]);
+            return Admit::New;
         }
         let mut inner = self.lock();
-        if hashes.iter().any(|h| inner.pending.contains(h)) {
-            return Admit::Wait;
+        if inner.pending.contains(&key) {
+            Admit::Wait
+        } else if inner.stored.contains(&key) {
+            Admit::Copy
+        } else {
+            inner.pending.insert(key);
+            Admit::New
         }
-        let mut in_batch: Keys = HashSet::default();
-        let fresh: Vec<bool> = hashes
-            .iter()
-            .map(|h| !inner.stored.contains(h) && in_batch.insert(*h))
-            .collect();
-        for (h, new) in hashes.iter().zip(&fresh) {
-            if *new {
-                inner.pending.insert(*h);
-            }
-        }
-        Admit::Decided(fresh)
     }
 
-    /// The reserved events are durable.
-    pub fn confirm(&self, hashes: &[u64], received_ms: i64) {
+    /// The reserved batch of `events` events is durable.
+    pub fn confirm(&self, key: u64, events: u32, received_ms: i64) {
         if self.max == 0 {
             return;
         }
         let mut inner = self.lock();
-        for h in hashes {
-            inner.pending.remove(h);
-            if inner.stored.insert(*h) {
-                inner.push(*h, received_ms);
-            }
+        inner.pending.remove(&key);
+        if inner.stored.insert(key) {
+            inner.order.push_back((key, events, received_ms));
+            inner.events += u64::from(events);
         }
         self.evict(&mut inner, received_ms);
     }
 
-    /// The reserved events could not be stored: a retry must store them.
-    pub fn release(&self, hashes: &[u64]) {
-        let mut inner = self.lock();
-        for h in hashes {
-            inner.pending.remove(h);
-        }
+    /// The reserved batch could not be stored: a retry must store it.
+    pub fn release(&self, key: u64) {
+        self.lock().pending.remove(&key);
     }
 
     fn evict(&self, inner: &mut Inner, now_ms: i64) {
-        let oldest_sec = (now_ms - self.window_ms).div_euclid(1000);
-        while inner.order.len() > self.max || inner.times.front().is_some_and(|(sec, _)| *sec < oldest_sec) {
-            inner.pop();
+        while let Some(&(k, n, ms)) = inner.order.front() {
+            if inner.events <= self.max && ms >= now_ms - self.window_ms {
+                break;
+            }
+            inner.order.pop_front();
+            inner.stored.remove(&k);
+            inner.events -= u64::from(n);
         }
     }
 
-    /// Stored hashes in the window.
-    pub fn len(&self) -> usize {
-        self.lock().order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Events of the batches in the window.
+    pub fn events(&self) -> u64 {
+        self.lock().events
     }
 }
 
@@ -179,61 +168,58 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn h(n: u64) -> u64 {
-        n
-    }
-
     #[test]
-    fn a_copy_is_refused_and_a_different_event_is_not() {
+    fn a_copy_is_known_and_a_different_body_is_not() {
         let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
-        assert_eq!(
-            w.admit(&[h(1), h(2), h(2)]),
-            Admit::Decided(vec![true, true, false])
-        );
-        w.confirm(&[h(1), h(2)], 0);
-        assert_eq!(
-            w.admit(&[h(1), h(2), h(3)]),
-            Admit::Decided(vec![false, false, true])
-        );
+        let a = batch_key(br#"{"items":[{"auditID":"x","verb":"get"}]}"#);
+        let b = batch_key(br#"{"items":[{"auditID":"x","verb":"delete"}]}"#);
+        assert_ne!(a, b, "same auditID, different operation");
+        assert_eq!(w.admit(a), Admit::New);
+        w.confirm(a, 1, 0);
+        assert_eq!(w.admit(a), Admit::Copy);
+        assert_eq!(w.admit(b), Admit::New);
     }
 
     #[test]
-    fn a_copy_of_an_event_being_stored_waits_and_a_failed_one_is_retried() {
+    fn a_copy_of_a_batch_being_stored_waits_and_a_failed_one_is_retried() {
         let w = Window::new(Duration::from_secs(60), 100, vec![], 0);
-        assert_eq!(w.admit(&[h(7)]), Admit::Decided(vec![true]));
-        assert_eq!(
-            w.admit(&[h(7), h(8)]),
-            Admit::Wait,
-            "outcome of the first not known yet"
-        );
-        w.release(&[h(7)]);
-        assert_eq!(
-            w.admit(&[h(7), h(8)]),
-            Admit::Decided(vec![true, true]),
-            "the failed one is new again"
-        );
+        assert_eq!(w.admit(7), Admit::New);
+        assert_eq!(w.admit(7), Admit::Wait, "outcome of the first not known yet");
+        w.release(7);
+        assert_eq!(w.admit(7), Admit::New, "the failed one is new again");
     }
 
     #[test]
-    fn the_window_is_bounded_by_age_and_count_and_survives_a_restart() {
-        let w = Window::new(Duration::from_secs(60), 3, vec![], 0);
-        for n in 1..=5 {
-            w.admit(&[h(n)]);
-            w.confirm(&[h(n)], 1000);
+    fn the_window_is_bounded_by_age_and_events_and_survives_a_restart() {
+        let w = Window::new(Duration::from_secs(60), 10, vec![], 0);
+        for k in 1..=5 {
+            w.admit(k);
+            w.confirm(k, 3, 1000);
         }
-        assert_eq!(w.len(), 3);
-        assert_eq!(w.admit(&[h(1)]), Admit::Decided(vec![true]), "evicted by count");
-        w.release(&[h(1)]);
-        w.admit(&[h(9)]);
-        w.confirm(&[h(9)], 70_000);
-        assert_eq!(w.len(), 1, "older than 60 s evicted");
-        let restarted = Window::new(Duration::from_secs(60), 3, vec![(9, 70_000), (4, 1_000)], 70_000);
-        assert_eq!(restarted.admit(&[h(9), h(4)]), Admit::Decided(vec![false, true]));
+        assert_eq!(w.events(), 9, "at most 10 events: the oldest batches went");
+        assert_eq!(w.admit(1), Admit::New, "evicted by count");
+        w.release(1);
+        assert_eq!(w.admit(5), Admit::Copy);
+        w.admit(9);
+        w.confirm(9, 1, 70_000);
+        assert_eq!(w.events(), 1, "older than 60 s evicted");
+        // Keys come back one per spooled event.
+        let restarted = Window::new(
+            Duration::from_secs(60),
+            10,
+            vec![(9, 70_000), (4, 1_000), (9, 70_000)],
+            70_000,
+        );
+        assert_eq!(restarted.events(), 2);
+        assert_eq!(restarted.admit(9), Admit::Copy);
+        assert_eq!(restarted.admit(4), Admit::New);
     }
 
     #[test]
     fn off_when_max_is_zero() {
         let w = Window::new(Duration::from_secs(60), 0, vec![(1, 0)], 0);
-        assert_eq!(w.admit(&[h(1), h(1)]), Admit::Decided(vec![true, true]));
+        assert_eq!(w.admit(1), Admit::New);
+        w.confirm(1, 1, 0);
+        assert_eq!(w.admit(1), Admit::New);
     }
 }

@@ -229,18 +229,24 @@ async fn receive(
         }
     };
     let received = jiff::Timestamp::now();
-    let encoded = match encode(&body, &st.cluster, received) {
+    let key = dedupe::batch_key(&body);
+    let encoded = match encode(&body, &st.cluster, received, key) {
         Ok(v) => v,
         Err(e) => return reject(&st.metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
     };
-    let events = encoded.hashes.len() as u64;
-    st.metrics.events_received.inc_by(events);
-    // Reserve the events not stored before; wait while an identical one is being
-    // stored by another request (its outcome decides).
+    let events = encoded.events;
+    st.metrics.events_received.inc_by(u64::from(events));
+    // A batch stored before is a retry; one being stored by another request
+    // right now waits for that request's outcome.
     let waited = Instant::now();
-    let fresh = loop {
-        match st.dedupe.admit(&encoded.hashes) {
-            Admit::Decided(fresh) => break fresh,
+    loop {
+        match st.dedupe.admit(key) {
+            Admit::New => break,
+            Admit::Copy => {
+                st.metrics.events_deduplicated.inc_by(u64::from(events));
+                tracing::debug!(events, "batch stored already (a retry); not stored again");
+                return (StatusCode::OK, "").into_response();
+            }
             Admit::Wait if waited.elapsed() < DEDUPE_WAIT => {
                 tokio::time::sleep(Duration::from_millis(5)).await
             }
@@ -256,47 +262,25 @@ async fn receive(
                 return r;
             }
         }
-    };
-    let reserved: Vec<u64> = encoded
-        .hashes
-        .iter()
-        .zip(&fresh)
-        .filter(|(_, new)| **new)
-        .map(|(h, _)| *h)
-        .collect();
-    let copies = events - reserved.len() as u64;
-    if copies > 0 {
-        st.metrics.events_deduplicated.inc_by(copies);
-        tracing::debug!(copies, "events already stored; not stored again");
     }
-    if reserved.is_empty() {
-        // Everything in the batch is stored already (or the batch is empty).
+    if events == 0 {
+        st.dedupe.release(key);
         return (StatusCode::OK, "").into_response();
     }
-    let payload = if copies > 0 {
-        encoded.without(&fresh)
-    } else {
-        encoded.payload
-    };
     match st
         .spool
-        .append(
-            payload,
-            reserved.len() as u32,
-            reserved.clone(),
-            received.as_millisecond(),
-        )
+        .append(encoded.payload, events, Some(key), received.as_millisecond())
         .await
     {
         Ok(seq) => {
-            st.dedupe.confirm(&reserved, received.as_millisecond());
-            st.metrics.events_spooled.inc_by(reserved.len() as u64);
+            st.dedupe.confirm(key, events, received.as_millisecond());
+            st.metrics.events_spooled.inc_by(u64::from(events));
             st.metrics.spool_bytes.set(st.spool.bytes() as i64);
-            tracing::debug!(seq, events = reserved.len(), "audit batch spooled");
+            tracing::debug!(seq, events, "audit batch spooled");
             (StatusCode::OK, "").into_response()
         }
         Err(e) => {
-            st.dedupe.release(&reserved);
+            st.dedupe.release(key);
             match e {
                 e @ AppendError::Full { .. } => {
                     let mut r = reject(
@@ -362,81 +346,34 @@ async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadEr
 /// A batch's traces encoded as one spool record payload.
 pub struct Encoded {
     pub payload: Vec<u8>,
-    /// De-duplication window key of each event, in order.
-    pub hashes: Vec<u64>,
+    pub events: u32,
 }
 
-impl Encoded {
-    /// The payload with only the entries `keep` marks.
-    pub fn without(&self, keep: &[bool]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.payload.len());
-        for ((meta, line), k) in entries::iter(&self.payload).zip(keep) {
-            if *k {
-                entries::push(&mut out, meta, line);
-            }
-        }
-        out
-    }
-}
-
-/// Batches at least this large hash their events on [`hash_pool`]'s threads.
-const PARALLEL_HASH_MIN: usize = 64;
-
-/// Threads that hash a batch's events while the request waits: the answer
-/// comes sooner when a core is free. Separate from compression's pool, whose
-/// queued chunks would otherwise delay the answer.
-fn hash_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("ingest-hash-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
-/// Parses a batch and encodes its traces as one spool record payload.
-pub fn encode(body: &[u8], cluster: &str, received: jiff::Timestamp) -> Result<Encoded, audit::ParseError> {
-    use rayon::prelude::*;
+/// Parses a batch and encodes its traces as one spool record payload; every
+/// trace's routing metadata carries the batch's de-duplication `key`.
+pub fn encode(
+    body: &[u8],
+    cluster: &str,
+    received: jiff::Timestamp,
+    key: u64,
+) -> Result<Encoded, audit::ParseError> {
     let list = audit::parse_event_list(body)?;
     let record_time = received.to_string();
-    // Lines first (serialising is cheap), then the content hashes (in parallel
-    // for a large batch), then the payload with each trace's metadata and key.
-    let mut lines = Vec::with_capacity(body.len() + body.len() / 8);
-    let mut built = Vec::with_capacity(list.items.len());
-    for event in &list.items {
-        let start = lines.len();
-        let b = trace::build_unhashed(event, cluster, &record_time, &mut lines);
-        built.push((start..lines.len(), b));
-    }
-    let hash = |(range, b): &(std::ops::Range<usize>, trace::Built<'_>), event: &audit::Event<'_>| {
-        trace::window_key(b.hash(&lines[range.clone()], event))
-    };
-    let keys: Vec<u64> = match hash_pool() {
-        Some(pool) if built.len() >= PARALLEL_HASH_MIN => pool.install(|| {
-            built
-                .par_iter()
-                .zip(list.items.par_iter())
-                .map(|(b, e)| hash(b, e))
-                .collect()
-        }),
-        _ => built.iter().zip(&list.items).map(|(b, e)| hash(b, e)).collect(),
-    };
-    let mut payload = Vec::with_capacity(lines.len() + built.len() * 200);
+    let mut payload = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut line = Vec::with_capacity(4096);
     let mut meta = Vec::with_capacity(256);
-    for ((range, b), key) in built.iter_mut().zip(&keys) {
-        b.meta.key = *key;
+    for event in &list.items {
+        line.clear();
         meta.clear();
+        let mut m = trace::build(event, cluster, &record_time, &mut line);
+        m.key = key;
         // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut meta, &b.meta);
-        entries::push(&mut payload, &meta, &lines[range.clone()]);
+        let _ = serde_json::to_writer(&mut meta, &m);
+        entries::push(&mut payload, &meta, &line);
     }
     Ok(Encoded {
         payload,
-        hashes: keys,
+        events: list.items.len() as u32,
     })
 }
 
@@ -753,7 +690,7 @@ mod tests {
         assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
         assert_eq!(st.spool.head(), 1);
         // What was refused is not remembered as stored: the retry is stored.
-        assert!(st.dedupe.len() == 1);
+        assert_eq!(st.dedupe.events(), 1);
     }
 
     fn spooled_ids(spool: &Spool) -> Vec<String> {
@@ -773,7 +710,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_retried_batch_is_stored_once_and_a_reused_audit_id_is_not_a_retry() {
+    async fn a_resent_batch_is_stored_once_and_a_reused_audit_id_is_not_a_retry() {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 1 << 20, true);
         for _ in 0..3 {
@@ -787,7 +724,9 @@ mod tests {
         let (code, _) = post(app(st.clone(), 1 << 20), &other, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(spooled_ids(&st.spool), ["a1:create secrets", "a1:delete secrets"]);
-        // A batch mixing a copy and a new event stores only the new one.
+        // A different batch is a different batch, even when it repeats an event
+        // (the apiserver re-sends whole batches; the query engine shows a repeated
+        // event once).
         let both = BATCH.replace(
             "]}",
             &format!(
@@ -800,8 +739,17 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert_eq!(
             spooled_ids(&st.spool),
-            ["a1:create secrets", "a1:delete secrets", "a1:patch secrets"]
+            [
+                "a1:create secrets",
+                "a1:delete secrets",
+                "a1:create secrets",
+                "a1:patch secrets"
+            ]
         );
+        // And stored once however often it is re-sent.
+        let (code, _) = post(app(st.clone(), 1 << 20), &both, None, false).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(st.spool.head(), 3);
     }
 
     #[tokio::test]

@@ -100,8 +100,8 @@ pub struct Record {
 struct Append {
     payload: Vec<u8>,
     entries: u32,
-    /// De-duplication window keys of the record's events.
-    keys: Vec<u64>,
+    /// De-duplication key of the record's batch.
+    key: Option<u64>,
     received_ms: i64,
     done: oneshot::Sender<Result<u64, AppendError>>,
 }
@@ -278,13 +278,13 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Appends one record of `entries` traces, whose de-duplication window keys
-    /// are `keys`, and waits until it is on disk. Returns its sequence number.
+    /// Appends one record of `entries` traces, with its batch's de-duplication
+    /// key, and waits until it is on disk. Returns its sequence number.
     pub async fn append(
         &self,
         payload: Vec<u8>,
         entries: u32,
-        keys: Vec<u64>,
+        key: Option<u64>,
         received_ms: i64,
     ) -> Result<u64, AppendError> {
         if payload.len() > MAX_RECORD {
@@ -302,7 +302,7 @@ impl Spool {
             .send(Append {
                 payload,
                 entries,
-                keys,
+                key,
                 received_ms,
                 done,
             })
@@ -810,9 +810,11 @@ impl Writer {
         }
         self.shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if self.dedupe {
+            // One entry per event (the window counts events).
             let keys: Vec<(u64, i64)> = group
                 .iter()
-                .flat_map(|a| a.keys.iter().map(move |k| (*k, a.received_ms)))
+                .filter_map(|a| a.key.map(|k| (k, a.received_ms, a.entries)))
+                .flat_map(|(k, ms, n)| std::iter::repeat_n((k, ms), n as usize))
                 .collect();
             // Synced before any segment is deleted (see `seen`); a failure here
             // only weakens de-duplication after a restart.
@@ -1016,10 +1018,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(config(dir.path())).unwrap();
         for i in 0..10u8 {
-            let seq = spool
-                .append(vec![i; 50], 1, vec![], 1000 + i as i64)
-                .await
-                .unwrap();
+            let seq = spool.append(vec![i; 50], 1, None, 1000 + i as i64).await.unwrap();
             assert_eq!(seq, i as u64);
         }
         assert_eq!(spool.head(), 10);
@@ -1045,7 +1044,7 @@ mod tests {
             })
             .unwrap();
             for i in 0..3u8 {
-                spool.append(vec![i; 10], 1, vec![], 0).await.unwrap();
+                spool.append(vec![i; 10], 1, None, 0).await.unwrap();
             }
         }
         // A crash mid-write leaves half a record behind.
@@ -1056,7 +1055,7 @@ mod tests {
         drop(f);
         let spool = Spool::open(config(dir.path())).unwrap();
         assert_eq!(spool.head(), 3);
-        assert_eq!(spool.append(vec![9; 10], 1, vec![], 0).await.unwrap(), 3);
+        assert_eq!(spool.append(vec![9; 10], 1, None, 0).await.unwrap(), 3);
         let all = read_all(&spool, 0);
         assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
     }
@@ -1071,7 +1070,7 @@ mod tests {
         {
             let spool = Spool::open(cfg.clone()).unwrap();
             for i in 0..5u8 {
-                spool.append(vec![i; 40], 1, vec![], 0).await.unwrap();
+                spool.append(vec![i; 40], 1, None, 0).await.unwrap();
             }
         }
         // Flip a payload byte of record 2 (bit rot).
@@ -1113,8 +1112,8 @@ mod tests {
             ..config(dir.path())
         })
         .unwrap();
-        spool.append(vec![0; 60], 1, vec![], 0).await.unwrap();
-        let err = spool.append(vec![0; 60], 1, vec![], 0).await.unwrap_err();
+        spool.append(vec![0; 60], 1, None, 0).await.unwrap();
+        let err = spool.append(vec![0; 60], 1, None, 0).await.unwrap_err();
         assert!(matches!(err, AppendError::Full { .. }), "{err}");
         assert_eq!(spool.head(), 1, "nothing written");
     }
@@ -1144,7 +1143,7 @@ mod tests {
         assert_eq!(spool.activate("a").unwrap(), at(0));
         assert_eq!(spool.activate("b").unwrap(), at(0));
         for _ in 0..10 {
-            spool.append(vec![0; 50], 1, vec![], 0).await.unwrap();
+            spool.append(vec![0; 50], 1, None, 0).await.unwrap();
         }
         let before = spool.segments();
         spool.commit("a", &at(10)).unwrap();
@@ -1171,7 +1170,7 @@ mod tests {
         let now = jiff::Timestamp::now().as_millisecond();
         let payload = |h: u128| {
             let mut p = Vec::new();
-            let meta = format!(r#"{{"verb":"get","key":{}}}"#, crate::trace::window_key(h));
+            let meta = format!(r#"{{"verb":"get","key":{}}}"#, (h & 0xff) as u64);
             entries::push(&mut p, meta.as_bytes(), b"{}");
             p
         };
@@ -1180,10 +1179,7 @@ mod tests {
             spool.activate("a").unwrap();
             for n in 1..=6u128 {
                 let h = (n << 64) | n;
-                spool
-                    .append(payload(h), 1, vec![crate::trace::window_key(h)], now)
-                    .await
-                    .unwrap();
+                spool.append(payload(h), 1, Some(n as u64), now).await.unwrap();
             }
             // Delivered: segments go, their hashes stay in the seen log.
             spool.commit("a", &at(6)).unwrap();
@@ -1215,7 +1211,7 @@ mod tests {
         spool.activate("healthy").unwrap();
         spool.activate("stuck").unwrap();
         for i in 0..20u64 {
-            spool.append(vec![0; 50], 3, vec![], 0).await.unwrap();
+            spool.append(vec![0; 50], 3, None, 0).await.unwrap();
             spool.commit("healthy", &at(i + 1)).unwrap();
         }
         spool.collect_garbage().unwrap();
