@@ -405,6 +405,20 @@ fn trace_key(line: &[u8]) -> u64 {
     u64::from_le_bytes(out)
 }
 
+/// A cheap key for counting distinct matches: trace ID, time and line length,
+/// hashed with a per-process random key (a crafted trace cannot aim at another).
+/// Two different operations alike in all three would be counted once in
+/// `matched` — and still both shown.
+fn count_key(trace_id: &str, time: &str, len: usize) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static STATE: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let mut h = STATE.get_or_init(std::hash::RandomState::new).build_hasher();
+    trace_id.hash(&mut h);
+    time.hash(&mut h);
+    len.hash(&mut h);
+    h.finish()
+}
+
 /// The decompressed content of a file, read in large blocks and cut into lines
 /// in place (no per-line copy).
 struct Lines<'a> {
@@ -508,8 +522,10 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) {
             continue;
         }
-        let hash = trace_key(line);
-        scan.matched.push(hash);
+        // Distinct matches are counted by a cheap key; results (what people see)
+        // are de-duplicated by the full content key, computed only for lines
+        // that make it into the file's best `limit`.
+        scan.matched.push(count_key(&v.trace_id, &v.time, line.len()));
         let full = newest.len().max(oldest.len()) >= limit;
         let better = match q.order {
             Order::NewestFirst => newest.peek().is_none_or(|w| t >= w.0.time_ms),
@@ -520,7 +536,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         }
         let mut c = std::mem::take(&mut spare);
         c.time_ms = t;
-        c.hash = hash;
+        c.hash = trace_key(line);
         c.trace_id.clear();
         c.trace_id.push_str(&v.trace_id);
         c.line.clear();
@@ -778,6 +794,19 @@ mod tests {
             3,
             "two operations sharing an Audit-ID are two; copies are one"
         );
+        // Results are keyed by content: the same three.
+        let shown: HashSet<u64> = scan.hits.iter().map(|(k, _)| *k).collect();
+        assert_eq!(shown.len(), 3);
+        // Alike in trace ID, time and length, different in content: two results.
+        let c = a.replace("delete", "update");
+        let scan = scan_file(
+            &q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z"),
+            "x.jsonl",
+            format!("{a}\n{c}\n").into_bytes(),
+            10,
+        );
+        let shown: HashSet<u64> = scan.hits.iter().map(|(k, _)| *k).collect();
+        assert_eq!(shown.len(), 2, "both operations are shown");
     }
 
     #[test]
