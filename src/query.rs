@@ -523,8 +523,8 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
             continue;
         }
         // Distinct matches are counted by a cheap key; results (what people see)
-        // are de-duplicated by the full content key, computed only for lines
-        // that make it into the file's best `limit`.
+        // are de-duplicated by the full content key, computed only for the lines
+        // still among the file's best `limit` at its end (`into_hit`).
         scan.matched.push(count_key(&v.trace_id, &v.time, line.len()));
         let full = newest.len().max(oldest.len()) >= limit;
         let better = match q.order {
@@ -536,7 +536,6 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         }
         let mut c = std::mem::take(&mut spare);
         c.time_ms = t;
-        c.hash = trace_key(line);
         c.trace_id.clear();
         c.trace_id.push_str(&v.trace_id);
         c.line.clear();
@@ -574,11 +573,11 @@ struct Candidate {
     time_ms: i64,
     trace_id: String,
     line: Vec<u8>,
-    hash: u64,
 }
 
 impl Candidate {
     fn into_hit(self) -> (u64, Hit) {
+        let key = trace_key(&self.line);
         let line = String::from_utf8(self.line)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let hit = Hit {
@@ -586,7 +585,7 @@ impl Candidate {
             trace_id: self.trace_id,
             line,
         };
-        (self.hash, hit)
+        (key, hit)
     }
 }
 
