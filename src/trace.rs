@@ -186,10 +186,20 @@ pub fn build<'a>(
         None => String::new(),
     };
     let secret = group.is_empty() && resource == "secrets";
+    // Live credentials in other kinds' bodies: the token a TokenRequest returns
+    // (`serviceaccounts/token`, made by the kubelet for every projected token),
+    // and the token a TokenReview carries.
+    let token_field: Option<&[&str]> = match (group, resource.as_ref()) {
+        ("", "serviceaccounts/token") => Some(&["status", "token"]),
+        ("authentication.k8s.io", "tokenreviews") => Some(&["spec", "token"]),
+        _ => None,
+    };
     let body = |raw: Option<&'a RawValue>| -> Option<Body<'a>> {
         let raw = raw?;
         if secret {
             Some(Body::Rewritten(redact_secret_body(raw)))
+        } else if let Some(path) = token_field {
+            Some(Body::Rewritten(redact_token_body(raw, path)))
         } else {
             Some(Body::Raw(raw))
         }
@@ -347,6 +357,44 @@ pub fn redact_secret_body(raw: &RawValue) -> Value {
                     redact_values(value);
                 }
             }
+            v
+        }
+        _ => Value::String(REDACTED.into()),
+    }
+}
+
+/// Replaces the token at `path` of a TokenRequest or TokenReview body (also in
+/// a List's items) with `[redacted]`. Fails closed: a body that is not a JSON
+/// object is replaced whole.
+pub fn redact_token_body(raw: &RawValue, path: &[&str]) -> Value {
+    let Ok(mut v) = serde_json::from_str::<Value>(raw.get()) else {
+        return Value::String(REDACTED.into());
+    };
+    fn redact_at(obj: &mut Value, path: &[&str]) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut cur = obj;
+        for p in parents {
+            match cur.get_mut(*p) {
+                Some(next) => cur = next,
+                None => return,
+            }
+        }
+        if let Some(t) = cur.get_mut(*last)
+            && !t.is_null()
+        {
+            *t = Value::String(REDACTED.into());
+        }
+    }
+    match &mut v {
+        Value::Object(map) => {
+            if let Some(Value::Array(items)) = map.get_mut("items") {
+                for item in items {
+                    redact_at(item, path);
+                }
+            }
+            redact_at(&mut v, path);
             v
         }
         _ => Value::String(REDACTED.into()),
@@ -522,6 +570,35 @@ mod tests {
         assert_eq!(t["request"]["data"]["password"], REDACTED, "keys stay visible");
         assert_eq!(t["request"]["metadata"]["annotations"]["team"], "a");
         assert_eq!(t["response"]["data"]["token"], REDACTED);
+    }
+
+    #[test]
+    fn service_account_tokens_and_token_reviews_never_appear() {
+        let (t, _) = one(
+            r#"{"auditID":"t","verb":"create","objectRef":{"resource":"serviceaccounts","subresource":"token","namespace":"d","name":"default","apiVersion":"v1"},
+            "requestObject":{"kind":"TokenRequest","spec":{"audiences":["api"],"expirationSeconds":3600}},
+            "responseObject":{"kind":"TokenRequest","spec":{"audiences":["api"]},"status":{"token":"eyJhbGciOiJSUzI1NiJ9.live","expirationTimestamp":"2026-11-25T04:00:00Z"}}}"#,
+        );
+        assert!(!t.to_string().contains("eyJhbGci"), "token leaked: {t}");
+        assert_eq!(t["response"]["status"]["token"], REDACTED);
+        assert_eq!(
+            t["response"]["status"]["expirationTimestamp"], "2026-11-25T04:00:00Z",
+            "the rest stays"
+        );
+        assert_eq!(t["request"]["spec"]["expirationSeconds"], 3600);
+        let (t, _) = one(
+            r#"{"auditID":"r","verb":"create","objectRef":{"resource":"tokenreviews","apiGroup":"authentication.k8s.io","apiVersion":"v1"},
+            "requestObject":{"kind":"TokenReview","spec":{"token":"sha256~reviewed-token"}},
+            "responseObject":{"kind":"TokenReview","spec":{"token":"sha256~reviewed-token"},"status":{"authenticated":true,"user":{"username":"alice"}}}}"#,
+        );
+        assert!(!t.to_string().contains("reviewed-token"), "token leaked: {t}");
+        assert_eq!(t["response"]["status"]["user"]["username"], "alice");
+        // Fails closed: a body that is not an object is replaced whole.
+        let odd = RawValue::from_string(r#""sha256~raw-token""#.into()).unwrap();
+        assert_eq!(
+            redact_token_body(&odd, &["spec", "token"]),
+            Value::String(REDACTED.into())
+        );
     }
 
     #[test]

@@ -247,6 +247,30 @@ async fn apiserver_audit_events_become_trace_files() {
         "normal",
         admin_user,
     );
+    // A live service-account token, as the kubelet requests one for every pod.
+    op(
+        call(
+            admin,
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json_ct,
+            json!({"metadata": {"name": "robot"}}),
+        )
+        .await,
+        201,
+        "create serviceaccounts",
+        "normal",
+        admin_user,
+    );
+    let token_req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/robot/token"))
+        .header("content-type", json_ct)
+        .body(serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})).unwrap())
+        .unwrap();
+    let issued: Value = admin.request(token_req).await.expect("token request");
+    let live_token = issued["status"]["token"]
+        .as_str()
+        .expect("a token was issued")
+        .to_string();
     let eve = env.cp.client_as("eve", &["intruders"]).await;
     op(
         call(&eve, "GET", &format!("{sec}/db"), json_ct, Value::Null).await,
@@ -324,8 +348,24 @@ async fn apiserver_audit_events_become_trace_files() {
         );
     }
 
-    // No Secret value anywhere in the bucket, plain or base64.
+    // The token request is in the trail, its token is not.
+    eventually(WAIT, "the token request in the all tracker's files", || async {
+        traces(&env.s3, &bucket, "all/")
+            .await
+            .iter()
+            .any(|(_, v)| {
+                v["trace_name"] == "create serviceaccounts/token"
+                    && v["response"]["status"]["token"] == "[redacted]"
+            })
+            .then_some(())
+    })
+    .await;
+    // No Secret value or token anywhere in the bucket, plain or base64.
     for (key, text) in env.s3.objects(&bucket, "").await {
+        assert!(
+            !text.contains(&live_token),
+            "a live service-account token leaked into {key}"
+        );
         for needle in [
             secret_value.to_string(),
             base64(secret_value),
