@@ -10,15 +10,50 @@ use std::borrow::Cow;
 
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 
-/// A batch of audit events (`kind: EventList`).
+/// A batch of audit events (`kind: EventList`), its items not yet read: one
+/// unreadable item must not cost the others (the apiserver does not retry a 400).
 #[derive(Debug, Deserialize)]
-pub struct EventList<'a> {
+struct RawList<'a> {
     #[serde(borrow, default)]
-    pub kind: Option<Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "apiVersion")]
-    pub api_version: Option<Cow<'a, str>>,
+    api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub items: Vec<Event<'a>>,
+    items: Vec<&'a RawValue>,
+}
+
+/// A batch, item by item.
+#[derive(Debug)]
+pub struct EventList<'a> {
+    pub items: Vec<Item<'a>>,
+}
+
+/// One item of a batch: an event, or why it could not be read.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Nearly every item is an event; boxing would cost an allocation each.
+pub enum Item<'a> {
+    Event(Event<'a>),
+    Malformed(Malformed),
+}
+
+/// An item that is not a readable audit event. It is recorded as a trace of its
+/// own (`trace_name: malformed event`), so the loss is visible and provable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub reason: String,
+    /// BLAKE3 of the item's bytes, hex.
+    pub hash: String,
+    pub bytes: usize,
+}
+
+impl Malformed {
+    pub fn new(reason: impl Into<String>, bytes: &[u8]) -> Malformed {
+        Malformed {
+            reason: reason.into(),
+            hash: blake3::hash(bytes).to_hex().to_string(),
+            bytes: bytes.len(),
+        }
+    }
 }
 
 /// One audit event.
@@ -57,6 +92,10 @@ pub struct Event<'a> {
     pub stage_timestamp: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub annotations: Option<&'a RawValue>,
+    /// The event was over the per-event limit and its bodies and annotations
+    /// were dropped.
+    #[serde(skip)]
+    pub truncated: bool,
 }
 
 /// The user of a request.
@@ -103,7 +142,7 @@ pub struct ResponseStatus<'a> {
     pub status: Option<Cow<'a, str>>,
 }
 
-/// Why a batch was refused.
+/// Why a batch was refused (only a body that is not an EventList at all).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseError {
     #[error("malformed JSON: {0}")]
@@ -112,8 +151,6 @@ pub enum ParseError {
     WrongKind(String),
     #[error("expected apiVersion {API_VERSION}, got {0:?}")]
     WrongApiVersion(String),
-    #[error("event {index} has no auditID")]
-    MissingAuditId { index: usize },
 }
 
 /// A list of strings borrowed from the body where they have no escapes (serde's
@@ -125,9 +162,12 @@ fn borrowed_strs<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<C
     Ok(items.into_iter().map(|b| b.0).collect())
 }
 
-/// Parses and checks a webhook body. Every event must carry an `auditID`.
-pub fn parse_event_list(body: &[u8]) -> Result<EventList<'_>, ParseError> {
-    let list: EventList<'_> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+/// Parses a webhook body. The body must be an `audit.k8s.io/v1` `EventList`;
+/// within it, an item that cannot be read, or has no `auditID`, becomes
+/// [`Item::Malformed`], and an event over `max_event_bytes` keeps everything but
+/// its request and response bodies and annotations (`truncated`).
+pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList<'_>, ParseError> {
+    let list: RawList<'_> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     match list.kind.as_deref() {
         Some("EventList") => {}
         other => return Err(ParseError::WrongKind(other.unwrap_or("").to_string())),
@@ -136,14 +176,29 @@ pub fn parse_event_list(body: &[u8]) -> Result<EventList<'_>, ParseError> {
         Some(API_VERSION) => {}
         other => return Err(ParseError::WrongApiVersion(other.unwrap_or("").to_string())),
     }
-    if let Some(index) = list
+    let items = list
         .items
-        .iter()
-        .position(|e| e.audit_id.as_deref().is_none_or(str::is_empty))
-    {
-        return Err(ParseError::MissingAuditId { index });
-    }
-    Ok(list)
+        .into_iter()
+        .map(|raw| {
+            let bytes = raw.get().as_bytes();
+            match serde_json::from_str::<Event<'_>>(raw.get()) {
+                Ok(e) if e.audit_id.as_deref().is_none_or(str::is_empty) => {
+                    Item::Malformed(Malformed::new("event has no auditID", bytes))
+                }
+                Ok(mut e) => {
+                    if bytes.len() > max_event_bytes {
+                        e.request_object = None;
+                        e.response_object = None;
+                        e.annotations = None;
+                        e.truncated = true;
+                    }
+                    Item::Event(e)
+                }
+                Err(err) => Item::Malformed(Malformed::new(format!("unreadable event: {err}"), bytes)),
+            }
+        })
+        .collect();
+    Ok(EventList { items })
 }
 
 #[cfg(test)]
@@ -158,9 +213,11 @@ mod tests {
            "userAgent":"kubectl","objectRef":{"resource":"secrets","namespace":"d","name":"s","apiVersion":"v1"},
            "responseStatus":{"metadata":{},"code":200},"responseObject":{"kind":"Secret","data":{"k":"dg=="}},
            "requestReceivedTimestamp":"2026-11-24T01:00:00.000000Z","stageTimestamp":"2026-11-24T01:00:00.010000Z"}]}"#;
-        let list = parse_event_list(body).unwrap();
+        let list = parse_event_list(body, 1 << 20).unwrap();
         assert_eq!(list.items.len(), 1);
-        let e = &list.items[0];
+        let Item::Event(e) = &list.items[0] else {
+            panic!("not an event")
+        };
         assert_eq!(e.audit_id.as_deref(), Some("a-1"));
         assert_eq!(e.user.groups.len(), 2);
         // Plain strings are borrowed from the body, not copied.
@@ -171,23 +228,77 @@ mod tests {
     }
 
     #[test]
-    fn refuses_wrong_kind_version_and_missing_id() {
-        assert!(matches!(parse_event_list(b"{"), Err(ParseError::Json(_))));
+    fn refuses_only_what_is_not_an_event_list() {
+        assert!(matches!(parse_event_list(b"{", 1024), Err(ParseError::Json(_))));
+        assert!(matches!(
+            parse_event_list(b"[]", 1024),
+            Err(ParseError::WrongKind(_))
+        ));
+        assert!(matches!(parse_event_list(b"7", 1024), Err(ParseError::Json(_))));
         assert_eq!(
-            parse_event_list(br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","items":[]}"#).unwrap_err(),
+            parse_event_list(
+                br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","items":[]}"#,
+                1024
+            )
+            .unwrap_err(),
             ParseError::WrongKind("Event".into())
         );
         assert_eq!(
-            parse_event_list(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":[]}"#)
-                .unwrap_err(),
-            ParseError::WrongApiVersion("audit.k8s.io/v1beta1".into())
-        );
-        assert_eq!(
             parse_event_list(
-                br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"x"},{"verb":"get"}]}"#
+                br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":[]}"#,
+                1024
             )
             .unwrap_err(),
-            ParseError::MissingAuditId { index: 1 }
+            ParseError::WrongApiVersion("audit.k8s.io/v1beta1".into())
         );
+    }
+
+    #[test]
+    fn bad_items_are_kept_as_malformed_and_big_ones_truncated() {
+        let big = "x".repeat(300);
+        let body = format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[
+            {{"auditID":"ok","verb":"get"}},
+            {{"verb":"get"}},
+            {{"auditID":"typed","verb":7}},
+            "not an object",
+            {{"auditID":"dup","verb":"get","verb":"list"}},
+            {{"auditID":"big","verb":"create","requestObject":{{"data":"{big}"}},"annotations":{{"a":"b"}}}}]}}"#
+        );
+        let list = parse_event_list(body.as_bytes(), 200).unwrap();
+        let kinds: Vec<String> = list
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Event(e) => format!(
+                    "event {} truncated={}",
+                    e.audit_id.as_deref().unwrap(),
+                    e.truncated
+                ),
+                Item::Malformed(m) => format!("malformed: {}", m.reason),
+            })
+            .collect();
+        assert_eq!(kinds[0], "event ok truncated=false");
+        assert_eq!(kinds[1], "malformed: event has no auditID");
+        assert!(
+            kinds[2].starts_with("malformed: unreadable event: invalid type"),
+            "{}",
+            kinds[2]
+        );
+        assert!(
+            kinds[3].starts_with("malformed: unreadable event"),
+            "{}",
+            kinds[3]
+        );
+        assert!(kinds[4].contains("duplicate field"), "{}", kinds[4]);
+        assert_eq!(kinds[5], "event big truncated=true");
+        let Item::Event(e) = &list.items[5] else {
+            unreachable!()
+        };
+        assert!(e.request_object.is_none() && e.annotations.is_none());
+        let Item::Malformed(m) = &list.items[3] else {
+            unreachable!()
+        };
+        assert_eq!(m.hash, blake3::hash(br#""not an object""#).to_hex().to_string());
     }
 }

@@ -15,6 +15,8 @@ pub mod controller;
 pub mod deliver;
 /// The query engine over delivered trace files.
 pub mod query;
+/// The sensitive-data policy: what is redacted, in every shape of body.
+pub mod redact;
 /// Which traces each tracker keeps.
 pub mod route;
 /// Signals and the drain on stop.
@@ -27,7 +29,7 @@ pub mod spool;
 pub mod store;
 /// Logging, metrics and health endpoints.
 pub mod telemetry;
-/// The trace record: rating, trace type, redaction.
+/// The trace record: rating, trace type, built-in redaction applied.
 pub mod trace;
 
 /// Selects rustls' process-wide crypto provider (ring). Both ring and aws-lc-rs

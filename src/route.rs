@@ -167,6 +167,9 @@ impl Filter {
 
     /// Whether the tracker keeps this trace.
     pub fn matches(&self, m: &RouteMeta<'_>) -> bool {
+        if m.malformed {
+            return true;
+        }
         if !self.stages.contains(&m.stage.as_ref()) {
             return false;
         }
@@ -226,6 +229,7 @@ mod tests {
             stage: "ResponseComplete".into(),
             time_ms: 0,
             key: 0,
+            malformed: false,
         }
     }
 
@@ -339,6 +343,7 @@ mod criteria_tests {
             stage: "ResponseComplete".into(),
             time_ms: 0,
             key: 0,
+            malformed: false,
         };
         for json in [
             r#"{"apiGroups":["core"],"resources":["pods/*"],"users":["system:serviceaccount:*"],"verbs":["delete"]}"#,

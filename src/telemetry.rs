@@ -78,6 +78,15 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Audit events not stored again because an identical event was (a retry).
     pub events_deduplicated: Counter,
+    /// Batch items that were not readable events, kept as malformed-event traces.
+    pub events_malformed: Counter,
+    /// Events over the per-event limit, kept without their bodies.
+    pub events_truncated: Counter,
+    /// Open webhook connections.
+    pub webhook_connections: Gauge,
+    /// Webhook connections closed by the server, by reason (limit,
+    /// handshake_timeout, handshake_failed, idle).
+    pub webhook_connections_closed: Family<ReasonLabels, Counter>,
     /// Spool entries a tracker over its backlog budget dropped unexamined.
     pub events_dropped: Family<TrackerLabels, Counter>,
     /// 1 while a tracker is over its backlog budget.
@@ -163,6 +172,30 @@ impl Default for Metrics {
             "Audit events not stored again: an identical event was stored already (apiserver retries)",
             events_deduplicated.clone(),
         );
+        let events_malformed = Counter::default();
+        registry.register(
+            "events_malformed",
+            "Batch items that were not readable audit events, kept as malformed-event traces",
+            events_malformed.clone(),
+        );
+        let events_truncated = Counter::default();
+        registry.register(
+            "events_truncated",
+            "Audit events over the per-event limit, kept without their request and response bodies",
+            events_truncated.clone(),
+        );
+        let webhook_connections = Gauge::default();
+        registry.register(
+            "webhook_connections",
+            "Open audit webhook connections",
+            webhook_connections.clone(),
+        );
+        let webhook_connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "webhook_connections_closed",
+            "Audit webhook connections the server closed or refused, by reason",
+            webhook_connections_closed.clone(),
+        );
         let events_dropped = Family::<TrackerLabels, Counter>::default();
         registry.register(
             "events_dropped",
@@ -190,6 +223,10 @@ impl Default for Metrics {
         Self {
             leader,
             events_deduplicated,
+            events_malformed,
+            events_truncated,
+            webhook_connections,
+            webhook_connections_closed,
             events_dropped,
             backlog_overflow,
             spool_corrupt_records,

@@ -8,10 +8,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// What replaces a redacted value.
-pub const REDACTED: &str = "[redacted]";
-/// The annotation `kubectl apply` keeps a full copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub use crate::redact::REDACTED;
 
 /// Rating from the response code and stage: CTS's normal / warning / incident.
 pub fn rating(code: Option<i32>, stage: &str) -> Rating {
@@ -25,10 +22,15 @@ pub fn rating(code: Option<i32>, stage: &str) -> Rating {
     }
 }
 
+/// The user name the apiserver gives an unauthenticated request.
+pub const ANONYMOUS: &str = "system:anonymous";
+
 /// `SystemAction` for the control plane's own users, `ApiCall` for everyone else
-/// (people and workloads' service accounts).
+/// (people, workloads' service accounts, and unauthenticated callers).
 pub fn trace_type(user: &str) -> &'static str {
-    if user.starts_with("system:serviceaccount:") {
+    if user == ANONYMOUS {
+        "ApiCall"
+    } else if user.starts_with("system:serviceaccount:") {
         if user.starts_with("system:serviceaccount:kube-system:") {
             "SystemAction"
         } else {
@@ -71,6 +73,10 @@ pub struct RouteMeta<'a> {
     /// [`crate::source::dedupe`]); 0 in records spooled by older versions.
     #[serde(default)]
     pub key: u64,
+    /// A malformed-event record: every tracker keeps it (nobody can tell whether
+    /// the event it stands for would have matched a filter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub malformed: bool,
 }
 
 /// The window key in a spooled entry's routing metadata.
@@ -117,6 +123,9 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_id: Option<Cow<'a, str>>,
     user: &'a str,
+    /// The caller did not authenticate (`system:anonymous`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unauthenticated: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     user_groups: &'a [Cow<'a, str>],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,14 +146,17 @@ struct Record<'a> {
     read_only: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     api_version: String,
-    request_uri: &'a str,
+    request_uri: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<&'a RawValue>,
+    annotations: Option<Body<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request: Option<Body<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<Body<'a>>,
     cluster: &'a str,
+    /// The event was over the per-event limit: its bodies were dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 /// Builds the trace of `event`: its JSON line (without the closing `tracker`
@@ -185,24 +197,28 @@ pub fn build<'a>(
         Some(v) => v.to_string(),
         None => String::new(),
     };
-    let secret = group.is_empty() && resource == "secrets";
-    // Live credentials in other kinds' bodies: the token a TokenRequest returns
-    // (`serviceaccounts/token`, made by the kubelet for every projected token),
-    // and the token a TokenReview carries.
-    let token_field: Option<&[&str]> = match (group, resource.as_ref()) {
-        ("", "serviceaccounts/token") => Some(&["status", "token"]),
-        ("authentication.k8s.io", "tokenreviews") => Some(&["spec", "token"]),
-        _ => None,
-    };
+    // The sensitive-data policy (crate::redact): its fields are redacted in
+    // every body, and the event's own annotations are too.
+    let sensitive = crate::redact::fields_for(crate::redact::builtin(), group, &resource);
     let body = |raw: Option<&'a RawValue>| -> Option<Body<'a>> {
         let raw = raw?;
-        if secret {
-            Some(Body::Rewritten(redact_secret_body(raw)))
-        } else if let Some(path) = token_field {
-            Some(Body::Rewritten(redact_token_body(raw, path)))
-        } else {
+        if sensitive.is_empty() {
             Some(Body::Raw(raw))
+        } else {
+            Some(Body::Rewritten(crate::redact::redact_text(raw.get(), &sensitive)))
         }
+    };
+    let annotations = event.annotations.map(|raw| {
+        if sensitive.is_empty() {
+            Body::Raw(raw)
+        } else {
+            Body::Rewritten(crate::redact::redact_event_annotations(raw.get()))
+        }
+    });
+    let request_uri: Cow<'a, str> = if crate::redact::is_exec(group, &resource) {
+        Cow::Owned(crate::redact::redact_exec_command(request_uri))
+    } else {
+        Cow::Borrowed(request_uri)
     };
     let resource_id = obj
         .and_then(|o| o.uid.as_deref())
@@ -221,6 +237,7 @@ pub fn build<'a>(
         namespace: obj.and_then(|o| o.namespace.as_deref()).unwrap_or(""),
         resource_id,
         user,
+        unauthenticated: user == ANONYMOUS,
         user_groups: &event.user.groups,
         impersonated_user: event
             .impersonated_user
@@ -239,10 +256,11 @@ pub fn build<'a>(
         read_only: is_read_only(verb),
         api_version,
         request_uri,
-        annotations: event.annotations,
+        annotations,
         request: body(event.request_object),
         response: body(event.response_object),
         cluster,
+        truncated: event.truncated,
     };
     // Serializing plain data into a Vec cannot fail. `record_time` (which
     // differs between a batch and its retry) comes last, so a reader can key a
@@ -268,6 +286,52 @@ pub fn build<'a>(
         stage: Cow::Borrowed(stage),
         time_ms: parse_time_ms(time).unwrap_or(0),
         key: 0,
+        malformed: false,
+    }
+}
+
+/// The trace standing for an item of a batch that was not a readable event:
+/// rated `warning`, named `malformed event`, with the reason and a hash of its
+/// bytes (the bytes themselves may hold anything, so they are not kept). Its
+/// time is when the batch was received.
+pub fn build_malformed<'a>(
+    m: &crate::audit::Malformed,
+    cluster: &str,
+    record_time: &str,
+    received_ms: i64,
+    line: &mut Vec<u8>,
+) -> RouteMeta<'a> {
+    let record = serde_json::json!({
+        "trace_id": format!("malformed-{}", &m.hash[..32]),
+        "trace_name": "malformed event",
+        "trace_rating": Rating::Warning,
+        "trace_type": "Malformed",
+        "service_type": "",
+        "resource_type": "",
+        "user": "",
+        "source_ips": [],
+        "message": m.reason,
+        "malformed": {"reason": m.reason, "blake3": m.hash, "bytes": m.bytes},
+        "time": record_time,
+        "stage": "",
+        "read_only": false,
+        "request_uri": "",
+        "cluster": cluster,
+        "record_time": record_time,
+    });
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *line, &record);
+    RouteMeta {
+        verb: Cow::Borrowed(""),
+        group: Cow::Borrowed(""),
+        resource: Cow::Borrowed(""),
+        namespace: Cow::Borrowed(""),
+        user: Cow::Borrowed(""),
+        groups: Vec::new(),
+        stage: Cow::Borrowed(""),
+        time_ms: received_ms,
+        key: 0,
+        malformed: true,
     }
 }
 
@@ -325,147 +389,6 @@ fn object_uid(raw: &RawValue) -> Option<String> {
     obj.metadata?.uid.map(|u| u.into_owned())
 }
 
-/// Removes a Secret's values from a request or response body: the object itself,
-/// a list of them, a merge/apply patch, or a JSON patch. Keys stay visible (which
-/// key changed is audit data); values become `[redacted]`. Anything else that is
-/// not understood is replaced whole.
-pub fn redact_secret_body(raw: &RawValue) -> Value {
-    let Ok(mut v) = serde_json::from_str::<Value>(raw.get()) else {
-        return Value::String(REDACTED.into());
-    };
-    match &mut v {
-        Value::Object(map) => {
-            if let Some(Value::Array(items)) = map.get_mut("items") {
-                for item in items {
-                    redact_secret_object(item);
-                }
-            }
-            redact_secret_object(&mut v);
-            v
-        }
-        Value::Array(ops) => {
-            for op in ops.iter_mut() {
-                let sensitive = op.get("path").and_then(Value::as_str).is_some_and(|p| {
-                    p.starts_with("/data")
-                        || p.starts_with("/stringData")
-                        || p == "/metadata/annotations"
-                        || p.starts_with(
-                            "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
-                        )
-                });
-                if sensitive && let Some(value) = op.get_mut("value") {
-                    redact_values(value);
-                }
-            }
-            v
-        }
-        _ => Value::String(REDACTED.into()),
-    }
-}
-
-/// Replaces the token at `path` of a TokenRequest or TokenReview body (also in
-/// a List's items) with `[redacted]`. Fails closed: a body that is not a JSON
-/// object is replaced whole.
-pub fn redact_token_body(raw: &RawValue, path: &[&str]) -> Value {
-    let Ok(mut v) = serde_json::from_str::<Value>(raw.get()) else {
-        return Value::String(REDACTED.into());
-    };
-    fn redact_at(obj: &mut Value, path: &[&str]) {
-        let Some((last, parents)) = path.split_last() else {
-            return;
-        };
-        let mut cur = obj;
-        for p in parents {
-            match cur.get_mut(*p) {
-                Some(next) => cur = next,
-                None => return,
-            }
-        }
-        if let Some(t) = cur.get_mut(*last)
-            && !t.is_null()
-        {
-            *t = Value::String(REDACTED.into());
-        }
-    }
-    match &mut v {
-        Value::Object(map) => {
-            if let Some(Value::Array(items)) = map.get_mut("items") {
-                for item in items {
-                    redact_at(item, path);
-                }
-            }
-            redact_at(&mut v, path);
-            v
-        }
-        _ => Value::String(REDACTED.into()),
-    }
-}
-
-fn redact_secret_object(obj: &mut Value) {
-    let Value::Object(map) = obj else { return };
-    for field in ["data", "stringData"] {
-        if let Some(data) = map.get_mut(field) {
-            redact_values(data);
-        }
-    }
-    if let Some(Value::Object(meta)) = map.get_mut("metadata")
-        && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
-        && let Some(a) = annotations.get_mut(LAST_APPLIED)
-    {
-        *a = Value::String(REDACTED.into());
-    }
-}
-
-/// Replaces every value of a map (or the value itself) with `[redacted]`.
-fn redact_values(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                if k == LAST_APPLIED || !val.is_null() {
-                    *val = Value::String(REDACTED.into());
-                }
-            }
-        }
-        Value::Null => {}
-        other => *other = Value::String(REDACTED.into()),
-    }
-}
-
-/// Removes `command` parameters from a `pods/exec` or `pods/attach` request URI.
-pub fn redact_exec_command(uri: &str) -> String {
-    let Some((path, query)) = uri.split_once('?') else {
-        return uri.to_string();
-    };
-    let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("command=")).collect();
-    if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
-}
-
-/// Removes a dotted path (`spec.template.spec.containers`) from an object, and from
-/// each item of a list.
-pub fn remove_path(obj: &mut Value, path: &str) {
-    if let Some(Value::Array(items)) = obj.get_mut("items") {
-        for item in items {
-            remove_path(item, path);
-        }
-    }
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let Some(last) = parts.pop() else { return };
-    let mut cur = obj;
-    for p in parts {
-        match cur.get_mut(p) {
-            Some(next) => cur = next,
-            None => return,
-        }
-    }
-    if let Value::Object(map) = cur {
-        map.remove(last);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,9 +396,12 @@ mod tests {
 
     fn one(event: &str) -> (Value, String) {
         let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#);
-        let list = parse_event_list(body.as_bytes()).unwrap();
+        let list = parse_event_list(body.as_bytes(), 1 << 20).unwrap();
+        let crate::audit::Item::Event(e) = &list.items[0] else {
+            panic!("malformed: {event}")
+        };
         let mut line = Vec::new();
-        let meta = build(&list.items[0], "c1", "2026-11-24T01:00:01Z", &mut line);
+        let meta = build(e, "c1", "2026-11-24T01:00:01Z", &mut line);
         let meta = serde_json::to_string(&meta).unwrap();
         (serde_json::from_slice(&line).unwrap(), meta)
     }
@@ -544,7 +470,10 @@ mod tests {
         assert_eq!(t["trace_name"], "get /healthz");
         assert_eq!(t["service_type"], "core");
         assert_eq!(t["read_only"], true);
-        assert_eq!(t["trace_type"], "SystemAction");
+        assert_eq!(
+            t["trace_type"], "ApiCall",
+            "an unauthenticated caller is not the system"
+        );
     }
 
     #[test]
@@ -593,51 +522,55 @@ mod tests {
         );
         assert!(!t.to_string().contains("reviewed-token"), "token leaked: {t}");
         assert_eq!(t["response"]["status"]["user"]["username"], "alice");
-        // Fails closed: a body that is not an object is replaced whole.
-        let odd = RawValue::from_string(r#""sha256~raw-token""#.into()).unwrap();
+    }
+
+    #[test]
+    fn unauthenticated_callers_make_api_calls() {
+        let (t, _) = one(
+            r#"{"auditID":"x","verb":"get","requestURI":"/api","user":{"username":"system:anonymous","groups":["system:unauthenticated"]},"stage":"ResponseComplete","responseStatus":{"code":403}}"#,
+        );
+        assert_eq!(t["trace_type"], "ApiCall");
+        assert_eq!(t["unauthenticated"], true);
+        let (t, _) = one(r#"{"auditID":"y","verb":"get","requestURI":"/api","user":{"username":"alice"}}"#);
+        assert!(t.get("unauthenticated").is_none());
+    }
+
+    #[test]
+    fn exec_commands_and_sensitive_annotations() {
+        let (t, _) = one(
+            r#"{"auditID":"e","verb":"create","requestURI":"/api/v1/namespaces/d/pods/p/exec?command=mysql&command=-pHUNTER2&stdin=true",
+            "objectRef":{"resource":"pods","subresource":"exec","namespace":"d","name":"p","apiVersion":"v1"}}"#,
+        );
+        let uri = t["request_uri"].as_str().unwrap();
+        assert!(!uri.contains("HUNTER2") && uri.ends_with("&stdin=true"), "{uri}");
+        assert_eq!(t["resource_type"], "pods/exec");
+        let (t, _) = one(
+            r#"{"auditID":"a","verb":"update","objectRef":{"resource":"secrets","namespace":"d","name":"s","apiVersion":"v1"},
+            "annotations":{"authorization.k8s.io/decision":"allow","patch.webhook.admission.k8s.io/round_0_index_0":"{\"data\":{\"k\":\"QUFB\"}}"}}"#,
+        );
+        assert_eq!(t["annotations"]["authorization.k8s.io/decision"], "allow");
+        assert!(!t.to_string().contains("QUFB"), "{t}");
+        let (t, _) = one(
+            r#"{"auditID":"c","verb":"update","objectRef":{"resource":"configmaps","namespace":"d","name":"s","apiVersion":"v1"},
+            "annotations":{"patch.webhook.admission.k8s.io/round_0_index_0":"p"}}"#,
+        );
         assert_eq!(
-            redact_token_body(&odd, &["spec", "token"]),
-            Value::String(REDACTED.into())
+            t["annotations"]["patch.webhook.admission.k8s.io/round_0_index_0"],
+            "p"
         );
     }
 
     #[test]
-    fn secret_lists_and_patches_are_redacted() {
-        let list = RawValue::from_string(
-            r#"{"kind":"SecretList","items":[{"metadata":{"name":"a"},"data":{"k":"djE="}},{"metadata":{"name":"b"},"data":{"k":"djI="}}]}"#.into(),
-        )
-        .unwrap();
-        let v = redact_secret_body(&list).to_string();
-        assert!(!v.contains("djE=") && !v.contains("djI="), "{v}");
-        let json_patch = RawValue::from_string(
-            r#"[{"op":"replace","path":"/data/k","value":"djM="},{"op":"add","path":"/metadata/labels/x","value":"y"},{"op":"add","path":"/data","value":{"k":"djQ="}}]"#.into(),
-        )
-        .unwrap();
-        let v = redact_secret_body(&json_patch).to_string();
-        assert!(!v.contains("djM=") && !v.contains("djQ="), "{v}");
-        assert!(v.contains(r#""value":"y""#), "non-secret ops stay: {v}");
-        let merge = RawValue::from_string(r#"{"stringData":{"pw":"plain"}}"#.into()).unwrap();
-        assert!(!redact_secret_body(&merge).to_string().contains("plain"));
-        let odd = RawValue::from_string(r#""data: c2VjcmV0""#.into()).unwrap();
-        assert_eq!(redact_secret_body(&odd), Value::String(REDACTED.into()));
-    }
-
-    #[test]
-    fn exec_command_and_paths() {
-        assert_eq!(
-            redact_exec_command(
-                "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=cat+%2Fetc%2Fshadow&stdout=true"
-            ),
-            "/api/v1/namespaces/d/pods/p/exec?stdout=true"
-        );
-        assert_eq!(
-            redact_exec_command("/api/v1/namespaces/d/pods/p/exec?command=ls"),
-            "/api/v1/namespaces/d/pods/p/exec"
-        );
-        let mut v: Value = serde_json::from_str(r#"{"data":{"a":"1"},"spec":{"x":{"y":1,"z":2}}}"#).unwrap();
-        remove_path(&mut v, "data");
-        remove_path(&mut v, "spec.x.y");
-        remove_path(&mut v, "no.such.path");
-        assert_eq!(v.to_string(), r#"{"spec":{"x":{"z":2}}}"#);
+    fn malformed_items_become_warning_traces() {
+        let m = crate::audit::Malformed::new("unreadable event: x", b"{\"auditID\":7}");
+        let mut line = Vec::new();
+        let meta = build_malformed(&m, "c1", "2026-11-24T01:00:01Z", 1_795_482_001_000, &mut line);
+        let t: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(t["trace_name"], "malformed event");
+        assert_eq!(t["trace_rating"], "warning");
+        assert_eq!(t["malformed"]["blake3"], m.hash);
+        assert_eq!(t["message"], "unreadable event: x");
+        assert!(meta.malformed);
+        assert_eq!(meta.time_ms, 1_795_482_001_000);
     }
 }

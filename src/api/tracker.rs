@@ -302,31 +302,56 @@ impl Default for Integrity {
     }
 }
 
-/// Extra redaction. Secret `data`, `stringData` and their last-applied annotation
-/// are always removed, whatever this says.
+/// Extra redaction, beyond the built-in rules that always apply (Secret values
+/// and their last-applied copy, service-account tokens, token reviews, exec and
+/// attach commands; see `docs/redaction.md`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Redaction {
-    /// Remove the command of `pods/exec` and `pods/attach` from `request_uri`.
-    #[serde(default)]
-    pub exec_command: bool,
-    /// Object fields removed from request and response bodies of a resource.
+    /// Fields whose values are replaced with `[redacted]` in request and response
+    /// bodies of a resource, in every shape (object, list, table, watch event,
+    /// merge and JSON patches).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub fields: Vec<FieldRedaction>,
 }
 
+impl Redaction {
+    /// The fields as rules of the sensitive-data policy.
+    pub fn rules(&self) -> Vec<crate::redact::Rule> {
+        self.fields
+            .iter()
+            .map(|f| {
+                crate::redact::Rule::new(
+                    &f.api_group,
+                    &f.resource,
+                    f.paths
+                        .iter()
+                        .map(|p| crate::redact::FieldPath::dotted(p, crate::redact::Mask::Whole))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Fields of one resource that never leave the cluster.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldRedaction {
-    /// API group of the resource (`""` for core).
+    /// API group of the resource; `""` or `core` for the core group.
     #[serde(default)]
     pub api_group: String,
-    /// Resource name, e.g. `configmaps`.
-    #[schemars(length(min = 1))]
+    /// Resource, optionally with its subresource (`configmaps`, `pods/status`).
+    #[schemars(length(min = 1, max = 253))]
     pub resource: String,
-    /// Dotted paths of fields to remove, e.g. `data` or `spec.template.spec.containers`.
-    #[schemars(length(min = 1))]
+    /// Dotted paths from the object's root, e.g. `data` or
+    /// `spec.template.spec.containers.env` (an array on the way applies the rest
+    /// of the path to each element).
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(length(min = 1, max = 512), pattern(r"^[^.]+([.][^.]+)*$"))
+    )]
     pub paths: Vec<String>,
 }
 

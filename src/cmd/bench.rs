@@ -277,7 +277,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let ingest = Ingest {
         spool: spool.clone(),
-        max_body_bytes: 0,
+        limits: source::RequestLimits {
+            max_body_bytes: 64 * 1024 * 1024,
+            ..Default::default()
+        },
+        bodies: source::BodyBudget::new(256 * 1024 * 1024),
         metrics: metrics.clone(),
         cluster: "bench".into(),
         auth: Arc::new(AuthPolicy {
@@ -298,7 +302,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     tokio::spawn(source::serve(
         listener,
         None,
-        source::app(ingest, 64 * 1024 * 1024),
+        source::app(ingest),
+        source::ConnectionLimits::default(),
+        metrics.clone(),
     ));
 
     eprintln!(
@@ -502,8 +508,8 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 let body = String::from_utf8_lossy(&template)
                     .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
                     .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
-                let encoded =
-                    source::encode(body.as_bytes(), &cluster, ts, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let encoded = source::encode(body.as_bytes(), &cluster, ts, 0, 1024 * 1024)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 for (_, line) in entries::iter(&encoded.payload).take(n - done) {
                     batch.push(line, &suffix)?;
                     done += 1;

@@ -2,7 +2,7 @@
 //! a YAML file; destinations are S3 buckets or local directories. It is the quick
 //! start, and the shape of a sidecar on a self-managed control plane.
 
-use super::webhook::WebhookArgs;
+use super::webhook::{LimitArgs, WebhookArgs};
 use anyhow::Context as _;
 use futures::FutureExt;
 use kubetrail::api::{Delivery, Destination, Redaction, TrackerFilter, TrackerSpec};
@@ -89,6 +89,24 @@ impl ServeConfig {
                     t.name
                 ),
             }
+            if let Some(d) = &t.destination {
+                // `serve` has no Kubernetes API to read a Secret from, and no
+                // bucket lifecycle management: refuse rather than ignore.
+                if d.credentials_secret_ref.is_some() {
+                    anyhow::bail!(
+                        "tracker {:?}: destination.credentialsSecretRef needs the Kubernetes API; \
+                         `serve` takes `credentials` (accessKeyId, secretAccessKey) or the default AWS chain",
+                        t.name
+                    );
+                }
+                if d.retention_days.is_some() {
+                    anyhow::bail!(
+                        "tracker {:?}: destination.retentionDays is not applied by `serve`; \
+                         set a lifecycle rule on the bucket instead",
+                        t.name
+                    );
+                }
+            }
             if kubetrail::controller::delivery::parse_duration(&t.delivery.max_batch_age)
                 .is_none_or(|d| d < std::time::Duration::from_secs(1))
             {
@@ -144,6 +162,8 @@ pub struct ServeArgs {
     /// On SIGTERM: seconds to deliver what is spooled before exiting anyway.
     #[arg(long, default_value_t = 45)]
     pub drain_seconds: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
@@ -164,7 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls_key_file: args.tls_key_file,
         client_ca_file: args.client_ca_file,
         token_file: args.token_file,
-        max_body_bytes: 32 * 1024 * 1024,
+        limits: args.limits,
         spool_dir: args.spool_dir,
         spool_max_bytes: args.spool_max_bytes,
         cluster_name: config.cluster.clone(),

@@ -32,9 +32,8 @@ pub struct WebhookArgs {
     /// Serve plain HTTP without authentication. Refused unless the address is loopback.
     #[arg(long)]
     pub insecure_http: bool,
-    /// Largest accepted audit batch body, in bytes.
-    #[arg(long, default_value_t = 32 * 1024 * 1024)]
-    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Spool directory (write-ahead log).
     #[arg(long, env = "KUBETRAIL_SPOOL_DIR", default_value = "/var/lib/kubetrail/spool")]
     pub spool_dir: PathBuf,
@@ -65,6 +64,47 @@ pub struct WebhookArgs {
     /// terminationGracePeriodSeconds.
     #[arg(long, env = "KUBETRAIL_DRAIN_SECONDS", default_value_t = 45)]
     pub drain_seconds: u64,
+}
+
+/// Who may connect, and what a connection or a request may take (shared by
+/// `operator` and `serve`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Subjects (certificate common name or DNS name) a client certificate must
+    /// carry one of; `*` accepts any certificate the CA signed.
+    #[arg(
+        long,
+        env = "KUBETRAIL_CLIENT_CERT_NAMES",
+        value_delimiter = ',',
+        default_value = "kube-apiserver-audit"
+    )]
+    pub client_cert_names: Vec<String>,
+    /// Largest accepted audit batch body, in bytes (a bigger one gets 413).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest audit event kept whole, in bytes; a bigger one is kept without
+    /// its request and response bodies (`truncated: true`).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+    /// Bytes of request bodies held at once over all connections; past it,
+    /// batches get 503 and the apiserver sends them again.
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub inflight_body_bytes: usize,
+    /// Seconds to receive a whole request body (408 after).
+    #[arg(long, default_value_t = 60)]
+    pub body_timeout_seconds: u64,
+    /// Open webhook connections at most; past it new ones are closed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds for a TLS handshake, and for a request's headers.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout_seconds: u64,
+    /// Seconds a connection may stay without traffic before it is closed.
+    #[arg(long, default_value_t = 90)]
+    pub idle_timeout_seconds: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, default_value_t = 16)]
+    pub max_streams: u32,
 }
 
 /// The webhook as started: its spool, and its lifecycle for the drain.
@@ -111,6 +151,8 @@ impl WebhookArgs {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: self.client_ca_file.clone(),
+                client_names: self.limits.client_cert_names.clone(),
+                certificate_optional: !tokens.is_empty(),
             }),
             (None, None) if self.insecure_http => {
                 if !self.webhook_addr.ip().is_loopback() {
@@ -130,10 +172,22 @@ impl WebhookArgs {
                 "the audit webhook needs a way to authenticate the apiserver: --client-ca-file and/or --token-file"
             );
         }
+        if self.limits.client_cert_names.iter().all(|n| n.trim().is_empty()) {
+            bail!(
+                "--client-cert-names is empty: name the allowed client certificate subjects, or `*` for any"
+            );
+        }
+        let limits = source::RequestLimits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_event_bytes: self.limits.max_event_bytes,
+            body_timeout: Duration::from_secs(self.limits.body_timeout_seconds.max(1)),
+            inflight_body_bytes: self.limits.inflight_body_bytes.max(self.limits.max_body_bytes),
+        };
         let ingest = Ingest {
             spool: spool.clone(),
-            max_body_bytes: self.max_body_bytes,
-            metrics,
+            bodies: source::BodyBudget::new(limits.inflight_body_bytes),
+            limits,
+            metrics: metrics.clone(),
             cluster: self.cluster_name.as_str().into(),
             auth: Arc::new(AuthPolicy {
                 tokens,
@@ -142,7 +196,14 @@ impl WebhookArgs {
             dedupe,
             lifecycle: lifecycle.clone(),
         };
-        let router = source::app(ingest, self.max_body_bytes);
+        let router = source::app(ingest);
+        let connections = source::ConnectionLimits {
+            max_connections: self.limits.max_connections,
+            handshake_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
+            header_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
+            idle_timeout: Duration::from_secs(self.limits.idle_timeout_seconds.max(1)),
+            max_streams: self.limits.max_streams.max(1),
+        };
         let listener = tokio::net::TcpListener::bind(self.webhook_addr)
             .await
             .with_context(|| format!("binding the webhook address {}", self.webhook_addr))?;
@@ -152,7 +213,7 @@ impl WebhookArgs {
             source::check_tls(files).context("loading the webhook TLS files")?;
         }
         tokio::spawn(async move {
-            if let Err(e) = source::serve(listener, tls, router).await {
+            if let Err(e) = source::serve(listener, tls, router, connections, metrics).await {
                 tracing::error!(error = %e, "audit webhook stopped");
             }
         });

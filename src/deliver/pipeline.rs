@@ -24,7 +24,7 @@ use crate::spool::{self, Intent, Position, Spool, TrackerCursor, entries};
 use crate::store::DestinationError;
 use crate::store::Store;
 use crate::telemetry::{Metrics, TrackerLabels};
-use crate::trace::{self, RouteMeta};
+use crate::trace::RouteMeta;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -846,31 +846,49 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// A tracker's own redaction (beyond the Secret values removed at ingest), applied
-/// only to traces it concerns. `None`: the line stays as it is.
+/// A tracker's own redaction (`spec.redaction.fields`, beyond the built-in
+/// rules applied at ingest), applied only to traces it concerns, with the same
+/// engine and over the same body shapes. `None`: the line stays as it is.
 fn redact_for(r: &Redaction, meta: &RouteMeta<'_>, line: &[u8]) -> Option<Vec<u8>> {
-    let exec = r.exec_command && matches!(meta.resource.as_ref(), "pods/exec" | "pods/attach");
-    let fields: Vec<&str> = r
-        .fields
-        .iter()
-        .filter(|f| f.api_group == meta.group && f.resource == meta.resource)
-        .flat_map(|f| f.paths.iter().map(String::as_str))
-        .collect();
-    if !exec && fields.is_empty() {
+    let rules = r.rules();
+    let fields = crate::redact::fields_for(&rules, &meta.group, &meta.resource);
+    if fields.is_empty() {
         return None;
     }
-    let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    if exec && let Some(uri) = v.get("request_uri").and_then(|u| u.as_str()) {
-        v["request_uri"] = serde_json::Value::String(trace::redact_exec_command(uri));
-    }
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        // A body nested deeper than the parser goes: it loses its bodies rather
+        // than pass through unredacted.
+        return Some(without_bodies(line));
+    };
     for body in ["request", "response"] {
         if let Some(obj) = v.get_mut(body) {
-            for p in &fields {
-                trace::remove_path(obj, p);
-            }
+            crate::redact::redact_body(obj, &fields);
         }
     }
     serde_json::to_vec(&v).ok()
+}
+
+/// The line with its request and response bodies replaced by `[redacted]`,
+/// read without building the bodies (whatever their depth).
+fn without_bodies(line: &[u8]) -> Vec<u8> {
+    use serde_json::value::RawValue;
+    let redacted = || RawValue::from_string(format!("\"{}\"", crate::redact::REDACTED)).ok();
+    match serde_json::from_slice::<std::collections::BTreeMap<String, Box<RawValue>>>(line) {
+        Ok(mut fields) => {
+            for body in ["request", "response"] {
+                if fields.contains_key(body)
+                    && let Some(r) = redacted()
+                {
+                    fields.insert(body.to_string(), r);
+                }
+            }
+            serde_json::to_vec(&fields).unwrap_or_default()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a spooled trace is not JSON; replaced");
+            br#"{"trace_name":"unreadable trace","trace_rating":"warning"}"#.to_vec()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -888,9 +906,9 @@ mod tests {
 
     #[test]
     fn tracker_redaction_applies_only_where_configured() {
-        let meta = |resource: &'static str| RouteMeta {
+        let meta = |group: &'static str, resource: &'static str| RouteMeta {
             verb: "create".into(),
-            group: "".into(),
+            group: group.into(),
             resource: resource.into(),
             namespace: "d".into(),
             user: "u".into(),
@@ -898,25 +916,29 @@ mod tests {
             stage: "ResponseComplete".into(),
             time_ms: 0,
             key: 0,
+            malformed: false,
         };
         let r = Redaction {
-            exec_command: true,
             fields: vec![FieldRedaction {
-                api_group: "".into(),
+                api_group: "core".into(),
                 resource: "configmaps".into(),
                 paths: vec!["data".into()],
             }],
         };
-        let exec = br#"{"request_uri":"/api/v1/namespaces/d/pods/p/exec?command=cat&command=/etc/passwd&stdin=true"}"#;
-        let out = redact_for(&r, &meta("pods/exec"), exec).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"request_uri":"/api/v1/namespaces/d/pods/p/exec?stdin=true"}"#
+        let cm = br#"{"request":{"data":{"k":"v1"},"metadata":{}},"response":{"kind":"ConfigMapList","items":[{"data":{"k":"v2"}}]}}"#;
+        let out = String::from_utf8(redact_for(&r, &meta("", "configmaps"), cm).unwrap()).unwrap();
+        assert!(!out.contains("v1") && !out.contains("v2"), "{out}");
+        assert!(redact_for(&r, &meta("", "secrets"), cm).is_none());
+        assert!(redact_for(&r, &meta("apps", "configmaps"), cm).is_none());
+        assert!(redact_for(&Redaction::default(), &meta("", "configmaps"), cm).is_none());
+        // Deeper than the parser goes: the bodies go, the rest stays.
+        let deep = format!(
+            r#"{{"trace_id":"t","request":{{"data":{}"v3"{}}}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
         );
-        let cm = br#"{"request":{"data":{"k":"v"},"metadata":{}},"response":{"data":{"k":"v"}}}"#;
-        let out = String::from_utf8(redact_for(&r, &meta("configmaps"), cm).unwrap()).unwrap();
-        assert!(!out.contains(r#""k":"v""#), "{out}");
-        assert!(redact_for(&r, &meta("secrets"), cm).is_none());
-        assert!(redact_for(&Redaction::default(), &meta("pods/exec"), exec).is_none());
+        let out =
+            String::from_utf8(redact_for(&r, &meta("", "configmaps"), deep.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out, r#"{"request":"[redacted]","trace_id":"t"}"#);
     }
 }

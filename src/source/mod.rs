@@ -1,13 +1,23 @@
 //! The audit webhook: where the kube-apiserver sends `EventList` batches.
 //!
-//! Order of checks, each with its own answer and nothing written before the last:
-//! caller authenticated (401), body within the cap (413, enforced while reading),
-//! a well-formed `audit.k8s.io/v1` `EventList` with an `auditID` on every event
-//! (400), room in the spool (503, the apiserver backs off and retries). Only a
-//! batch that is in the spool and fsynced gets 200. Events already stored (an
-//! apiserver retry) are acknowledged without being stored again ([`dedupe`]).
+//! Who may connect is settled before any body is read: a client certificate must
+//! chain to the configured CA and name an allowed subject (else the TLS handshake
+//! fails), or the request must carry a valid bearer token (else 401 and the
+//! connection closes, the body unread). Then, each with its own answer and
+//! nothing written before the last: JSON content type and no browser `Origin`
+//! (415/403), room in the memory budget for bodies (503), body within the cap
+//! and the time limit (413/408), a body that is an `audit.k8s.io/v1` `EventList`
+//! (400; an unreadable item inside one is kept as a malformed-event trace and an
+//! oversized event loses its bodies, so one bad event never costs the batch),
+//! room in the spool (503, the apiserver backs off and retries). Only a batch
+//! that is in the spool and fsynced gets 200. A batch already stored (an
+//! apiserver retry) is acknowledged without being stored again ([`dedupe`]).
 //! While the process stops, new batches get 503 with `Retry-After`: the apiserver
 //! sends them again, to another replica or after the restart.
+//!
+//! Connections are bounded in number, in time (TLS handshake, headers, body,
+//! idle) and, for HTTP/2, in streams, so what clients do cannot grow memory
+//! without bound.
 
 pub mod dedupe;
 
@@ -43,18 +53,72 @@ pub struct AuthPolicy {
     pub allow_anonymous: bool,
 }
 
-/// Whether the connection presented a client certificate the CA verified.
+/// Whether the connection presented a client certificate the CA verified and
+/// whose subject is allowed (the TLS layer refuses any other).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerAuth {
     pub client_cert: bool,
+}
+
+/// Bounds on what one request may take.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Largest event kept whole; a bigger one loses its bodies.
+    pub max_event_bytes: usize,
+    /// Time to receive a whole body.
+    pub body_timeout: Duration,
+    /// Bytes of bodies held at once, over all requests.
+    pub inflight_body_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body_bytes: 32 << 20,
+            max_event_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(60),
+            inflight_body_bytes: 128 << 20,
+        }
+    }
+}
+
+/// The memory budget for request bodies, in KiB permits.
+#[derive(Clone)]
+pub struct BodyBudget {
+    sem: Arc<tokio::sync::Semaphore>,
+    total: u32,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> BodyBudget {
+        let total = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).clamp(1, 1 << 30);
+        BodyBudget {
+            sem: Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Reserves room for a body of `bytes` (a body larger than the whole budget
+    /// takes all of it), waiting at most `wait`.
+    async fn reserve(&self, bytes: usize, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
+        tokio::time::timeout(wait, self.sem.clone().acquire_many_owned(n))
+            .await
+            .ok()?
+            .ok()
+    }
 }
 
 /// State of the webhook handler.
 #[derive(Clone)]
 pub struct Ingest {
     pub spool: Spool,
-    /// Largest accepted body; set by [`app`].
-    pub max_body_bytes: usize,
+    pub limits: RequestLimits,
+    pub bodies: BodyBudget,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<str>,
     pub auth: Arc<AuthPolicy>,
@@ -131,8 +195,7 @@ impl Drop for InFlight {
 const DEDUPE_WAIT: Duration = Duration::from_secs(10);
 
 /// The webhook router; tests drive it without a socket.
-pub fn app(mut ingest: Ingest, max_body_bytes: usize) -> Router {
-    ingest.max_body_bytes = max_body_bytes;
+pub fn app(ingest: Ingest) -> Router {
     Router::new()
         .route("/", post(receive))
         .route("/audit", post(receive))
@@ -165,6 +228,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Adds `Retry-After` to a refusal the apiserver should retry.
+fn retry_after(mut r: Response, seconds: &'static str) -> Response {
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static(seconds));
+    r
+}
+
+/// A media type is JSON (`application/json`, with or without parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// How long a request waits for room in the body budget.
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
 async fn receive(
     State(st): State<Ingest>,
     peer: Option<Extension<PeerAuth>>,
@@ -172,23 +254,6 @@ async fn receive(
     body: axum::body::Body,
 ) -> Response {
     let _in_flight = InFlight::new(&st.lifecycle);
-    if !st.lifecycle.accepting() {
-        let _ = read_capped(body, 1024 * 1024).await;
-        let (reason, message) = if st.lifecycle.is_draining() {
-            ("stopping", "this replica is stopping; send the batch again")
-        } else {
-            ("starting", "this replica is starting; send the batch again")
-        };
-        let mut r = reject(
-            &st.metrics,
-            StatusCode::SERVICE_UNAVAILABLE,
-            reason,
-            message.into(),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return r;
-    }
     let cert = peer.map(|p| p.client_cert).unwrap_or(false);
     let token = bearer(&headers)
         .map(|t| {
@@ -199,27 +264,90 @@ async fn receive(
         })
         .unwrap_or(false);
     if !(cert || token || st.auth.allow_anonymous) {
-        // Read (and drop) a bounded part of the body so the caller gets the 401
-        // instead of a reset connection.
-        let _ = read_capped(body, 1024 * 1024).await;
-        return reject(
+        // The body is never read: the connection closes after the answer.
+        let mut r = reject(
             &st.metrics,
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "a client certificate signed by the configured CA or a valid bearer token is required".into(),
         );
+        r.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return r;
     }
-    let body = match read_capped(body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => {
+    // A browser can be made to post to a loopback listener; it always says
+    // where from, and cannot send a JSON content type cross-origin without a
+    // preflight this server never answers.
+    if headers.contains_key(header::ORIGIN) {
+        return reject(
+            &st.metrics,
+            StatusCode::FORBIDDEN,
+            "browser_origin",
+            "requests from a browser (with an Origin header) are refused".into(),
+        );
+    }
+    if !is_json(&headers) {
+        return reject(
+            &st.metrics,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "Content-Type must be application/json".into(),
+        );
+    }
+    if !st.lifecycle.accepting() {
+        // Read (and drop) a bounded part of the body so the caller gets the 503
+        // instead of a reset connection.
+        let _ = tokio::time::timeout(Duration::from_secs(1), read_capped(body, 1 << 20)).await;
+        let (reason, message) = if st.lifecycle.is_draining() {
+            ("stopping", "this replica is stopping; send the batch again")
+        } else {
+            ("starting", "this replica is starting; send the batch again")
+        };
+        let r = reject(
+            &st.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            message.into(),
+        );
+        return retry_after(r, "1");
+    }
+    let max = st.limits.max_body_bytes;
+    let declared = {
+        use axum::body::HttpBody as _;
+        body.size_hint().exact()
+    };
+    if let Some(n) = declared
+        && n > max as u64
+    {
+        return reject(
+            &st.metrics,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body too large: {n} bytes, more than {max}"),
+        );
+    }
+    // Room for the body in the shared budget, before a byte of it is read.
+    let want = declared.map_or(max, |n| n as usize);
+    let Some(_room) = st.bodies.reserve(want, BUDGET_WAIT).await else {
+        let r = reject(
+            &st.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many audit batches being received at once; send it again".into(),
+        );
+        return retry_after(r, "1");
+    };
+    let body = match tokio::time::timeout(st.limits.body_timeout, read_capped(body, max)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(ReadError::TooLarge)) => {
             return reject(
                 &st.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("request body too large: more than {} bytes", st.max_body_bytes),
+                format!("request body too large: more than {max} bytes"),
             );
         }
-        Err(ReadError::Broken(e)) => {
+        Ok(Err(ReadError::Broken(e))) => {
             return reject(
                 &st.metrics,
                 StatusCode::BAD_REQUEST,
@@ -227,13 +355,25 @@ async fn receive(
                 format!("reading body: {e}"),
             );
         }
+        Err(_) => {
+            return reject(
+                &st.metrics,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body was not received within {} s",
+                    st.limits.body_timeout.as_secs()
+                ),
+            );
+        }
     };
     let received = jiff::Timestamp::now();
     let key = dedupe::batch_key(&body);
-    let encoded = match encode(&body, &st.cluster, received, key) {
+    let encoded = match encode(&body, &st.cluster, received, key, st.limits.max_event_bytes) {
         Ok(v) => v,
         Err(e) => return reject(&st.metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
     };
+    drop(body);
     let events = encoded.events;
     st.metrics.events_received.inc_by(u64::from(events));
     // A batch stored before is a retry; one being stored by another request
@@ -251,15 +391,13 @@ async fn receive(
                 tokio::time::sleep(Duration::from_millis(5)).await
             }
             Admit::Wait => {
-                let mut r = reject(
+                let r = reject(
                     &st.metrics,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
                     "an identical batch is still being stored; send it again".into(),
                 );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return r;
+                return retry_after(r, "1");
             }
         }
     }
@@ -275,23 +413,33 @@ async fn receive(
         Ok(seq) => {
             st.dedupe.confirm(key, events, received.as_millisecond());
             st.metrics.events_spooled.inc_by(u64::from(events));
+            st.metrics.events_malformed.inc_by(u64::from(encoded.malformed));
+            st.metrics.events_truncated.inc_by(u64::from(encoded.truncated));
             st.metrics.spool_bytes.set(st.spool.bytes() as i64);
-            tracing::debug!(seq, events, "audit batch spooled");
+            if encoded.malformed > 0 || encoded.truncated > 0 {
+                tracing::warn!(
+                    seq,
+                    events,
+                    malformed = encoded.malformed,
+                    truncated = encoded.truncated,
+                    "audit batch spooled with malformed or oversized events"
+                );
+            } else {
+                tracing::debug!(seq, events, "audit batch spooled");
+            }
             (StatusCode::OK, "").into_response()
         }
         Err(e) => {
             st.dedupe.release(key);
             match e {
                 e @ AppendError::Full { .. } => {
-                    let mut r = reject(
+                    let r = reject(
                         &st.metrics,
                         StatusCode::SERVICE_UNAVAILABLE,
                         "spool_full",
                         e.to_string(),
                     );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-                    r
+                    retry_after(r, "5")
                 }
                 e @ AppendError::TooLarge(_) => reject(
                     &st.metrics,
@@ -299,6 +447,16 @@ async fn receive(
                     "too_large",
                     e.to_string(),
                 ),
+                // The disk is full: like a full spool, the apiserver should retry.
+                AppendError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    let r = reject(
+                        &st.metrics,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "disk_full",
+                        format!("spool disk full: {e}"),
+                    );
+                    retry_after(r, "5")
+                }
                 e => reject(
                     &st.metrics,
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -315,30 +473,19 @@ enum ReadError {
     Broken(axum::Error),
 }
 
-/// Reads a body of at most `max` bytes. Past the cap, the rest is read and
-/// dropped (up to 4× the cap) so the client gets a clean 413 rather than a reset
-/// connection; memory holds at most `max` bytes either way.
+/// Reads a body of at most `max` bytes; past the cap it stops reading.
 async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadError> {
     use axum::body::HttpBody as _;
     // Content-Length, when sent, sizes the buffer once.
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
     let mut buf = Vec::with_capacity(expected.min(max));
     let mut stream = body.into_data_stream();
-    let mut over = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
-        if over > 0 || buf.len() + chunk.len() > max {
-            over += chunk.len();
-            buf = Vec::new();
-            if over > max.saturating_mul(4) {
-                break;
-            }
-            continue;
+        if buf.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge);
         }
         buf.extend_from_slice(&chunk);
-    }
-    if over > 0 {
-        return Err(ReadError::TooLarge);
     }
     Ok(Bytes::from(buf))
 }
@@ -347,33 +494,74 @@ async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadEr
 pub struct Encoded {
     pub payload: Vec<u8>,
     pub events: u32,
+    /// Items kept as malformed-event traces.
+    pub malformed: u32,
+    /// Events whose bodies were dropped for size.
+    pub truncated: u32,
 }
 
 /// Parses a batch and encodes its traces as one spool record payload; every
-/// trace's routing metadata carries the batch's de-duplication `key`.
+/// trace's routing metadata carries the batch's de-duplication `key`. An item
+/// that is not a readable event is kept as a malformed-event trace; an event
+/// over `max_event_bytes` loses its bodies (and, if still too big, is kept as a
+/// malformed-event trace).
 pub fn encode(
     body: &[u8],
     cluster: &str,
     received: jiff::Timestamp,
     key: u64,
+    max_event_bytes: usize,
 ) -> Result<Encoded, audit::ParseError> {
-    let list = audit::parse_event_list(body)?;
+    let list = audit::parse_event_list(body, max_event_bytes)?;
     let record_time = received.to_string();
+    let received_ms = received.as_millisecond();
     let mut payload = Vec::with_capacity(body.len() + body.len() / 8);
     let mut line = Vec::with_capacity(4096);
     let mut meta = Vec::with_capacity(256);
-    for event in &list.items {
+    let mut malformed = 0;
+    for item in &list.items {
         line.clear();
         meta.clear();
-        let mut m = trace::build(event, cluster, &record_time, &mut line);
+        let mut m = match item {
+            audit::Item::Event(event) => {
+                let m = trace::build(event, cluster, &record_time, &mut line);
+                // Room for the `tracker` field routing adds.
+                if line.len() > max_event_bytes.max(4096) {
+                    let too_big = audit::Malformed {
+                        reason: format!(
+                            "event of {} bytes is over the limit of {max_event_bytes} even without its bodies",
+                            line.len()
+                        ),
+                        hash: blake3::hash(&line).to_hex().to_string(),
+                        bytes: line.len(),
+                    };
+                    line.clear();
+                    malformed += 1;
+                    trace::build_malformed(&too_big, cluster, &record_time, received_ms, &mut line)
+                } else {
+                    m
+                }
+            }
+            audit::Item::Malformed(bad) => {
+                malformed += 1;
+                trace::build_malformed(bad, cluster, &record_time, received_ms, &mut line)
+            }
+        };
         m.key = key;
         // Serializing plain data into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut meta, &m);
         entries::push(&mut payload, &meta, &line);
     }
+    let truncated = list
+        .items
+        .iter()
+        .filter(|i| matches!(i, audit::Item::Event(e) if e.truncated))
+        .count() as u32;
     Ok(Encoded {
         payload,
         events: list.items.len() as u32,
+        malformed,
+        truncated,
     })
 }
 
@@ -384,6 +572,93 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA that signs accepted client certificates.
     pub client_ca: Option<PathBuf>,
+    /// Subjects (common name or DNS name) a client certificate must carry one
+    /// of; `*` accepts any the CA signed.
+    pub client_names: Vec<String>,
+    /// A client without a certificate may still authenticate with a bearer
+    /// token; without tokens the handshake requires a certificate.
+    pub certificate_optional: bool,
+}
+
+/// Verifies client certificates with the CA (WebPKI) and then their subject
+/// against the allowed names, so a certificate the CA issued for something
+/// else fails the handshake.
+#[derive(Debug)]
+struct NamedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    names: Vec<String>,
+}
+
+/// The common names and DNS names of a certificate's subject.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    names
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClients {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if self.names.iter().any(|n| n == "*") {
+            return Ok(ok);
+        }
+        let names = certificate_names(end_entity.as_ref());
+        if names.iter().any(|n| self.names.contains(n)) {
+            Ok(ok)
+        } else {
+            tracing::warn!(subject = ?names, allowed = ?self.names, "client certificate refused: subject not allowed");
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Builds a TLS acceptor from the files; re-read when they change.
@@ -433,14 +708,19 @@ fn load_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
                     .add(c.map_err(|e| file_err(ca, &e))?)
                     .map_err(|e| TlsError::Config(e.to_string()))?;
             }
-            // Certificates are optional at the TLS layer so a bearer token can be
-            // used instead; a presented certificate must verify.
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            // Certificates are optional at the TLS layer only when a bearer token
+            // can be used instead; a presented certificate must verify and name
+            // an allowed subject.
+            let mut webpki =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if files.certificate_optional {
+                webpki = webpki.allow_unauthenticated();
+            }
+            let inner = webpki.build().map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(NamedClients {
+                inner,
+                names: files.client_names.clone(),
+            }))
         }
         None => builder.with_no_client_auth(),
     };
@@ -489,9 +769,171 @@ impl TlsState {
     }
 }
 
+/// Bounds on connections: how many, and how long each step may take.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections at most; past it, new ones are closed at once.
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// Time to receive a request's headers (also the wait for the next request
+    /// on a kept-alive HTTP/1 connection).
+    pub header_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_streams: 16,
+        }
+    }
+}
+
+/// A connection's bytes, with the time of the last one seen either way.
+struct Watched<T> {
+    io: T,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    start: Instant,
+}
+
+impl<T> Watched<T> {
+    fn touch(&self) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.webhook_connections.dec();
+    }
+}
+
+fn closed(metrics: &Metrics, reason: &str) {
+    metrics
+        .webhook_connections_closed
+        .get_or_create(&ReasonLabels {
+            reason: reason.to_string(),
+        })
+        .inc();
+}
+
+/// Serves one connection's HTTP (1.1 or 2) within the limits.
+async fn serve_http<T>(io: T, router: Router, peer: PeerAuth, limits: &ConnectionLimits, metrics: &Metrics)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let io = Watched {
+        io,
+        last: last.clone(),
+        start,
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(64))
+        .max_send_buf_size(256 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let svc = TowerToHyperService::new(router.layer(Extension(peer)));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle_ms = limits.idle_timeout.as_millis() as u64;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !closing => {
+                let quiet = (start.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed));
+                if quiet >= idle_ms {
+                    closed(metrics, "idle");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "webhook connection ended with an error");
+    }
+}
+
 /// Serves the webhook on `listener` (HTTPS when `tls` is set) until the process ends.
-pub async fn serve(listener: TcpListener, tls: Option<TlsFiles>, router: Router) -> Result<(), TlsError> {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsFiles>,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+) -> Result<(), TlsError> {
     let mut tls = tls.map(TlsState::new).transpose()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let limits = Arc::new(limits);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -501,34 +943,46 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsFiles>, router: Router)
                 continue;
             }
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            closed(&metrics, "limit");
+            tracing::debug!(%peer, "webhook connection limit reached; connection closed");
+            drop(tcp);
+            continue;
+        };
+        metrics.webhook_connections.inc();
+        let open = OpenConnection {
+            _permit: permit,
+            metrics: metrics.clone(),
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tls.as_mut().map(TlsState::current);
         let router = router.clone();
+        let limits = limits.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        let client_cert = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .is_some_and(|c| !c.is_empty());
-                        let svc = TowerToHyperService::new(router.layer(Extension(PeerAuth { client_cert })));
-                        builder.serve_connection(TokioIo::new(stream), svc).await
+            let _open = open;
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|c| !c.is_empty());
+                            serve_http(stream, router, PeerAuth { client_cert }, &limits, &metrics).await
+                        }
+                        Ok(Err(e)) => {
+                            closed(&metrics, "handshake_failed");
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            closed(&metrics, "handshake_timeout");
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    let svc = TowerToHyperService::new(router.layer(Extension(PeerAuth::default())));
-                    builder.serve_connection(TokioIo::new(tcp), svc).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+                None => serve_http(tcp, router, PeerAuth::default(), &limits, &metrics).await,
             }
         });
     }
@@ -561,7 +1015,8 @@ mod tests {
         .unwrap();
         Ingest {
             spool,
-            max_body_bytes: 0,
+            limits: RequestLimits::default(),
+            bodies: BodyBudget::new(8 << 20),
             metrics: Arc::new(Metrics::default()),
             cluster: "c".into(),
             auth: Arc::new(AuthPolicy {
@@ -594,7 +1049,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 1 << 20, false);
         let spool = st.spool.clone();
-        let (code, _) = post(app(st.clone(), 1 << 20), BATCH, Some("s3cret-token"), false).await;
+        let (code, _) = post(app(st.clone()), BATCH, Some("s3cret-token"), false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(spool.head(), 1);
         let rec = spool.reader(Position::default()).next_record().unwrap().unwrap();
@@ -604,7 +1059,7 @@ mod tests {
             !text.contains("c2VjcmV0"),
             "secret value reached the spool: {text}"
         );
-        let (code, _) = post(app(st, 1 << 20), BATCH, None, true).await;
+        let (code, _) = post(app(st), BATCH, None, true).await;
         assert_eq!(code, StatusCode::OK, "a verified client certificate is enough");
     }
 
@@ -613,7 +1068,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 1 << 20, false);
         let spool = st.spool.clone();
-        let router = app(st.clone(), 2048);
+        let mut small = st.clone();
+        small.limits.max_body_bytes = 2048;
+        let router = app(small);
         let cases = [
             (
                 BATCH.to_string(),
@@ -646,10 +1103,10 @@ mod tests {
                 "expected apiVersion",
             ),
             (
-                BATCH.replace(r#""auditID":"a1","#, ""),
+                r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}"#.to_string(),
                 Some("s3cret-token"),
                 StatusCode::BAD_REQUEST,
-                "has no auditID",
+                "malformed JSON",
             ),
             (
                 format!("{}{}", BATCH, " ".repeat(4096)),
@@ -680,11 +1137,14 @@ mod tests {
     async fn full_spool_answers_503() {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 900, true);
-        let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
+        let (code, _) = post(app(st.clone()), BATCH, None, false).await;
         assert_eq!(code, StatusCode::OK);
-        let router = app(st.clone(), 1 << 20);
+        let router = app(st.clone());
         let other = BATCH.replace(r#""auditID":"a1""#, r#""auditID":"a2""#);
-        let req = Request::post("/audit").body(Body::from(other.clone())).unwrap();
+        let req = Request::post("/audit")
+            .header("content-type", "application/json")
+            .body(Body::from(other.clone()))
+            .unwrap();
         let resp = router.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
@@ -714,14 +1174,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 1 << 20, true);
         for _ in 0..3 {
-            let (code, _) = post(app(st.clone(), 1 << 20), BATCH, None, false).await;
+            let (code, _) = post(app(st.clone()), BATCH, None, false).await;
             assert_eq!(code, StatusCode::OK, "a retry is acknowledged");
         }
         assert_eq!(st.spool.head(), 1, "stored once");
         assert_eq!(st.metrics.events_deduplicated.get(), 2);
         // The same Audit-ID on a different operation (a client can choose it).
         let other = BATCH.replace(r#""verb":"create""#, r#""verb":"delete""#);
-        let (code, _) = post(app(st.clone(), 1 << 20), &other, None, false).await;
+        let (code, _) = post(app(st.clone()), &other, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(spooled_ids(&st.spool), ["a1:create secrets", "a1:delete secrets"]);
         // A different batch is a different batch, even when it repeats an event
@@ -735,7 +1195,7 @@ mod tests {
                     .replace("delete", "patch")
             ),
         );
-        let (code, _) = post(app(st.clone(), 1 << 20), &both, None, false).await;
+        let (code, _) = post(app(st.clone()), &both, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(
             spooled_ids(&st.spool),
@@ -747,7 +1207,7 @@ mod tests {
             ]
         );
         // And stored once however often it is re-sent.
-        let (code, _) = post(app(st.clone(), 1 << 20), &both, None, false).await;
+        let (code, _) = post(app(st.clone()), &both, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(st.spool.head(), 3);
     }
@@ -757,13 +1217,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = ingest(dir.path(), 1 << 20, true);
         st.lifecycle.start_draining();
-        let router = app(st.clone(), 1 << 20);
-        let req = Request::post("/audit").body(Body::from(BATCH)).unwrap();
+        let router = app(st.clone());
+        let req = Request::post("/audit")
+            .header("content-type", "application/json")
+            .body(Body::from(BATCH))
+            .unwrap();
         let resp = router.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
         assert_eq!(st.spool.head(), 0, "nothing stored while stopping");
         st.lifecycle.settled(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn one_bad_or_huge_event_does_not_cost_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = ingest(dir.path(), 64 << 20, true);
+        st.limits.max_event_bytes = 64 * 1024;
+        let big = "A".repeat(3 << 20);
+        let body = format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[
+            {{"auditID":"good","verb":"get","stage":"ResponseComplete","requestReceivedTimestamp":"2026-11-24T01:00:00Z"}},
+            {{"auditID":"huge","verb":"create","stage":"ResponseComplete","objectRef":{{"resource":"configmaps","apiVersion":"v1"}},
+              "requestObject":{{"data":{{"k":"{big}"}}}},"requestReceivedTimestamp":"2026-11-24T01:00:01Z"}},
+            {{"auditID":"broken","verb":["not","a","verb"]}},
+            {{"auditID":"good2","verb":"list","stage":"ResponseComplete","requestReceivedTimestamp":"2026-11-24T01:00:02Z"}}]}}"#
+        );
+        let (code, text) = post(app(st.clone()), &body, None, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let mut r = st.spool.reader(Position::default());
+        let rec = r.next_record().unwrap().unwrap();
+        let lines: Vec<serde_json::Value> = entries::iter(&rec.payload)
+            .map(|(_, l)| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "every item is kept");
+        assert_eq!(lines[0]["trace_id"], "good");
+        assert_eq!(lines[1]["trace_id"], "huge");
+        assert_eq!(lines[1]["truncated"], true);
+        assert!(lines[1].get("request").is_none());
+        assert!(rec.payload.len() < 64 * 1024, "the big body is not stored");
+        assert_eq!(lines[2]["trace_name"], "malformed event");
+        assert_eq!(lines[2]["trace_rating"], "warning");
+        assert!(lines[2]["message"].as_str().unwrap().contains("invalid type"));
+        assert_eq!(lines[3]["trace_id"], "good2");
+        assert_eq!(st.metrics.events_malformed.get(), 1);
+        assert_eq!(st.metrics.events_truncated.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn browsers_and_other_media_types_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = ingest(dir.path(), 1 << 20, true);
+        let send = |ctype: Option<&'static str>, origin: Option<&'static str>| {
+            let router = app(st.clone());
+            async move {
+                let mut req = Request::post("/audit");
+                if let Some(c) = ctype {
+                    req = req.header("content-type", c);
+                }
+                if let Some(o) = origin {
+                    req = req.header("origin", o);
+                }
+                router
+                    .oneshot(req.body(Body::from(BATCH)).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(
+            send(Some("text/plain"), None).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(send(None, None).await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            send(Some("application/json"), Some("https://evil.example")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(st.spool.head(), 0);
+        assert_eq!(
+            send(Some("application/json; charset=utf-8"), None).await,
+            StatusCode::OK
+        );
     }
 
     #[test]

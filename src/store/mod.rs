@@ -160,13 +160,37 @@ impl Store {
             }
             Store::Dir(root) => {
                 let path = root.join(key);
+                // Durable before the caller moves its cursor: the file's bytes,
+                // then its name (and any new directory's), are fsynced.
                 let result = (|| {
+                    use std::io::Write as _;
                     if let Some(parent) = path.parent() {
+                        let mut missing = Vec::new();
+                        let mut d = parent;
+                        while !d.exists() {
+                            missing.push(d);
+                            match d.parent() {
+                                Some(p) => d = p,
+                                None => break,
+                            }
+                        }
                         std::fs::create_dir_all(parent)?;
+                        for dir in missing.iter().rev() {
+                            if let Some(up) = dir.parent() {
+                                std::fs::File::open(up)?.sync_all()?;
+                            }
+                        }
                     }
                     let tmp = path.with_extension("partial");
-                    std::fs::write(&tmp, &body)?;
-                    std::fs::rename(&tmp, &path)
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&body)?;
+                    f.sync_all()?;
+                    drop(f);
+                    std::fs::rename(&tmp, &path)?;
+                    if let Some(parent) = path.parent() {
+                        std::fs::File::open(parent)?.sync_all()?;
+                    }
+                    Ok::<(), std::io::Error>(())
                 })();
                 result.map_err(|e| DestinationError::Unreachable(format!("writing {}: {e}", path.display())))
             }

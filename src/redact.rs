@@ -1,0 +1,528 @@
+//! The sensitive-data policy: which values of which resources never leave the
+//! cluster, applied to every shape a request or response body can take.
+//!
+//! One mechanism serves the built-in rules (Secret values, service-account
+//! tokens, token reviews) and a tracker's `spec.redaction.fields`. A rule names a
+//! resource and field paths; the body may be the object itself, a List
+//! (`items[]`), a Table (`rows[].object`), a watch event (`object`), a merge or
+//! strategic-merge patch (shaped like the object) or a JSON patch (operations
+//! whose `path` is compared with the rule's paths). Redaction fails closed: a
+//! value that is not the shape the rule expects is replaced whole.
+
+use serde_json::Value;
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "[redacted]";
+/// The annotation `kubectl apply` keeps a full copy of the object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// How the value at a path is hidden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// The value becomes `"[redacted]"`.
+    Whole,
+    /// A map keeps its keys and each value becomes `"[redacted]"` (which key of a
+    /// Secret changed is audit data; its value is not).
+    Values,
+}
+
+/// A field of an object: its path from the object's root. An array on the way
+/// applies the rest of the path to each element (`spec.containers.env`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath {
+    pub segments: Vec<String>,
+    pub mask: Mask,
+}
+
+impl FieldPath {
+    /// A dotted path such as `spec.template.spec.containers`.
+    pub fn dotted(path: &str, mask: Mask) -> FieldPath {
+        FieldPath {
+            segments: path.split('.').map(str::to_string).collect(),
+            mask,
+        }
+    }
+
+    fn of(segments: &[&str], mask: Mask) -> FieldPath {
+        FieldPath {
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            mask,
+        }
+    }
+}
+
+/// The fields of one resource that are redacted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// API group; `""` is the core group (`core` is accepted and means the same).
+    pub group: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    pub fields: Vec<FieldPath>,
+}
+
+impl Rule {
+    pub fn new(group: &str, resource: &str, fields: Vec<FieldPath>) -> Rule {
+        Rule {
+            group: core_group(group).to_string(),
+            resource: resource.to_string(),
+            fields,
+        }
+    }
+
+    /// Whether the rule concerns a request on `group`/`resource`.
+    pub fn matches(&self, group: &str, resource: &str) -> bool {
+        self.group == core_group(group) && self.resource == resource
+    }
+}
+
+/// `core` is the core group, whose name is the empty string in audit events.
+pub fn core_group(group: &str) -> &str {
+    if group == "core" { "" } else { group }
+}
+
+/// The built-in rules, applied by the trace builder to every event before it is
+/// spooled, whatever any tracker says.
+pub fn builtin() -> &'static [Rule] {
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| {
+        vec![
+            // Secret values, also of bootstrap-token Secrets (`token-secret`), and
+            // the full copy `kubectl apply` keeps in an annotation.
+            Rule::new(
+                "",
+                "secrets",
+                vec![
+                    FieldPath::of(&["data"], Mask::Values),
+                    FieldPath::of(&["stringData"], Mask::Values),
+                    FieldPath::of(&["metadata", "annotations", LAST_APPLIED], Mask::Whole),
+                ],
+            ),
+            // The token a TokenRequest returns (the kubelet asks for one for every
+            // projected service-account token).
+            Rule::new(
+                "",
+                "serviceaccounts/token",
+                vec![FieldPath::of(&["status", "token"], Mask::Whole)],
+            ),
+            // The token a TokenReview asks about, in the request and the response.
+            Rule::new(
+                "authentication.k8s.io",
+                "tokenreviews",
+                vec![FieldPath::of(&["spec", "token"], Mask::Whole)],
+            ),
+        ]
+    })
+}
+
+/// The fields `rules` redact in bodies of `group`/`resource`.
+pub fn fields_for<'r>(rules: &'r [Rule], group: &str, resource: &str) -> Vec<&'r FieldPath> {
+    rules
+        .iter()
+        .filter(|r| r.matches(group, resource))
+        .flat_map(|r| r.fields.iter())
+        .collect()
+}
+
+/// Redacts `fields` in a body given as JSON text. Text that is not JSON
+/// becomes `"[redacted]"`.
+pub fn redact_text(raw: &str, fields: &[&FieldPath]) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(mut v) => {
+            redact_body(&mut v, fields);
+            v
+        }
+        Err(_) => Value::String(REDACTED.into()),
+    }
+}
+
+/// Redacts `fields` in a body of any shape (see the module docs).
+pub fn redact_body(body: &mut Value, fields: &[&FieldPath]) {
+    if fields.is_empty() {
+        return;
+    }
+    match body {
+        Value::Array(ops) => {
+            for op in ops {
+                redact_patch_op(op, fields);
+            }
+        }
+        Value::Object(map) => {
+            if let Some(items) = map.get_mut("items") {
+                each_object(items, |o| redact_body(o, fields));
+            }
+            if let Some(rows) = map.get_mut("rows") {
+                match rows {
+                    Value::Array(rows) => {
+                        for row in rows {
+                            match row {
+                                Value::Object(r) => {
+                                    if let Some(obj) = r.get_mut("object") {
+                                        redact_body(obj, fields);
+                                    }
+                                }
+                                other => mask(other, Mask::Whole),
+                            }
+                        }
+                    }
+                    other => mask(other, Mask::Whole),
+                }
+            }
+            // A watch event: {"type": "ADDED", "object": {...}}.
+            if map.get("type").is_some_and(Value::is_string)
+                && let Some(obj) = map.get_mut("object")
+            {
+                redact_body(obj, fields);
+            }
+            // The object itself (also a merge or strategic-merge patch). For a
+            // List or Table this touches only their own metadata.
+            for f in fields {
+                redact_path(body, &f.segments, f.mask);
+            }
+        }
+        Value::Null => {}
+        other => mask(other, Mask::Whole),
+    }
+}
+
+/// Applies `f` to each element of an array; anything else is replaced whole.
+fn each_object(v: &mut Value, mut f: impl FnMut(&mut Value)) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(_) => f(item),
+                    other => mask(other, Mask::Whole),
+                }
+            }
+        }
+        Value::Null => {}
+        other => mask(other, Mask::Whole),
+    }
+}
+
+/// Hides a value (null stays null: an absent value reveals nothing).
+fn mask(v: &mut Value, how: Mask) {
+    match (how, &mut *v) {
+        (_, Value::Null) => {}
+        (Mask::Values, Value::Object(map)) => {
+            for val in map.values_mut() {
+                if !val.is_null() {
+                    *val = Value::String(REDACTED.into());
+                }
+            }
+        }
+        _ => *v = Value::String(REDACTED.into()),
+    }
+}
+
+/// Redacts the value at `path` below `v`. A value on the way that is neither an
+/// object nor an array is replaced whole: it is not what the rule expects, so
+/// it may hold anything.
+fn redact_path(v: &mut Value, path: &[String], how: Mask) {
+    let Some((first, rest)) = path.split_first() else {
+        mask(v, how);
+        return;
+    };
+    match v {
+        Value::Object(map) => {
+            if let Some(next) = map.get_mut(first.as_str()) {
+                redact_path(next, rest, how);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                redact_path(item, path, how);
+            }
+        }
+        Value::Null => {}
+        other => mask(other, Mask::Whole),
+    }
+}
+
+/// JSON pointer segments of a patch operation's `path` (`~1` is `/`, `~0` is `~`).
+fn pointer(path: &str) -> Option<Vec<String>> {
+    if path.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = path.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
+/// An array index in a pointer (`0`, `12`, `-`).
+fn is_index(seg: &str) -> bool {
+    seg == "-" || (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// How a patch operation's target relates to a redacted field.
+enum Overlap<'p> {
+    /// The target contains the field: apply the rest of the field's path to the value.
+    Contains(&'p [String]),
+    /// The target is inside the field: the value is part of it.
+    Inside,
+    None,
+}
+
+/// Compares a pointer with a field path; array indices in the pointer stand for
+/// the "each element" a field path applies to arrays.
+fn overlap<'p>(ptr: &[String], field: &'p [String]) -> Overlap<'p> {
+    let (mut i, mut j) = (0, 0);
+    while i < ptr.len() && j < field.len() {
+        if ptr[i] == field[j] {
+            i += 1;
+            j += 1;
+        } else if is_index(&ptr[i]) {
+            i += 1;
+        } else {
+            return Overlap::None;
+        }
+    }
+    if j == field.len() {
+        if i == ptr.len() {
+            // The operation targets the field itself.
+            Overlap::Contains(&field[field.len()..])
+        } else {
+            Overlap::Inside
+        }
+    } else {
+        Overlap::Contains(&field[j..])
+    }
+}
+
+fn redact_patch_op(op: &mut Value, fields: &[&FieldPath]) {
+    let Value::Object(map) = op else {
+        mask(op, Mask::Whole);
+        return;
+    };
+    let Some(path) = map.get("path") else {
+        // No target: nothing says where its value goes.
+        if let Some(v) = map.get_mut("value") {
+            mask(v, Mask::Whole);
+        }
+        return;
+    };
+    let Some(ptr) = path.as_str().and_then(pointer) else {
+        if let Some(v) = map.get_mut("value") {
+            mask(v, Mask::Whole);
+        }
+        return;
+    };
+    let Some(value) = map.get_mut("value") else {
+        return;
+    };
+    for f in fields {
+        match overlap(&ptr, &f.segments) {
+            Overlap::Contains([]) => mask(value, f.mask),
+            Overlap::Contains(rest) => redact_path(value, rest, f.mask),
+            Overlap::Inside => mask(value, Mask::Whole),
+            Overlap::None => {}
+        }
+    }
+}
+
+/// Event annotations kept on a sensitive request: they describe the decision,
+/// not the object. Any other (a mutating webhook's patch, say) is redacted.
+const SAFE_ANNOTATIONS: &[&str] = &[
+    "authorization.k8s.io/",
+    "authentication.k8s.io/",
+    "mutation.webhook.admission.k8s.io/",
+    "validation.policy.admission.k8s.io/",
+    "pod-security.kubernetes.io/",
+    "apiserver.latency.k8s.io/",
+    "apiserver.k8s.io/",
+];
+
+/// The audit event's own annotations on a request about a sensitive object:
+/// values outside [`SAFE_ANNOTATIONS`] are redacted. Not an object: redacted whole.
+pub fn redact_event_annotations(raw: &str) -> Value {
+    let Ok(mut v) = serde_json::from_str::<Value>(raw) else {
+        return Value::String(REDACTED.into());
+    };
+    match &mut v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if !SAFE_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
+                    mask(val, Mask::Whole);
+                }
+            }
+        }
+        other => mask(other, Mask::Whole),
+    }
+    v
+}
+
+/// Masks the `command` parameters of a `pods/exec` or `pods/attach` request URI
+/// (a command line can carry a password); the other parameters stay.
+pub fn redact_exec_command(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .map(|p| {
+            if p.starts_with("command=") {
+                "command=%5Bredacted%5D"
+            } else {
+                p
+            }
+        })
+        .collect();
+    format!("{path}?{}", kept.join("&"))
+}
+
+/// Whether a request's URI carries an exec or attach command.
+pub fn is_exec(group: &str, resource: &str) -> bool {
+    group.is_empty() && matches!(resource, "pods/exec" | "pods/attach")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn secret_fields() -> Vec<&'static FieldPath> {
+        fields_for(builtin(), "core", "secrets")
+    }
+
+    fn redacted(mut v: Value, fields: &[&FieldPath]) -> Value {
+        redact_body(&mut v, fields);
+        v
+    }
+
+    #[test]
+    fn rules_match_core_by_either_name() {
+        assert_eq!(fields_for(builtin(), "", "secrets").len(), 3);
+        assert_eq!(fields_for(builtin(), "core", "secrets").len(), 3);
+        assert!(fields_for(builtin(), "apps", "secrets").is_empty());
+        assert_eq!(fields_for(builtin(), "", "serviceaccounts/token").len(), 1);
+        assert!(fields_for(builtin(), "", "serviceaccounts").is_empty());
+        let r = Rule::new("core", "configmaps", vec![FieldPath::dotted("data", Mask::Whole)]);
+        assert!(r.matches("", "configmaps") && r.matches("core", "configmaps"));
+    }
+
+    #[test]
+    fn every_body_shape_of_a_secret() {
+        let f = secret_fields();
+        let obj = json!({"kind":"Secret","metadata":{"name":"a","annotations":{LAST_APPLIED:"{\"data\":{\"k\":\"AAA\"}}","team":"x"}},"data":{"k":"AAA"},"stringData":{"s":"BBB"},"type":"Opaque"});
+        let cases = vec![
+            obj.clone(),
+            json!({"kind":"SecretList","items":[obj.clone(), obj.clone()]}),
+            json!({"kind":"Table","rows":[{"cells":["a"],"object":obj.clone()}]}),
+            json!({"type":"ADDED","object":obj.clone()}),
+            json!({"data":{"k":"AAA"}}),
+            json!({"stringData":{"s":"BBB"},"$patch":"merge"}),
+            json!([{"op":"replace","path":"/data/k","value":"AAA"}]),
+            json!([{"op":"add","path":"/data","value":{"k":"AAA"}}]),
+            json!([{"op":"add","path":"","value":obj.clone()}]),
+            json!([{"op":"add","path":"/metadata","value":{"annotations":{LAST_APPLIED:"AAA"}}}]),
+            json!([{"op":"add","path":"/metadata/annotations","value":{LAST_APPLIED:"AAA"}}]),
+            json!([{"op":"add","path":"/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration","value":"AAA"}]),
+            json!([{"op":"test","path":"/stringData/s","value":"BBB"}]),
+        ];
+        for case in cases {
+            let out = redacted(case.clone(), &f).to_string();
+            assert!(
+                !out.contains("AAA") && !out.contains("BBB"),
+                "leaked from {case}: {out}"
+            );
+        }
+        let out = redacted(obj, &f);
+        assert_eq!(out["data"]["k"], REDACTED, "keys stay");
+        assert_eq!(
+            out["metadata"]["annotations"]["team"], "x",
+            "other annotations stay"
+        );
+        assert_eq!(out["type"], "Opaque");
+        let ops = redacted(
+            json!([{"op":"add","path":"/metadata/labels/x","value":"y"},{"op":"remove","path":"/data/k"}]),
+            &f,
+        );
+        assert_eq!(ops[0]["value"], "y", "unrelated operations stay");
+    }
+
+    #[test]
+    fn fails_closed_on_unexpected_shapes() {
+        let f = secret_fields();
+        for odd in [
+            json!("data: AAA"),
+            json!(42),
+            json!({"data":"AAA"}),
+            json!({"data":["AAA"]}),
+            json!({"metadata":"AAA"}),
+            json!({"items":"AAA"}),
+            json!({"items":["AAA"]}),
+            json!({"rows":["AAA"]}),
+            json!([["AAA"]]),
+            json!([{"op":"add","path":7,"value":"AAA"}]),
+            json!([{"op":"add","value":"AAA"}]),
+        ] {
+            let out = redacted(odd.clone(), &f).to_string();
+            assert!(!out.contains("AAA"), "leaked from {odd}: {out}");
+        }
+        assert_eq!(redact_text("{not json", &f), Value::String(REDACTED.into()));
+        // Nesting deeper than the parser allows is unreadable, so redacted whole.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(redact_text(&deep, &f), Value::String(REDACTED.into()));
+    }
+
+    #[test]
+    fn tokens_and_reviews() {
+        let f = fields_for(builtin(), "", "serviceaccounts/token");
+        let out = redacted(
+            json!({"kind":"TokenRequest","status":{"token":"eyJ.live","expirationTimestamp":"t"}}),
+            &f,
+        );
+        assert_eq!(out["status"]["token"], REDACTED);
+        assert_eq!(out["status"]["expirationTimestamp"], "t");
+        let f = fields_for(builtin(), "authentication.k8s.io", "tokenreviews");
+        let out = redacted(
+            json!({"kind":"TokenReview","spec":{"token":"sha256~x"},"status":{"user":{"username":"u"}}}),
+            &f,
+        );
+        assert_eq!(out["spec"]["token"], REDACTED);
+        assert_eq!(out["status"]["user"]["username"], "u");
+    }
+
+    #[test]
+    fn field_paths_go_through_arrays_and_patch_indices() {
+        let env = FieldPath::dotted("spec.containers.env", Mask::Whole);
+        let f = vec![&env];
+        let pod =
+            json!({"spec":{"containers":[{"name":"a","env":[{"name":"PW","value":"AAA"}]},{"name":"b"}]}});
+        let out = redacted(pod, &f);
+        assert_eq!(out["spec"]["containers"][0]["env"], REDACTED);
+        assert_eq!(out["spec"]["containers"][1]["name"], "b");
+        let out = redacted(
+            json!([{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"PW","value":"AAA"}},
+                   {"op":"replace","path":"/spec/containers/1","value":{"name":"c","env":[{"value":"BBB"}]}}]),
+            &f,
+        )
+        .to_string();
+        assert!(!out.contains("AAA") && !out.contains("BBB"), "{out}");
+        assert!(out.contains(r#""name":"c""#), "{out}");
+    }
+
+    #[test]
+    fn annotations_and_exec_commands() {
+        let a = redact_event_annotations(
+            r#"{"authorization.k8s.io/decision":"allow","patch.webhook.admission.k8s.io/round_0_index_0":"{\"data\":\"AAA\"}"}"#,
+        );
+        assert_eq!(a["authorization.k8s.io/decision"], "allow");
+        assert!(!a.to_string().contains("AAA"));
+        assert_eq!(redact_event_annotations("[1]"), Value::String(REDACTED.into()));
+        assert_eq!(
+            redact_exec_command(
+                "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=echo+pw&stdout=true"
+            ),
+            "/api/v1/namespaces/d/pods/p/exec?command=%5Bredacted%5D&command=%5Bredacted%5D&command=%5Bredacted%5D&stdout=true"
+        );
+        assert_eq!(
+            redact_exec_command("/api/v1/namespaces/d/pods/p/attach"),
+            "/api/v1/namespaces/d/pods/p/attach"
+        );
+    }
+}
