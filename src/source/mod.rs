@@ -100,16 +100,31 @@ impl BodyBudget {
         }
     }
 
-    /// Reserves room for a body of `bytes` (a body larger than the whole budget
-    /// takes all of it), waiting at most `wait`.
-    async fn reserve(&self, bytes: usize, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let n = u32::try_from(bytes.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.total);
-        tokio::time::timeout(wait, self.sem.clone().acquire_many_owned(n))
-            .await
-            .ok()?
-            .ok()
+    /// Reserves room for `bytes` more of a body, waiting at most `wait`; the
+    /// room is added to `held`. A body larger than the whole budget gets none.
+    async fn reserve(
+        &self,
+        bytes: usize,
+        wait: Duration,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> bool {
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        let want = bytes.div_ceil(1024).saturating_sub(have);
+        if want == 0 {
+            return true;
+        }
+        let Ok(n) = u32::try_from(want) else { return false };
+        if have + want > self.total as usize {
+            return false;
+        }
+        let Ok(Ok(more)) = tokio::time::timeout(wait, self.sem.clone().acquire_many_owned(n)).await else {
+            return false;
+        };
+        match held {
+            Some(p) => p.merge(more),
+            None => *held = Some(more),
+        }
+        true
     }
 }
 
@@ -297,7 +312,7 @@ async fn receive(
     if !st.lifecycle.accepting() {
         // Read (and drop) a bounded part of the body so the caller gets the 503
         // instead of a reset connection.
-        let _ = tokio::time::timeout(Duration::from_secs(1), read_capped(body, 1 << 20)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), read_capped(body, 1 << 20, None)).await;
         let (reason, message) = if st.lifecycle.is_draining() {
             ("stopping", "this replica is stopping; send the batch again")
         } else {
@@ -326,18 +341,11 @@ async fn receive(
             format!("request body too large: {n} bytes, more than {max}"),
         );
     }
-    // Room for the body in the shared budget, before a byte of it is read.
-    let want = declared.map_or(max, |n| n as usize);
-    let Some(_room) = st.bodies.reserve(want, BUDGET_WAIT).await else {
-        let r = reject(
-            &st.metrics,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many audit batches being received at once; send it again".into(),
-        );
-        return retry_after(r, "1");
-    };
-    let body = match tokio::time::timeout(st.limits.body_timeout, read_capped(body, max)).await {
+    // Room in the shared budget is taken as the bytes arrive (a slow or
+    // stalled body holds only what it sent), and kept until the batch is stored.
+    let mut room = None;
+    let read = read_capped(body, max, Some((&st.bodies, &mut room)));
+    let body = match tokio::time::timeout(st.limits.body_timeout, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(ReadError::TooLarge)) => {
             return reject(
@@ -346,6 +354,15 @@ async fn receive(
                 "too_large",
                 format!("request body too large: more than {max} bytes"),
             );
+        }
+        Ok(Err(ReadError::Busy)) => {
+            let r = reject(
+                &st.metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many audit batches being received at once; send it again".into(),
+            );
+            return retry_after(r, "1");
         }
         Ok(Err(ReadError::Broken(e))) => {
             return reject(
@@ -470,20 +487,29 @@ async fn receive(
 
 enum ReadError {
     TooLarge,
+    /// No room in the body budget.
+    Busy,
     Broken(axum::Error),
 }
 
-/// Reads a body of at most `max` bytes; past the cap it stops reading.
-async fn read_capped(body: axum::body::Body, max: usize) -> Result<Bytes, ReadError> {
-    use axum::body::HttpBody as _;
-    // Content-Length, when sent, sizes the buffer once.
-    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
-    let mut buf = Vec::with_capacity(expected.min(max));
+/// Reads a body of at most `max` bytes; past the cap it stops reading. With a
+/// budget, room for each chunk is reserved before it is kept.
+async fn read_capped(
+    body: axum::body::Body,
+    max: usize,
+    mut budget: Option<(&BodyBudget, &mut Option<tokio::sync::OwnedSemaphorePermit>)>,
+) -> Result<Bytes, ReadError> {
+    let mut buf = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
         if buf.len() + chunk.len() > max {
             return Err(ReadError::TooLarge);
+        }
+        if let Some((b, held)) = budget.as_mut()
+            && !b.reserve(buf.len() + chunk.len(), BUDGET_WAIT, held).await
+        {
+            return Err(ReadError::Busy);
         }
         buf.extend_from_slice(&chunk);
     }

@@ -9,6 +9,7 @@ mod chart;
 mod crd_validation;
 mod exact;
 mod ha;
+mod hardening;
 mod ingest;
 mod operator_binary;
 mod query;
