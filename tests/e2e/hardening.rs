@@ -445,3 +445,274 @@ async fn a_huge_and_a_broken_event_do_not_cost_their_batch() {
     assert_eq!(counter(&m, "kubetrail_events_malformed_total"), 1, "{m}");
     assert_eq!(counter(&m, "kubetrail_events_truncated_total"), 1, "{m}");
 }
+
+/// A value to plant, unique in the run.
+fn plant(n: &mut usize) -> String {
+    *n += 1;
+    format!("PLANTED{}x{:x}", n, std::process::id())
+}
+
+/// For every built-in rule and every shape of body, an event carrying a
+/// planted value; returns the events and the values.
+fn corpus() -> (Vec<Value>, Vec<String>) {
+    let mut n = 0;
+    let mut planted = Vec::new();
+    let mut events = Vec::new();
+    let mut push = |id: String,
+                    object_ref: Value,
+                    uri: &str,
+                    request: Option<Value>,
+                    response: Option<Value>,
+                    extra: Value| {
+        let mut e = json!({"auditID": id, "stage": "ResponseComplete", "verb": "update", "level": "RequestResponse",
+            "user": {"username": "alice"}, "objectRef": object_ref, "requestURI": uri,
+            "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()});
+        if let Some(r) = request {
+            e["requestObject"] = r;
+        }
+        if let Some(r) = response {
+            e["responseObject"] = r;
+        }
+        if let Value::Object(x) = extra {
+            for (k, v) in x {
+                e[k] = v;
+            }
+        }
+        events.push(e);
+    };
+    let secret_ref = json!({"resource": "secrets", "namespace": "d", "name": "s", "apiVersion": "v1"});
+    // A Secret in full, with every sensitive field planted.
+    let secret = |n: &mut usize, planted: &mut Vec<String>| {
+        let (a, b, c) = (plant(n), plant(n), plant(n));
+        planted.extend([a.clone(), b.clone(), c.clone()]);
+        json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "s", "namespace": "d",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": format!("{{\"data\":{{\"k\":\"{c}\"}}}}")}},
+            "data": {"k": a}, "stringData": {"p": b}, "type": "Opaque"})
+    };
+    // Single objects, request and response.
+    let (req, resp) = (secret(&mut n, &mut planted), secret(&mut n, &mut planted));
+    push(
+        "corpus-object".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        Some(req),
+        Some(resp),
+        json!({}),
+    );
+    // A List, a Table with objects, a watch event.
+    let list = json!({"kind": "SecretList", "apiVersion": "v1", "items": [secret(&mut n, &mut planted), secret(&mut n, &mut planted)]});
+    push(
+        "corpus-list".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets",
+        None,
+        Some(list),
+        json!({"verb": "list"}),
+    );
+    let table = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": [],
+        "rows": [{"cells": ["s"], "object": secret(&mut n, &mut planted)}]});
+    push(
+        "corpus-table".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets",
+        None,
+        Some(table),
+        json!({"verb": "list"}),
+    );
+    let watch = json!({"type": "MODIFIED", "object": secret(&mut n, &mut planted)});
+    push(
+        "corpus-watch".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets?watch=1",
+        None,
+        Some(watch),
+        json!({"verb": "watch"}),
+    );
+    // Patches: merge, strategic merge, JSON patch at every depth.
+    let (a, b) = (plant(&mut n), plant(&mut n));
+    planted.extend([a.clone(), b.clone()]);
+    push(
+        "corpus-merge".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        Some(json!({"data": {"k": a}, "stringData": {"x": b}})),
+        None,
+        json!({"verb": "patch"}),
+    );
+    let (a, b) = (plant(&mut n), plant(&mut n));
+    planted.extend([a.clone(), b.clone()]);
+    push(
+        "corpus-smp".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        Some(
+            json!({"$patch": "merge", "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": a}}, "data": {"$retainKeys": ["k"], "k": b}}),
+        ),
+        None,
+        json!({"verb": "patch"}),
+    );
+    let whole = secret(&mut n, &mut planted);
+    let mut ops = vec![json!({"op": "add", "path": "", "value": whole})];
+    for path in ["/data", "/stringData"] {
+        let v = plant(&mut n);
+        planted.push(v.clone());
+        ops.push(json!({"op": "add", "path": path, "value": {"k": v}}));
+    }
+    for path in [
+        "/data/k",
+        "/stringData/p",
+        "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+    ] {
+        let v = plant(&mut n);
+        planted.push(v.clone());
+        ops.push(json!({"op": "replace", "path": path, "value": v}));
+    }
+    let v = plant(&mut n);
+    planted.push(v.clone());
+    ops.push(json!({"op": "add", "path": "/metadata", "value": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": v}}}));
+    let v = plant(&mut n);
+    planted.push(v.clone());
+    ops.push(json!({"op": "test", "path": "/data/k", "value": v}));
+    push(
+        "corpus-jsonpatch".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        Some(Value::Array(ops)),
+        None,
+        json!({"verb": "patch"}),
+    );
+    // A bootstrap token (a Secret in kube-system).
+    let v = plant(&mut n);
+    planted.push(v.clone());
+    push(
+        "corpus-bootstrap".into(),
+        json!({"resource": "secrets", "namespace": "kube-system", "name": "bootstrap-token-abcdef", "apiVersion": "v1"}),
+        "/api/v1/namespaces/kube-system/secrets",
+        Some(json!({"kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": "bootstrap-token-abcdef"}, "stringData": {"token-id": "abcdef", "token-secret": v}})),
+        None,
+        json!({"verb": "create"}),
+    );
+    // The event's own annotations on a sensitive object (a mutating webhook's patch).
+    let v = plant(&mut n);
+    planted.push(v.clone());
+    push(
+        "corpus-annotations".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        None,
+        None,
+        json!({"annotations": {"authorization.k8s.io/decision": "allow", "patch.webhook.admission.k8s.io/round_0_index_0": format!("[{{\"op\":\"add\",\"path\":\"/data/x\",\"value\":\"{v}\"}}]")}}),
+    );
+    // Service-account tokens, in an object and in a List.
+    let (a, b) = (plant(&mut n), plant(&mut n));
+    planted.extend([a.clone(), b.clone()]);
+    push(
+        "corpus-token".into(),
+        json!({"resource": "serviceaccounts", "subresource": "token", "namespace": "d", "name": "default", "apiVersion": "v1"}),
+        "/api/v1/namespaces/d/serviceaccounts/default/token",
+        Some(json!({"kind": "TokenRequest", "spec": {"audiences": ["x"]}})),
+        Some(
+            json!({"kind": "TokenRequest", "status": {"token": a, "expirationTimestamp": "2030-01-01T00:00:00Z"}}),
+        ),
+        json!({"verb": "create"}),
+    );
+    push(
+        "corpus-token-list".into(),
+        json!({"resource": "serviceaccounts", "subresource": "token", "namespace": "d", "apiVersion": "v1"}),
+        "/api/v1/namespaces/d/serviceaccounts/default/token",
+        None,
+        Some(json!({"kind": "List", "items": [{"status": {"token": b}}]})),
+        json!({"verb": "create"}),
+    );
+    // Token reviews: request and response.
+    let (a, b) = (plant(&mut n), plant(&mut n));
+    planted.extend([a.clone(), b.clone()]);
+    push(
+        "corpus-review".into(),
+        json!({"resource": "tokenreviews", "apiGroup": "authentication.k8s.io", "apiVersion": "v1"}),
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        Some(json!({"kind": "TokenReview", "spec": {"token": a}})),
+        Some(json!({"kind": "TokenReview", "spec": {"token": b}, "status": {"authenticated": true}})),
+        json!({"verb": "create"}),
+    );
+    // exec and attach commands.
+    for sub in ["exec", "attach"] {
+        let v = plant(&mut n);
+        planted.push(v.clone());
+        push(
+            format!("corpus-{sub}"),
+            json!({"resource": "pods", "subresource": sub, "namespace": "d", "name": "p", "apiVersion": "v1"}),
+            &format!("/api/v1/namespaces/d/pods/p/{sub}?command=sh&command=-c&command={v}&stdin=true"),
+            None,
+            None,
+            json!({"verb": "create"}),
+        );
+    }
+    // Fail closed: shapes the rule does not expect, and nesting no parser takes.
+    let (a, b, c) = (plant(&mut n), plant(&mut n), plant(&mut n));
+    planted.extend([a.clone(), b.clone(), c.clone()]);
+    let deep = (0..200).fold(json!(c), |v, _| json!([v]));
+    push(
+        "corpus-odd".into(),
+        secret_ref.clone(),
+        "/api/v1/namespaces/d/secrets/s",
+        Some(json!({"data": a, "items": [b]})),
+        Some(json!({"kind": "Secret", "data": deep})),
+        json!({}),
+    );
+    (events, planted)
+}
+
+#[tokio::test]
+async fn no_planted_secret_reaches_a_delivered_byte() {
+    let s = Serve::start(&[], None).await;
+    let apiserver = s.ca.client(APISERVER, &[]);
+    let (events, planted) = corpus();
+    let expected = events.len();
+    let (code, text) = s.post(Some(&apiserver), &batch(events)).await.unwrap();
+    assert_eq!(code, 200, "{text}");
+    let traces = eventually(Duration::from_secs(20), "the corpus delivered", || async {
+        let t = s.delivered();
+        (t.len() >= expected).then_some(t)
+    })
+    .await;
+    assert_eq!(traces.len(), expected, "every event delivered once");
+    // Every byte of every delivered file, and the spool too.
+    let mut bytes = Vec::new();
+    for root in [s.traces.clone(), s._dir.path().join("spool")] {
+        fn all(dir: &Path, out: &mut Vec<u8>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    all(&p, out)
+                } else {
+                    out.extend(std::fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+        all(&root, &mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for v in &planted {
+        assert!(
+            !text.contains(v.as_str()),
+            "{v} reached a delivered or spooled byte"
+        );
+    }
+    // What is not sensitive stays.
+    let exec = traces.iter().find(|t| t["trace_id"] == "corpus-exec").unwrap();
+    assert!(exec["request_uri"].as_str().unwrap().ends_with("&stdin=true"));
+    let token = traces.iter().find(|t| t["trace_id"] == "corpus-token").unwrap();
+    assert_eq!(
+        token["response"]["status"]["expirationTimestamp"],
+        "2030-01-01T00:00:00Z"
+    );
+    let object = traces.iter().find(|t| t["trace_id"] == "corpus-object").unwrap();
+    assert_eq!(object["request"]["data"]["k"], "[redacted]", "keys stay visible");
+    eprintln!(
+        "corpus: {} events, {} planted values, none delivered",
+        expected,
+        planted.len()
+    );
+}

@@ -107,6 +107,17 @@ async fn apiserver_audit_events_become_trace_files() {
         }),
     )
     .await;
+    // Token reviews are cluster-scoped: a tracker of their own.
+    tracker(
+        &h,
+        &format!("{ns}-reviews"),
+        json!({
+            "destination": destination(&bucket, "reviews", &env.s3.endpoint),
+            "filter": {"include": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"]}]},
+            "delivery": {"maxBatchAge": "1s"},
+        }),
+    )
+    .await;
     tracker(
         &h,
         &format!("{ns}-writes"),
@@ -271,6 +282,13 @@ async fn apiserver_audit_events_become_trace_files() {
         .as_str()
         .expect("a token was issued")
         .to_string();
+    // A TokenReview of that token: the token is in its request and response.
+    let review_req = http::Request::post("/apis/authentication.k8s.io/v1/tokenreviews")
+        .header("content-type", json_ct)
+        .body(serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": live_token}})).unwrap())
+        .unwrap();
+    let reviewed: Value = admin.request(review_req).await.expect("token review");
+    assert_eq!(reviewed["status"]["authenticated"], true, "{reviewed}");
     let eve = env.cp.client_as("eve", &["intruders"]).await;
     op(
         call(&eve, "GET", &format!("{sec}/db"), json_ct, Value::Null).await,
@@ -359,6 +377,23 @@ async fn apiserver_audit_events_become_trace_files() {
             })
             .then_some(())
     })
+    .await;
+    eventually(
+        WAIT,
+        "the token review in the reviews tracker's files",
+        || async {
+            traces(&env.s3, &bucket, "reviews/")
+                .await
+                .iter()
+                .any(|(_, v)| {
+                    v["trace_name"] == "create tokenreviews"
+                        && v["request"]["spec"]["token"] == "[redacted]"
+                        && v["response"]["spec"]["token"] == "[redacted]"
+                        && v["response"]["status"]["authenticated"] == true
+                })
+                .then_some(())
+        },
+    )
     .await;
     // No Secret value or token anywhere in the bucket, plain or base64.
     for (key, text) in env.s3.objects(&bucket, "").await {
