@@ -167,6 +167,10 @@ fn borrowed_strs<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<C
 /// [`Item::Malformed`], and an event over `max_event_bytes` keeps everything but
 /// its request and response bodies and annotations (`truncated`).
 pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList<'_>, ParseError> {
+    // An object, not a sequence (which serde would map onto the fields in order).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ParseError::Json("expected a JSON object".into()));
+    }
     let list: RawList<'_> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     match list.kind.as_deref() {
         Some("EventList") => {}

@@ -32,6 +32,11 @@ pub enum Mask {
 pub struct FieldPath {
     pub segments: Vec<String>,
     pub mask: Mask,
+    /// Whether an array on the way is gone through (a tracker's paths such as
+    /// `spec.containers.env`); where not (the built-in rules, whose fields sit
+    /// in objects all the way), an array is an unexpected shape and is
+    /// replaced whole.
+    pub through_arrays: bool,
 }
 
 impl FieldPath {
@@ -40,6 +45,7 @@ impl FieldPath {
         FieldPath {
             segments: path.split('.').map(str::to_string).collect(),
             mask,
+            through_arrays: true,
         }
     }
 
@@ -47,6 +53,7 @@ impl FieldPath {
         FieldPath {
             segments: segments.iter().map(|s| s.to_string()).collect(),
             mask,
+            through_arrays: false,
         }
     }
 }
@@ -124,6 +131,47 @@ pub fn fields_for<'r>(rules: &'r [Rule], group: &str, resource: &str) -> Vec<&'r
         .collect()
 }
 
+/// How bodies of the kinds the built-in rules are about announce themselves
+/// (`"kind":"Secret"`, as the apiserver writes it, or with a space), and the
+/// rule (group, resource) for each.
+const SENSITIVE_KINDS: &[(&str, &str, &str)] = &[
+    ("\"kind\":\"Secret\"", "", "secrets"),
+    ("\"kind\": \"Secret\"", "", "secrets"),
+    ("\"kind\":\"SecretList\"", "", "secrets"),
+    ("\"kind\": \"SecretList\"", "", "secrets"),
+    ("\"kind\":\"TokenRequest\"", "", "serviceaccounts/token"),
+    ("\"kind\": \"TokenRequest\"", "", "serviceaccounts/token"),
+    (
+        "\"kind\":\"TokenReview\"",
+        "authentication.k8s.io",
+        "tokenreviews",
+    ),
+    (
+        "\"kind\": \"TokenReview\"",
+        "authentication.k8s.io",
+        "tokenreviews",
+    ),
+];
+
+/// The built-in fields for a body that names a sensitive kind anywhere, found
+/// by a byte search so bodies of other kinds stay unparsed.
+pub fn fields_by_kind(raw: &str) -> Vec<&'static FieldPath> {
+    let mut out = Vec::new();
+    if memchr::memmem::find(raw.as_bytes(), b"\"kind\"").is_none() {
+        return out;
+    }
+    for (pattern, group, resource) in SENSITIVE_KINDS {
+        if memchr::memmem::find(raw.as_bytes(), pattern.as_bytes()).is_some() {
+            for f in fields_for(builtin(), group, resource) {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Redacts `fields` in a body given as JSON text. Text that is not JSON
 /// becomes `"[redacted]"`.
 pub fn redact_text(raw: &str, fields: &[&FieldPath]) -> Value {
@@ -177,7 +225,7 @@ pub fn redact_body(body: &mut Value, fields: &[&FieldPath]) {
             // The object itself (also a merge or strategic-merge patch). For a
             // List or Table this touches only their own metadata.
             for f in fields {
-                redact_path(body, &f.segments, f.mask);
+                redact_path(body, &f.segments, f.mask, f.through_arrays);
             }
         }
         Value::Null => {}
@@ -219,7 +267,7 @@ fn mask(v: &mut Value, how: Mask) {
 /// Redacts the value at `path` below `v`. A value on the way that is neither an
 /// object nor an array is replaced whole: it is not what the rule expects, so
 /// it may hold anything.
-fn redact_path(v: &mut Value, path: &[String], how: Mask) {
+fn redact_path(v: &mut Value, path: &[String], how: Mask, arrays: bool) {
     let Some((first, rest)) = path.split_first() else {
         mask(v, how);
         return;
@@ -227,12 +275,12 @@ fn redact_path(v: &mut Value, path: &[String], how: Mask) {
     match v {
         Value::Object(map) => {
             if let Some(next) = map.get_mut(first.as_str()) {
-                redact_path(next, rest, how);
+                redact_path(next, rest, how, arrays);
             }
         }
-        Value::Array(items) => {
+        Value::Array(items) if arrays => {
             for item in items {
-                redact_path(item, path, how);
+                redact_path(item, path, how, arrays);
             }
         }
         Value::Null => {}
@@ -294,30 +342,26 @@ fn overlap<'p>(ptr: &[String], field: &'p [String]) -> Overlap<'p> {
 }
 
 fn redact_patch_op(op: &mut Value, fields: &[&FieldPath]) {
-    let Value::Object(map) = op else {
+    // Anything that is not a JSON patch operation (`op` and `path` strings)
+    // is not understood, so it is replaced whole.
+    let ptr = match &*op {
+        Value::Object(map) if map.get("op").is_some_and(Value::is_string) => {
+            map.get("path").and_then(Value::as_str).and_then(pointer)
+        }
+        _ => None,
+    };
+    let Some(ptr) = ptr else {
         mask(op, Mask::Whole);
         return;
     };
-    let Some(path) = map.get("path") else {
-        // No target: nothing says where its value goes.
-        if let Some(v) = map.get_mut("value") {
-            mask(v, Mask::Whole);
-        }
-        return;
-    };
-    let Some(ptr) = path.as_str().and_then(pointer) else {
-        if let Some(v) = map.get_mut("value") {
-            mask(v, Mask::Whole);
-        }
-        return;
-    };
+    let Value::Object(map) = op else { return };
     let Some(value) = map.get_mut("value") else {
         return;
     };
     for f in fields {
         match overlap(&ptr, &f.segments) {
             Overlap::Contains([]) => mask(value, f.mask),
-            Overlap::Contains(rest) => redact_path(value, rest, f.mask),
+            Overlap::Contains(rest) => redact_path(value, rest, f.mask, f.through_arrays),
             Overlap::Inside => mask(value, Mask::Whole),
             Overlap::None => {}
         }
@@ -394,6 +438,17 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_recognised_by_their_kind() {
+        assert_eq!(fields_by_kind(r#"{"kind":"Secret","data":{}}"#).len(), 3);
+        assert_eq!(fields_by_kind(r#"{"kind": "TokenReview"}"#).len(), 1);
+        assert_eq!(
+            fields_by_kind(r#"{"kind":"List","items":[{"kind":"Secret"},{"kind":"TokenRequest"}]}"#).len(),
+            4
+        );
+        assert!(fields_by_kind(r#"{"kind":"ConfigMap","data":{"a":"Secret"}}"#).is_empty());
+    }
+
+    #[test]
     fn rules_match_core_by_either_name() {
         assert_eq!(fields_for(builtin(), "", "secrets").len(), 3);
         assert_eq!(fields_for(builtin(), "core", "secrets").len(), 3);
@@ -452,6 +507,7 @@ mod tests {
             json!(42),
             json!({"data":"AAA"}),
             json!({"data":["AAA"]}),
+            json!({"metadata":[{"annotations":{LAST_APPLIED:"AAA"}}]}),
             json!({"metadata":"AAA"}),
             json!({"items":"AAA"}),
             json!({"items":["AAA"]}),

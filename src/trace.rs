@@ -200,6 +200,22 @@ pub fn build<'a>(
     // The sensitive-data policy (crate::redact): its fields are redacted in
     // every body, and the event's own annotations are too.
     let sensitive = crate::redact::fields_for(crate::redact::builtin(), group, &resource);
+    // A body that says it is a Secret or a token is redacted as one, whatever
+    // the event's objectRef says, and so is the other body of the same event
+    // (a JSON patch whose response is a Secret is a patch of a Secret).
+    let mut by_kind = Vec::new();
+    for raw in [event.request_object, event.response_object]
+        .into_iter()
+        .flatten()
+    {
+        for f in crate::redact::fields_by_kind(raw.get()) {
+            if !sensitive.contains(&f) && !by_kind.contains(&f) {
+                by_kind.push(f);
+            }
+        }
+    }
+    let mut sensitive = sensitive;
+    sensitive.extend(by_kind);
     let body = |raw: Option<&'a RawValue>| -> Option<Body<'a>> {
         let raw = raw?;
         if sensitive.is_empty() {

@@ -68,6 +68,14 @@ pub struct BenchArgs {
     /// 0 turns it off, to measure what it costs).
     #[arg(long, default_value_t = 1_000_000)]
     pub dedupe_max_events: usize,
+    /// Robustness run instead of ingest: this many mutated audit batches through
+    /// the webhook's parse, redaction and encoding (no panic, the right answer,
+    /// no planted secret stored). Exits non-zero on the first failure.
+    #[arg(long, default_value_t = 0)]
+    pub fuzz_cases: u64,
+    /// Seed of the robustness run (the same seed gives the same cases).
+    #[arg(long, default_value_t = 1)]
+    pub fuzz_seed: u64,
 }
 
 /// One realistic event of about 1.5 KB.
@@ -215,6 +223,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     kubetrail::install_crypto_provider();
     if args.query_traces > 0 {
         return run_query(args).await;
+    }
+    if args.fuzz_cases > 0 {
+        return run_fuzz(args.fuzz_cases, args.fuzz_seed);
     }
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-{}", std::process::id()));
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| tmp.join("spool"));
@@ -458,6 +469,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The query benchmark: known trace files over several days, then scans.
+/// The robustness property over `cases` mutated batches, spread over the cores.
+fn run_fuzz(cases: u64, seed: u64) -> anyhow::Result<()> {
+    use kubetrail::source::mutate::{self, MUTATIONS, Outcome, Rng};
+    use rayon::prelude::*;
+    // Quiet the default panic message: a panic is caught and reported as a failure.
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = std::time::Instant::now();
+    let chunks = 256u64;
+    let per = cases.div_ceil(chunks);
+    let results: Vec<Result<(u64, u64), String>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut rng = Rng::new(seed ^ (c + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let (mut accepted, mut refused) = (0, 0);
+            for i in 0..per.min(cases.saturating_sub(c * per)) {
+                let batch = mutate::seed_batch(&mut rng);
+                let m = MUTATIONS[(i as usize) % MUTATIONS.len()];
+                let body = mutate::mutate(&mut rng, &batch, m, 1 << 20);
+                match mutate::check(&body, 1 << 20) {
+                    Ok(Outcome::Accepted) => accepted += 1,
+                    Ok(Outcome::Refused) => refused += 1,
+                    Err(e) => return Err(format!("chunk {c} case {i} ({m:?}): {e}")),
+                }
+            }
+            Ok((accepted, refused))
+        })
+        .collect();
+    let _ = std::panic::take_hook();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for r in results {
+        let (a, f) = r.map_err(|e| anyhow::anyhow!("robustness property failed: {e}"))?;
+        accepted += a;
+        refused += f;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "fuzz: {} cases (seed {seed}) in {secs:.1} s, {:.0} cases/s: {accepted} accepted, {refused} refused; no panic, no wrong answer, no planted secret stored",
+        accepted + refused,
+        (accepted + refused) as f64 / secs
+    );
+    Ok(())
+}
+
 async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     use kubetrail::api::{Order, QueryFilter};
     use kubetrail::deliver::batch::{Batch, tracker_suffix};

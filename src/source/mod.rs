@@ -20,6 +20,7 @@
 //! without bound.
 
 pub mod dedupe;
+pub mod mutate;
 
 use crate::audit;
 use crate::spool::{AppendError, Spool, entries};
