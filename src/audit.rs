@@ -236,7 +236,7 @@ mod tests {
         assert!(matches!(parse_event_list(b"{", 1024), Err(ParseError::Json(_))));
         assert!(matches!(
             parse_event_list(b"[]", 1024),
-            Err(ParseError::WrongKind(_))
+            Err(ParseError::Json(_))
         ));
         assert!(matches!(parse_event_list(b"7", 1024), Err(ParseError::Json(_))));
         assert_eq!(

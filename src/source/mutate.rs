@@ -17,7 +17,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -30,7 +30,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 }
@@ -275,7 +275,7 @@ pub fn mutate(rng: &mut Rng, batch: &Value, m: Mutation, huge: usize) -> Vec<u8>
                 .collect();
             for _ in 0..1 + rng.below(4) {
                 let at = structural[rng.below(structural.len())];
-                b[at] = rng.next() as u8;
+                b[at] = rng.next_u64() as u8;
             }
             b
         }
