@@ -293,6 +293,14 @@ mod tests {
                 "maxBatchAge",
             ),
             ("trackers: [{name: a, directory: x, colour: red}]", "parsing"),
+            (
+                "trackers: [{name: a, destination: {bucket: bkt, credentialsSecretRef: {name: s3}}}]",
+                "credentialsSecretRef needs the Kubernetes API",
+            ),
+            (
+                "trackers: [{name: a, destination: {bucket: bkt, retentionDays: 30}}]",
+                "retentionDays is not applied by `serve`",
+            ),
         ];
         for (text, expected) in cases {
             let err = format!("{:#}", ServeConfig::parse(text).unwrap_err());
