@@ -234,10 +234,7 @@ mod tests {
     #[test]
     fn refuses_only_what_is_not_an_event_list() {
         assert!(matches!(parse_event_list(b"{", 1024), Err(ParseError::Json(_))));
-        assert!(matches!(
-            parse_event_list(b"[]", 1024),
-            Err(ParseError::Json(_))
-        ));
+        assert!(matches!(parse_event_list(b"[]", 1024), Err(ParseError::Json(_))));
         assert!(matches!(parse_event_list(b"7", 1024), Err(ParseError::Json(_))));
         assert_eq!(
             parse_event_list(

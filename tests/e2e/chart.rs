@@ -37,8 +37,17 @@ fn run_helm(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Renders as for the test apiserver, which serves NetworkPolicy.
 fn render(namespace: &str, sets: &[String]) -> Vec<serde_json::Value> {
-    let mut args = vec!["template", "kt", CHART, "-n", namespace];
+    let mut args = vec![
+        "template",
+        "kt",
+        CHART,
+        "-n",
+        namespace,
+        "--api-versions",
+        "networking.k8s.io/v1/NetworkPolicy",
+    ];
     for s in sets {
         args.push("--set");
         args.push(s);
@@ -325,4 +334,152 @@ async fn default_tracker_from_values_becomes_ready() {
     .await;
     assert_eq!(t.spec.destination.prefix, "prod");
     assert_eq!(t.spec.delivery.max_batch_age, "60s");
+}
+
+/// The audit policy the chart renders for the apiserver, parsed.
+fn audit_policy(docs: &[serde_json::Value]) -> serde_json::Value {
+    let audit = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "kt-kubetrail-apiserver-audit")
+        .expect("apiserver audit secret");
+    serde_saphyr::from_str(audit["stringData"]["audit-policy.yaml"].as_str().unwrap()).expect("policy parses")
+}
+
+/// Index of the first rule that gives `level` to `group`/`resource` (ignoring user scoping).
+fn first_rule(policy: &serde_json::Value, level: &str, group: &str, resource: &str) -> Option<usize> {
+    policy["rules"].as_array().unwrap().iter().position(|r| {
+        r["level"] == level
+            && r.get("userGroups").is_none()
+            && r["resources"].as_array().is_some_and(|rs| {
+                rs.iter().any(|g| {
+                    g["group"] == group && g["resources"].as_array().unwrap().iter().any(|x| x == resource)
+                })
+            })
+    })
+}
+
+#[tokio::test]
+async fn safe_audit_policy_network_policy_and_webhook_limits() {
+    let h = Harness::start().await;
+    let base = vec!["destination.bucket=audit-logs".to_string()];
+    let docs = render(&h.namespace, &base);
+    let policy = audit_policy(&docs);
+    assert_eq!(policy["omitStages"], serde_json::json!(["RequestReceived"]));
+    let catch_all = policy["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|r| r["level"] == "RequestResponse")
+        .expect("writes at RequestResponse");
+    for (group, resource) in [
+        ("", "serviceaccounts/token"),
+        ("authentication.k8s.io", "tokenreviews"),
+    ] {
+        let at = first_rule(&policy, "Metadata", group, resource).expect("tokens at Metadata");
+        assert!(
+            at < catch_all,
+            "{resource} at Metadata before any RequestResponse rule"
+        );
+    }
+    for (group, resource) in [
+        ("coordination.k8s.io", "leases"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+    ] {
+        assert!(
+            first_rule(&policy, "None", group, resource).is_some(),
+            "{resource} not logged by default"
+        );
+    }
+    let noisy = render(
+        &h.namespace,
+        &[base[0].clone(), "auditPolicy.logNoisy=true".into()],
+    );
+    let noisy = audit_policy(&noisy);
+    assert!(first_rule(&noisy, "None", "coordination.k8s.io", "leases").is_none());
+    assert!(first_rule(&noisy, "Metadata", "", "serviceaccounts/token").is_some());
+    // The webhook's limits and allowed client subject reach the operator.
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--max-event-bytes=1048576"), "{args}");
+    assert!(
+        args.contains("--client-cert-names=kube-apiserver-audit"),
+        "{args}"
+    );
+    // NetworkPolicy: rendered by default where the cluster serves it, not elsewhere.
+    assert!(docs.iter().any(|d| d["kind"] == "NetworkPolicy"));
+    let (ok, out, err) = run_helm(&["template", "kt", CHART, "--set", "destination.bucket=audit-logs"]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("kind: NetworkPolicy"),
+        "rendered without cluster support"
+    );
+    let (ok, out, err) = run_helm(&[
+        "template",
+        "kt",
+        CHART,
+        "-n",
+        &h.namespace,
+        "--set",
+        "destination.bucket=audit-logs",
+        "--set",
+        "networkPolicy.controlPlaneCIDRs={10.0.0.10/32}",
+        "--api-versions",
+        "networking.k8s.io/v1/NetworkPolicy",
+    ]);
+    assert!(ok, "{err}");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).unwrap();
+    let np: Vec<serde_json::Value> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(np.len(), 1);
+    let ingress = &np[0]["spec"]["ingress"];
+    assert_eq!(ingress[0]["ports"][0]["port"], 8443);
+    assert_eq!(ingress[0]["from"][0]["ipBlock"]["cidr"], "10.0.0.10/32");
+    assert_eq!(
+        ingress[0]["from"][1]["podSelector"]["matchLabels"]["component"],
+        "kube-apiserver"
+    );
+    assert_eq!(ingress[1]["ports"][0]["port"], 8080);
+    assert_eq!(
+        ingress[1]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "prometheus"
+    );
+    let kinds = dry_run(&h.client, &h.namespace, &np).await;
+    assert!(kinds.contains("NetworkPolicy"), "accepted by the apiserver");
+    // The NOTES give the truncation flags with limits that fit the webhook's caps.
+    let out = std::process::Command::new(helm())
+        .args([
+            "install",
+            "kt",
+            CHART,
+            "-n",
+            &h.namespace,
+            "--dry-run=client",
+            "--set",
+            "destination.bucket=audit-logs",
+        ])
+        .env("KUBECONFIG", support::env().cp.admin_kubeconfig())
+        .output()
+        .expect("helm install --dry-run");
+    let notes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{notes}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(notes.contains("--audit-webhook-truncate-enabled=true"), "{notes}");
+    assert!(
+        notes.contains("--audit-webhook-truncate-max-batch-size=10485760"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("--audit-webhook-truncate-max-event-size=1048576"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("networkPolicy.controlPlaneCIDRs"),
+        "the NOTES warn about host-network apiservers"
+    );
 }
