@@ -22,6 +22,18 @@ struct RawList<'a> {
     items: Vec<&'a RawValue>,
 }
 
+/// A batch whose items are all readable events: the apiserver's batches,
+/// parsed in one pass.
+#[derive(Debug, Deserialize)]
+struct StrictList<'a> {
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "apiVersion")]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    items: Vec<Event<'a>>,
+}
+
 /// A batch, item by item.
 #[derive(Debug)]
 pub struct EventList<'a> {
@@ -162,24 +174,69 @@ fn borrowed_strs<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<C
     Ok(items.into_iter().map(|b| b.0).collect())
 }
 
+impl<'a> Event<'a> {
+    /// Bytes of the request and response bodies and annotations: what an event
+    /// over the per-event limit loses.
+    pub fn body_bytes(&self) -> usize {
+        [self.request_object, self.response_object, self.annotations]
+            .iter()
+            .flatten()
+            .map(|r| r.get().len())
+            .sum()
+    }
+
+    fn limit(mut self, max_event_bytes: usize) -> Event<'a> {
+        if self.body_bytes() > max_event_bytes {
+            self.request_object = None;
+            self.response_object = None;
+            self.annotations = None;
+            self.truncated = true;
+        }
+        self
+    }
+}
+
+fn check_kind(kind: Option<&str>, api_version: Option<&str>) -> Result<(), ParseError> {
+    match kind {
+        Some("EventList") => {}
+        other => return Err(ParseError::WrongKind(other.unwrap_or("").to_string())),
+    }
+    match api_version {
+        Some(API_VERSION) => Ok(()),
+        other => Err(ParseError::WrongApiVersion(other.unwrap_or("").to_string())),
+    }
+}
+
 /// Parses a webhook body. The body must be an `audit.k8s.io/v1` `EventList`;
 /// within it, an item that cannot be read, or has no `auditID`, becomes
-/// [`Item::Malformed`], and an event over `max_event_bytes` keeps everything but
-/// its request and response bodies and annotations (`truncated`).
+/// [`Item::Malformed`], and an event whose bodies and annotations take more
+/// than `max_event_bytes` keeps everything else (`truncated`).
 pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList<'_>, ParseError> {
     // An object, not a sequence (which serde would map onto the fields in order).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ParseError::Json("expected a JSON object".into()));
     }
-    let list: RawList<'_> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    match list.kind.as_deref() {
-        Some("EventList") => {}
-        other => return Err(ParseError::WrongKind(other.unwrap_or("").to_string())),
+    // JSON is UTF-8 throughout (the parser does not check fields it skips).
+    let body = std::str::from_utf8(body).map_err(|e| ParseError::Json(format!("invalid UTF-8: {e}")))?;
+    // One pass when every item is a readable event with an auditID (the
+    // apiserver's batches); item by item otherwise.
+    if let Ok(list) = serde_json::from_str::<StrictList<'_>>(body) {
+        check_kind(list.kind.as_deref(), list.api_version.as_deref())?;
+        if list
+            .items
+            .iter()
+            .all(|e| e.audit_id.as_deref().is_some_and(|id| !id.is_empty()))
+        {
+            let items = list
+                .items
+                .into_iter()
+                .map(|e| Item::Event(e.limit(max_event_bytes)))
+                .collect();
+            return Ok(EventList { items });
+        }
     }
-    match list.api_version.as_deref() {
-        Some(API_VERSION) => {}
-        other => return Err(ParseError::WrongApiVersion(other.unwrap_or("").to_string())),
-    }
+    let list: RawList<'_> = serde_json::from_str(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    check_kind(list.kind.as_deref(), list.api_version.as_deref())?;
     let items = list
         .items
         .into_iter()
@@ -189,15 +246,7 @@ pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList
                 Ok(e) if e.audit_id.as_deref().is_none_or(str::is_empty) => {
                     Item::Malformed(Malformed::new("event has no auditID", bytes))
                 }
-                Ok(mut e) => {
-                    if bytes.len() > max_event_bytes {
-                        e.request_object = None;
-                        e.response_object = None;
-                        e.annotations = None;
-                        e.truncated = true;
-                    }
-                    Item::Event(e)
-                }
+                Ok(e) => Item::Event(e.limit(max_event_bytes)),
                 Err(err) => Item::Malformed(Malformed::new(format!("unreadable event: {err}"), bytes)),
             }
         })

@@ -131,40 +131,37 @@ pub fn fields_for<'r>(rules: &'r [Rule], group: &str, resource: &str) -> Vec<&'r
         .collect()
 }
 
-/// How bodies of the kinds the built-in rules are about announce themselves
-/// (`"kind":"Secret"`, as the apiserver writes it, or with a space), and the
-/// rule (group, resource) for each.
+/// The kinds whose bodies the built-in rules are about, and the rule (group,
+/// resource) for each.
 const SENSITIVE_KINDS: &[(&str, &str, &str)] = &[
-    ("\"kind\":\"Secret\"", "", "secrets"),
-    ("\"kind\": \"Secret\"", "", "secrets"),
-    ("\"kind\":\"SecretList\"", "", "secrets"),
-    ("\"kind\": \"SecretList\"", "", "secrets"),
-    ("\"kind\":\"TokenRequest\"", "", "serviceaccounts/token"),
-    ("\"kind\": \"TokenRequest\"", "", "serviceaccounts/token"),
-    (
-        "\"kind\":\"TokenReview\"",
-        "authentication.k8s.io",
-        "tokenreviews",
-    ),
-    (
-        "\"kind\": \"TokenReview\"",
-        "authentication.k8s.io",
-        "tokenreviews",
-    ),
+    ("Secret", "", "secrets"),
+    ("SecretList", "", "secrets"),
+    ("TokenRequest", "", "serviceaccounts/token"),
+    ("TokenReview", "authentication.k8s.io", "tokenreviews"),
 ];
 
-/// The built-in fields for a body that names a sensitive kind anywhere, found
-/// by a byte search so bodies of other kinds stay unparsed.
+/// The built-in fields for a body that names a sensitive kind anywhere
+/// (`"kind":"Secret"`, as the apiserver writes it, or with spaces), found in one
+/// byte search so bodies of other kinds stay unparsed.
 pub fn fields_by_kind(raw: &str) -> Vec<&'static FieldPath> {
     let mut out = Vec::new();
-    if memchr::memmem::find(raw.as_bytes(), b"\"kind\"").is_none() {
-        return out;
-    }
-    for (pattern, group, resource) in SENSITIVE_KINDS {
-        if memchr::memmem::find(raw.as_bytes(), pattern.as_bytes()).is_some() {
-            for f in fields_for(builtin(), group, resource) {
-                if !out.contains(&f) {
-                    out.push(f);
+    let bytes = raw.as_bytes();
+    for at in memchr::memmem::find_iter(bytes, b"\"kind\"") {
+        let rest = &bytes[at + 6..];
+        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        let Some(rest) = rest.strip_prefix(b"\"") else {
+            continue;
+        };
+        for (kind, group, resource) in SENSITIVE_KINDS {
+            if rest.starts_with(kind.as_bytes()) && rest.get(kind.len()) == Some(&b'"') {
+                for f in fields_for(builtin(), group, resource) {
+                    if !out.contains(&f) {
+                        out.push(f);
+                    }
                 }
             }
         }
@@ -446,6 +443,8 @@ mod tests {
             4
         );
         assert!(fields_by_kind(r#"{"kind":"ConfigMap","data":{"a":"Secret"}}"#).is_empty());
+        assert!(fields_by_kind(r#"{"kind":"SecretStore"}"#).is_empty());
+        assert_eq!(fields_by_kind("{\"kind\" :\n \"Secret\"}").len(), 3);
     }
 
     #[test]
