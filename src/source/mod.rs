@@ -313,7 +313,7 @@ async fn receive(
     if !st.lifecycle.accepting() {
         // Read (and drop) a bounded part of the body so the caller gets the 503
         // instead of a reset connection.
-        let _ = tokio::time::timeout(Duration::from_secs(1), read_capped(body, 1 << 20, None)).await;
+        drain_stream(&mut body.into_data_stream(), 1 << 20).await;
         let (reason, message) = if st.lifecycle.is_draining() {
             ("stopping", "this replica is stopping; send the batch again")
         } else {
@@ -335,6 +335,9 @@ async fn receive(
     if let Some(n) = declared
         && n > max as u64
     {
+        // An authenticated caller: read and drop a bounded part of the body so
+        // it sees the 413 rather than a reset connection.
+        drain_stream(&mut body.into_data_stream(), max.saturating_mul(4)).await;
         return reject(
             &st.metrics,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -345,10 +348,13 @@ async fn receive(
     // Room in the shared budget is taken as the bytes arrive (a slow or
     // stalled body holds only what it sent), and kept until the batch is stored.
     let mut room = None;
-    let read = read_capped(body, max, Some((&st.bodies, &mut room)));
+    let mut stream = body.into_data_stream();
+    let read = read_capped(&mut stream, max, Some((&st.bodies, &mut room)));
     let body = match tokio::time::timeout(st.limits.body_timeout, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(ReadError::TooLarge)) => {
+            drop(room);
+            drain_stream(&mut stream, max.saturating_mul(4)).await;
             return reject(
                 &st.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -493,15 +499,29 @@ enum ReadError {
     Broken(axum::Error),
 }
 
+/// Reads and drops up to `limit` bytes of a body being refused (at most 5 s),
+/// so an authenticated caller sees the answer rather than a reset connection.
+async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: usize) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads a body of at most `max` bytes; past the cap it stops reading. With a
 /// budget, room for each chunk is reserved before it is kept.
 async fn read_capped(
-    body: axum::body::Body,
+    stream: &mut axum::body::BodyDataStream,
     max: usize,
     mut budget: Option<(&BodyBudget, &mut Option<tokio::sync::OwnedSemaphorePermit>)>,
 ) -> Result<Bytes, ReadError> {
     let mut buf = Vec::new();
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
         if buf.len() + chunk.len() > max {
