@@ -5,13 +5,11 @@ use crate::api::{FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, s
 use crate::store::{self, Credentials, StoreError};
 use crate::telemetry::{ControllerLabels, ReconcileLabels};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
@@ -19,6 +17,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
 const CONTROLLER: &str = "tracker";
+
+/// How soon a tracker whose credentials Secret is missing or wrong is checked
+/// again (Secrets are not watched).
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(15);
 
 /// Errors of a Tracker reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -30,43 +32,52 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable name for each kind of failure: the metric label and the
+    /// Warning event's reason.
     fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
         match self {
             Error::Kube(_) => "KubeError",
-            Error::Finalizer(_) => "FinalizerError",
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(Error::Kube(_)) => "ApplyKubeError",
+                F::ApplyFailed(Error::Finalizer(_)) => "ApplyFailed",
+                F::CleanupFailed(Error::Kube(_)) => "CleanupKubeError",
+                F::CleanupFailed(Error::Finalizer(_)) => "CleanupFailed",
+                F::AddFinalizer(_) => "AddFinalizerFailed",
+                F::RemoveFinalizer(_) => "RemoveFinalizerFailed",
+                F::UnnamedObject => "UnnamedObject",
+                F::InvalidFinalizer => "InvalidFinalizer",
+            },
         }
     }
 }
 
+/// The error and its causes, one after the other.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Runs the Tracker controller until the process is asked to stop.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let trackers: Api<Tracker> = Api::all(client.clone());
-    let secrets: Api<Secret> = Api::namespaced(client, &ctx.settings.namespace);
+    let trackers: Api<Tracker> = Api::all(ctx.client.clone());
     let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.settings.tracker_selector {
         config = config.labels(selector);
     }
-    let controller = Controller::new(trackers, config);
-    let store = controller.store();
-    controller
-        // A fixed or created credentials Secret wakes the trackers that name it.
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|t| {
-                    t.spec
-                        .destination
-                        .credentials_secret_ref
-                        .as_ref()
-                        .map(|r| &r.name)
-                        == Some(&name)
-                })
-                .map(|t| ObjectRef::from_obj(&*t))
-                .collect::<Vec<_>>()
-        })
+    // Credentials Secrets are read by name when a tracker is checked, never
+    // listed or watched: a tracker whose Secret is missing or wrong is checked
+    // again within CREDENTIALS_RECHECK.
+    Controller::new(trackers, config)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -95,15 +106,23 @@ async fn reconcile(tracker: Arc<Tracker>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 fn error_policy(tracker: Arc<Tracker>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(tracker = %tracker.name_any(), error = %err, "reconcile failed");
+    let reason = err.reason();
+    let message = chain(err);
+    warn!(tracker = %tracker.name_any(), reason, error = %message, "reconcile failed");
     ctx.metrics
         .reconciles
         .get_or_create(&ReconcileLabels {
             controller: CONTROLLER,
-            result: err.reason(),
+            result: reason,
         })
         .inc();
-    Action::requeue(ctx.backoff(&tracker.name_any()))
+    // A Warning event on the Tracker with the whole chain (error_policy is not
+    // async, so it is published from a task).
+    let delay = ctx.backoff(&tracker.name_any());
+    tokio::spawn(async move {
+        publish(&ctx, &tracker, EventType::Warning, reason, "Reconcile", &message).await;
+    });
+    Action::requeue(delay)
 }
 
 /// Brings the tracker's status in line with its spec and destination.
@@ -237,7 +256,15 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                 &message,
             )
             .await;
-            Action::requeue(ctx.backoff(&name))
+            let delay = ctx.backoff(&name);
+            if matches!(
+                problem,
+                StoreError::CredentialsNotFound { .. } | StoreError::CredentialsInvalid { .. }
+            ) {
+                Action::requeue(delay.min(CREDENTIALS_RECHECK))
+            } else {
+                Action::requeue(delay)
+            }
         }
     };
 
@@ -432,6 +459,34 @@ async fn publish(ctx: &Context, tracker: &Tracker, type_: EventType, reason: &st
     };
     if let Err(e) = ctx.recorder.publish(&event, &tracker.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use kube::runtime::finalizer::Error as F;
+
+    #[test]
+    fn each_error_kind_has_its_own_reason() {
+        let kube = || kube::Error::Service("connection refused".into());
+        let errors = [
+            Error::Kube(kube()),
+            Error::Finalizer(Box::new(F::ApplyFailed(Error::Kube(kube())))),
+            Error::Finalizer(Box::new(F::CleanupFailed(Error::Kube(kube())))),
+            Error::Finalizer(Box::new(F::AddFinalizer(kube()))),
+            Error::Finalizer(Box::new(F::RemoveFinalizer(kube()))),
+            Error::Finalizer(Box::new(F::UnnamedObject)),
+            Error::Finalizer(Box::new(F::InvalidFinalizer)),
+        ];
+        let reasons: std::collections::HashSet<&str> = errors.iter().map(Error::reason).collect();
+        assert_eq!(reasons.len(), errors.len(), "{reasons:?}");
+        assert!(!reasons.contains("FinalizerError"));
+        let text = chain(&errors[1]);
+        assert!(
+            text.contains("connection refused"),
+            "the chain names the cause: {text}"
+        );
     }
 }
 
