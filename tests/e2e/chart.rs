@@ -448,6 +448,21 @@ async fn safe_audit_policy_network_policy_and_webhook_limits() {
     );
     let kinds = dry_run(&h.client, &h.namespace, &np).await;
     assert!(kinds.contains("NetworkPolicy"), "accepted by the apiserver");
+    // No peers at all: no rule, so nobody (never an empty `from`, which admits all).
+    let closed = render(
+        &h.namespace,
+        &[
+            base[0].clone(),
+            "networkPolicy.webhookFrom=null".into(),
+            "networkPolicy.metricsFrom=null".into(),
+        ],
+    );
+    let np = closed.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert!(
+        np["spec"]["ingress"].as_array().is_none_or(|i| i.is_empty()),
+        "{}",
+        np["spec"]
+    );
     // The NOTES give the truncation flags with limits that fit the webhook's caps.
     let out = std::process::Command::new(helm())
         .args([
