@@ -33,6 +33,10 @@ pub struct Query {
     pub namespace_scope: Option<String>,
     /// Files fetched at once.
     pub parallelism: usize,
+    /// Most bytes of result lines held; past it the oldest (newest first) or
+    /// newest (oldest first) are let go and the result is `truncated`, so a
+    /// large `limit` cannot exhaust memory. `usize::MAX`: no bound.
+    pub max_hit_bytes: usize,
 }
 
 /// One matching trace.
@@ -64,6 +68,9 @@ pub struct Outcome {
     /// among the files read.
     pub matched: u64,
     pub truncated: bool,
+    /// Fewer than `limit` traces are kept because their lines exceeded
+    /// `max_hit_bytes`.
+    pub memory_capped: bool,
     pub scanned_objects: u64,
     pub scanned_bytes: u64,
     pub scanned_traces: u64,
@@ -658,6 +665,7 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     }))
     .buffered(q.parallelism.max(1));
     let mut index = 0usize;
+    let mut held = 0usize;
     while let Some(result) = scans.next().await {
         index += 1;
         let (o, scan) = result?;
@@ -672,17 +680,24 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
             if !kept.insert(hash) {
                 continue;
             }
+            held += hit.line.len();
             match q.order {
                 Order::NewestFirst => {
                     newest.push(std::cmp::Reverse(hit));
-                    if newest.len() > limit {
-                        newest.pop();
+                    while newest.len() > limit || (held > q.max_hit_bytes && newest.len() > 1) {
+                        if newest.len() <= limit {
+                            out.memory_capped = true;
+                        }
+                        held -= newest.pop().map_or(0, |h| h.0.line.len());
                     }
                 }
                 Order::OldestFirst => {
                     oldest.push(hit);
-                    if oldest.len() > limit {
-                        oldest.pop();
+                    while oldest.len() > limit || (held > q.max_hit_bytes && oldest.len() > 1) {
+                        if oldest.len() <= limit {
+                            out.memory_capped = true;
+                        }
+                        held -= oldest.pop().map_or(0, |h| h.line.len());
                     }
                 }
             }
@@ -691,7 +706,7 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
         // the name), so none of a file's traces is older; once `limit` traces older than the
         // next file's start are in hand, nothing later can displace them.
         if q.order == Order::OldestFirst
-            && oldest.len() >= limit
+            && (oldest.len() >= limit || out.memory_capped)
             && let (Some(top), Some(next)) = (oldest.peek(), times.get(index))
             && *next > top.time_ms
         {
@@ -769,6 +784,7 @@ mod tests {
             order: Order::NewestFirst,
             namespace_scope: None,
             parallelism: 4,
+            max_hit_bytes: usize::MAX,
         }
     }
 

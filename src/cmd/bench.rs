@@ -600,6 +600,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         order: Order::NewestFirst,
         namespace_scope: None,
         parallelism: 8,
+        max_hit_bytes: usize::MAX,
     };
     let filtered = Query {
         filter: QueryFilter {

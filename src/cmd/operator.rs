@@ -33,6 +33,16 @@ pub struct OperatorArgs {
     /// Longest time range a TraceQuery may ask for, in days.
     #[arg(long, default_value_t = 31)]
     pub max_query_days: i64,
+    /// TraceQueries run at once; the others wait in phase Pending.
+    #[arg(long, default_value_t = 2)]
+    pub query_concurrency: usize,
+    /// Seconds a TraceQuery may run before it fails with reason Timeout.
+    #[arg(long, default_value_t = 300)]
+    pub query_timeout_seconds: u64,
+    /// Most bytes of result lines one TraceQuery holds; past it fewer than
+    /// `limit` traces are returned (status says so).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub query_max_result_bytes: usize,
     /// Name of the Lease (in --namespace) whose holder runs the reconcilers.
     #[arg(long, default_value = "kubetrail-leader")]
     pub lease_name: String,
@@ -75,6 +85,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             cluster: args.webhook.cluster_name.clone(),
             admin_namespaces: args.admin_namespaces.clone(),
             max_query_days: args.max_query_days,
+            query_concurrency: args.query_concurrency.max(1),
+            query_timeout: Duration::from_secs(args.query_timeout_seconds.max(1)),
+            query_max_result_bytes: args.query_max_result_bytes.max(64 * 1024),
         },
         metrics,
     );

@@ -197,6 +197,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         },
         namespace_scope: None,
         parallelism: 8,
+        max_hit_bytes: usize::MAX,
     };
     let out = query::run(&sink, &q, args.max_days).await?;
     print(&out, args.output);

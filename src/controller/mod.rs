@@ -35,6 +35,12 @@ pub struct Settings {
     pub admin_namespaces: Vec<String>,
     /// Longest time range a TraceQuery may ask for, in days.
     pub max_query_days: i64,
+    /// TraceQueries run at once; the others wait (phase Pending).
+    pub query_concurrency: usize,
+    /// Longest a TraceQuery may run before it fails with reason `Timeout`.
+    pub query_timeout: Duration,
+    /// Most bytes of result lines one TraceQuery holds (and writes).
+    pub query_max_result_bytes: usize,
 }
 
 /// State shared by every reconcile.
@@ -43,6 +49,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// Slots for running TraceQueries (`Settings::query_concurrency`).
+    pub query_slots: Arc<tokio::sync::Semaphore>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -55,6 +63,7 @@ impl Context {
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            query_slots: Arc::new(tokio::sync::Semaphore::new(settings.query_concurrency.max(1))),
             settings,
             metrics,
             failures: Mutex::default(),

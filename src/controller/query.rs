@@ -59,6 +59,24 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
             let expires = end.0.as_millisecond() + i64::from(ttl) * 1000;
             let left = expires - jiff::Timestamp::now().as_millisecond();
             if left <= 0 {
+                // The result file goes with the query. If the bucket cannot be
+                // reached, try again for ten minutes, then let the query go and say so.
+                if let Some(key) = &status.result_key
+                    && let Err(e) = remove_result(&q, key, &ctx).await
+                {
+                    if left > -600_000 {
+                        tracing::warn!(error = %e, key, "removing the result file failed; retrying");
+                        return Ok(Action::requeue(Duration::from_secs(30)));
+                    }
+                    tracing::warn!(error = %e, key, "giving up removing the result file");
+                    warn_event(
+                        &ctx,
+                        &q,
+                        "ResultNotRemoved",
+                        &format!("result file {key} was not removed: {e}"),
+                    )
+                    .await;
+                }
                 tracing::info!("deleting finished query after its TTL");
                 api.delete(&q.name_any(), &DeleteParams::default())
                     .await
@@ -70,6 +88,35 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
 
+    // A slot first: at most `query_concurrency` queries run at once.
+    let slot = match ctx.query_slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            let waiting_since = now();
+            let mut pending = TraceQueryStatus {
+                phase: Some(QueryPhase::Pending),
+                observed_generation: q.metadata.generation,
+                ..TraceQueryStatus::default()
+            };
+            set_condition(
+                &mut pending.conditions,
+                "Complete",
+                FALSE,
+                "Waiting",
+                &format!(
+                    "waiting for a query slot ({} queries run at once)",
+                    ctx.settings.query_concurrency
+                ),
+                q.metadata.generation,
+                &waiting_since,
+            );
+            write(&api, &q, &pending).await?;
+            match ctx.query_slots.clone().acquire_owned().await {
+                Ok(slot) => slot,
+                Err(_) => return Ok(Action::requeue(Duration::from_secs(5))),
+            }
+        }
+    };
     let started = now();
     let mut running = TraceQueryStatus {
         phase: Some(QueryPhase::Running),
@@ -89,7 +136,16 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
     write(&api, &q, &running).await?;
 
     let mut result = running.clone();
-    match execute(&q, &ctx).await {
+    let limit = ctx.settings.query_timeout;
+    let answer = match tokio::time::timeout(limit, execute(&q, &ctx)).await {
+        Ok(answer) => answer,
+        Err(_) => Err((
+            "Timeout",
+            format!("the query did not finish within {} s", limit.as_secs()),
+        )),
+    };
+    drop(slot);
+    match answer {
         Ok((outcome, key)) => {
             result.phase = Some(QueryPhase::Succeeded);
             result.matched = outcome.matched;
@@ -103,10 +159,18 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
                 .map(|h| row(&h.line))
                 .collect();
             result.result_key = Some(key);
-            let msg = format!(
+            let mut msg = format!(
                 "{} traces matched in {} files",
                 outcome.matched, outcome.scanned_objects
             );
+            if outcome.memory_capped {
+                msg.push_str(&format!(
+                    "; {} returned: their lines reached the per-query memory bound of {} bytes",
+                    outcome.hits.len(),
+                    ctx.settings.query_max_result_bytes
+                ));
+                result.message = Some(msg.clone());
+            }
             set_condition(
                 &mut result.conditions,
                 "Complete",
@@ -211,32 +275,74 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         order: q.spec.order,
         namespace_scope: (!admin).then(|| ns.clone()),
         parallelism: 8,
+        max_hit_bytes: ctx.settings.query_max_result_bytes,
     };
     let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
         .await
         .map_err(|e| (e.reason(), e.to_string()))?;
-    // The full result set, as JSON Lines, next to the tracker's files.
-    let mut body = Vec::new();
-    for h in &outcome.hits {
-        body.extend_from_slice(h.line.as_bytes());
-        body.push(b'\n');
-    }
+    // The full result set, as gzipped JSON Lines, next to the tracker's files:
+    // compressed as it is written, so only the compressed copy is added.
+    let body = {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        for h in &outcome.hits {
+            let _ = gz.write_all(h.line.as_bytes());
+            let _ = gz.write_all(b"\n");
+        }
+        gz.finish().unwrap_or_default()
+    };
     let mut key = String::new();
     if !query.prefix.is_empty() {
         key.push_str(&query.prefix);
         key.push('/');
     }
     key.push_str(&format!(
-        "KubeTrail-Query/{}/{}/{}-{}.jsonl",
+        "KubeTrail-Query/{}/{}/{}-{}.jsonl.gz",
         ctx.settings.cluster,
         ns,
         q.name_any(),
         q.uid().unwrap_or_default()
     ));
-    sink.put(&key, body, crate::api::Compression::None)
+    sink.put(&key, body, crate::api::Compression::Gzip)
         .await
         .map_err(|e| (e.reason(), format!("writing the result set: {e}")))?;
     Ok((outcome, key))
+}
+
+/// Removes a finished query's result file from its tracker's bucket.
+async fn remove_result(q: &TraceQuery, key: &str, ctx: &Context) -> Result<(), String> {
+    let trackers: Api<Tracker> = Api::all(ctx.client.clone());
+    let Some(tracker) = trackers
+        .get_opt(&q.spec.tracker)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Err(format!("tracker {:?} no longer exists", q.spec.tracker));
+    };
+    let sink = store::open(
+        &tracker.spec.destination,
+        Credentials::Secret {
+            client: &ctx.client,
+            namespace: &ctx.settings.namespace,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    sink.delete(key).await.map_err(|e| e.to_string())
+}
+
+async fn warn_event(ctx: &Context, q: &TraceQuery, reason: &str, note: &str) {
+    use kube::Resource as _;
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "CleanUp".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &q.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
+    }
 }
 
 async fn write(api: &Api<TraceQuery>, q: &TraceQuery, status: &TraceQueryStatus) -> Result<(), Error> {

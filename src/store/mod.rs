@@ -129,6 +129,25 @@ impl Store {
         }
     }
 
+    /// Removes one object; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), DestinationError> {
+        match self {
+            Store::S3 { client, dest } => client
+                .delete_object()
+                .bucket(&dest.bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, dest)),
+            Store::Dir(root) => match std::fs::remove_file(root.join(key)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(DestinationError::Unreachable(format!("removing {key}: {e}"))),
+            },
+        }
+    }
+
     /// Writes one object. Writing the same key again replaces it (idempotent).
     pub async fn put(
         &self,

@@ -68,6 +68,7 @@ async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &s
         order: Order::OldestFirst,
         namespace_scope: None,
         parallelism: 4,
+        max_hit_bytes: usize::MAX,
     };
     query::run(&s3_sink(env, bucket), &q, 31)
         .await

@@ -64,6 +64,9 @@ impl Harness {
                 cluster: "e2e".into(),
                 admin_namespaces: vec!["kubetrail-admin".into()],
                 max_query_days: 31,
+                query_concurrency: 2,
+                query_timeout: Duration::from_secs(120),
+                query_max_result_bytes: 64 * 1024 * 1024,
             },
             Arc::new(Metrics::default()),
         );

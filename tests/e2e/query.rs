@@ -270,7 +270,10 @@ async fn trace_queries_answer_exactly_within_their_scope() {
     // The full result set is in the bucket.
     let key = s.result_key.clone().expect("result key");
     let body = sink.get(&key).await.expect("result object");
-    assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+        .expect("gzipped result");
+    assert_eq!(text.lines().count(), 1);
 
     // Denied requests over all days.
     let q = run_query(&h, &tenant, json!({"tracker": tracker, "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-24T00:00:00Z"},
@@ -476,4 +479,182 @@ async fn query_command_reads_a_tracker_through_the_api() {
     assert!(!ok && err.contains("does not exist"), "{err}");
     let (ok, _, err) = run(args(&["--rating", "fatal"])).await;
     assert!(!ok && err.contains("rating must be"), "{err}");
+}
+
+/// A query controller of its own (on its own label), with tight bounds.
+fn bounded_controller(
+    h: &Harness,
+    concurrency: usize,
+    timeout: Duration,
+    max_bytes: usize,
+) -> (String, std::sync::Arc<kubetrail::controller::Context>) {
+    use kubetrail::controller::{Context, Settings};
+    let label = support::unique("bounded");
+    let ctx = Context::new(
+        h.client.clone(),
+        Settings {
+            namespace: h.namespace.clone(),
+            tracker_selector: Some(format!("kubetrail.io/test={label}")),
+            instance: format!("test-{label}"),
+            recheck_interval: Duration::from_secs(300),
+            cluster: "e2e".into(),
+            admin_namespaces: vec![],
+            max_query_days: 31,
+            query_concurrency: concurrency,
+            query_timeout: timeout,
+            query_max_result_bytes: max_bytes,
+        },
+        std::sync::Arc::new(kubetrail::telemetry::Metrics::default()),
+    );
+    let c = ctx.clone();
+    tokio::spawn(kubetrail::controller::query::run(c));
+    (label, ctx)
+}
+
+async fn create_query(h: &Harness, label: &str, spec: serde_json::Value) -> String {
+    let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), &h.namespace);
+    let name = support::unique("bq");
+    let obj: TraceQuery = serde_json::from_value(json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+        "metadata": {"name": name, "labels": {"kubetrail.io/test": label}},
+        "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("creating TraceQuery");
+    name
+}
+
+async fn finished(h: &Harness, name: &str) -> TraceQuery {
+    let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), &h.namespace);
+    eventually(
+        Duration::from_secs(60),
+        &format!("query {name} finished"),
+        || async {
+            let q = api.get(name).await.ok()?;
+            matches!(
+                q.status.as_ref()?.phase,
+                Some(QueryPhase::Succeeded | QueryPhase::Failed)
+            )
+            .then_some(q)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn queries_are_bounded_in_number_time_and_memory() {
+    use std::io::Read;
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("bounded").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let tracker = format!("{ns}-trk");
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(h.tracker(
+        &tracker,
+        json!({"destination": {"bucket": bucket, "prefix": "q", "endpoint": env.s3.endpoint,
+            "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let traces: Vec<T> = (0..400)
+        .map(|i| T {
+            id: leak(format!("b-{i:03}")),
+            time: leak(format!("2026-11-20T10:{:02}:{:02}Z", i / 60, i % 60)),
+            verb: "get",
+            resource: "pods",
+            name: "p",
+            ns: ns.clone(),
+            user: "alice",
+            code: 200,
+        })
+        .collect();
+    let sink = Store::S3 {
+        client: env.s3.client(),
+        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
+    };
+    write_files(
+        &sink,
+        &tracker,
+        &[traces[..200].iter().collect(), traces[200..].iter().collect()],
+    )
+    .await;
+    let line_bytes = line(&traces[0]).len();
+    let spec = json!({"tracker": tracker, "limit": 100000,
+        "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}, "ttlSecondsAfterFinished": 2});
+
+    // Memory: a limit of 100,000 holds only what fits the bound (64 KiB here).
+    let (label, ctx) = bounded_controller(&h, 1, Duration::from_secs(60), 64 * 1024);
+    let name = create_query(&h, &label, spec.clone()).await;
+    let q = finished(&h, &name).await;
+    let s = q.status.clone().unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Succeeded), "{:?}", s.message);
+    assert_eq!(s.matched, 400);
+    assert!(s.truncated);
+    assert!(
+        s.message.as_deref().unwrap_or("").contains("memory bound"),
+        "{:?}",
+        s.message
+    );
+    // The result file is gzipped JSON Lines of the traces held, newest first.
+    let key = s.result_key.clone().expect("result key");
+    assert!(key.ends_with(".jsonl.gz"), "{key}");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&sink.get(&key).await.unwrap()[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let kept: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        kept.len() < 400 && kept.len() * line_bytes <= 64 * 1024 + line_bytes,
+        "{} kept",
+        kept.len()
+    );
+    assert!(kept.len() > 20, "more than the inline rows");
+    assert_eq!(kept[0]["trace_id"], "b-399", "newest first");
+    // The TTL removes the query and its result file.
+    let tq: Api<TraceQuery> = Api::namespaced(h.client.clone(), &h.namespace);
+    eventually(
+        Duration::from_secs(60),
+        "the query and its result removed",
+        || async {
+            let gone = tq.get_opt(&name).await.ok()?.is_none();
+            (gone && sink.get(&key).await.is_err()).then_some(())
+        },
+    )
+    .await;
+
+    // Concurrency: with the only slot taken, a query waits in Pending, then runs.
+    let held = ctx.query_slots.clone().acquire_owned().await.unwrap();
+    let name = create_query(&h, &label, spec.clone()).await;
+    eventually(
+        Duration::from_secs(30),
+        "the query waiting for a slot",
+        || async {
+            let q = tq.get(&name).await.ok()?;
+            let s = q.status?;
+            (s.phase == Some(QueryPhase::Pending)
+                && kubetrail::api::condition(&s.conditions, "Complete")
+                    .is_some_and(|c| c.reason == "Waiting"))
+            .then_some(())
+        },
+    )
+    .await;
+    drop(held);
+    assert_eq!(
+        finished(&h, &name).await.status.unwrap().phase,
+        Some(QueryPhase::Succeeded)
+    );
+
+    // Time: past the limit the query fails with reason Timeout.
+    let (label, _ctx) = bounded_controller(&h, 1, Duration::from_millis(1), 64 * 1024);
+    let name = create_query(&h, &label, spec).await;
+    let s = finished(&h, &name).await.status.unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Failed));
+    let c = kubetrail::api::condition(&s.conditions, "Complete").unwrap();
+    assert_eq!(c.reason, "Timeout", "{}", c.message);
 }
