@@ -33,10 +33,59 @@ pub struct Query {
     pub namespace_scope: Option<String>,
     /// Files fetched at once.
     pub parallelism: usize,
-    /// Most bytes of result lines held; past it the oldest (newest first) or
-    /// newest (oldest first) are let go and the result is `truncated`, so a
-    /// large `limit` cannot exhaust memory. `usize::MAX`: no bound.
+    /// Most bytes of result lines kept; past it the oldest (newest first) or
+    /// newest (oldest first) are let go and the result is `truncated`.
+    /// `usize::MAX`: no bound.
     pub max_hit_bytes: usize,
+    /// A scratch directory: result lines are written there as they are found
+    /// and only their place is held, so memory does not grow with `limit`.
+    /// `None`: lines are held in memory.
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+/// The lines of a query's results, in a scratch file removed when dropped.
+#[derive(Debug)]
+pub struct Spill {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    len: u64,
+}
+
+impl Spill {
+    fn create(dir: &std::path::Path) -> std::io::Result<Spill> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        std::fs::create_dir_all(dir)?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("query-{}-{n}.spill", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok(Spill { file, path, len: 0 })
+    }
+
+    fn push(&mut self, line: &str) -> std::io::Result<(u64, u32)> {
+        use std::io::Write as _;
+        let at = self.len;
+        (&self.file).write_all(line.as_bytes())?;
+        self.len += line.len() as u64;
+        Ok((at, u32::try_from(line.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn read(&self, at: u64, len: u32) -> std::io::Result<String> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, at)?;
+        String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// One matching trace.
@@ -44,8 +93,11 @@ pub struct Query {
 pub struct Hit {
     pub time_ms: i64,
     pub trace_id: String,
-    /// The trace's JSON line as stored.
+    /// The trace's JSON line as stored; empty when the line was spilled
+    /// (then `spilled` says where, see [`Outcome::line`]).
     pub line: String,
+    /// Offset and length of the line in the query's spill file.
+    pub spilled: Option<(u64, u32)>,
 }
 
 impl Ord for Hit {
@@ -76,6 +128,18 @@ pub struct Outcome {
     pub scanned_traces: u64,
     /// The prefixes listed (one per day).
     pub listed_prefixes: Vec<String>,
+    /// Where the hits' lines are, with [`Query::spill_dir`].
+    pub spill: Option<Spill>,
+}
+
+impl Outcome {
+    /// A hit's line, from memory or from the spill file.
+    pub fn line<'h>(&self, h: &'h Hit) -> std::io::Result<Cow<'h, str>> {
+        match (h.spilled, &self.spill) {
+            (Some((at, len)), Some(s)) => s.read(at, len).map(Cow::Owned),
+            _ => Ok(Cow::Borrowed(&h.line)),
+        }
+    }
 }
 
 /// Why a query failed.
@@ -87,6 +151,8 @@ pub enum QueryError {
     RangeTooLarge { days: i64, max: i64 },
     #[error(transparent)]
     Destination(#[from] DestinationError),
+    #[error("query scratch file: {0}")]
+    Scratch(#[source] std::io::Error),
 }
 
 impl QueryError {
@@ -95,6 +161,7 @@ impl QueryError {
             Self::EmptyRange => "InvalidTimeRange",
             Self::RangeTooLarge { .. } => "RangeTooLarge",
             Self::Destination(e) => e.reason(),
+            Self::Scratch(_) => "ScratchError",
         }
     }
 }
@@ -591,6 +658,7 @@ impl Candidate {
             time_ms: self.time_ms,
             trace_id: self.trace_id,
             line,
+            spilled: None,
         };
         (key, hit)
     }
@@ -666,6 +734,12 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     .buffered(q.parallelism.max(1));
     let mut index = 0usize;
     let mut held = 0usize;
+    let mut spill = q
+        .spill_dir
+        .as_deref()
+        .map(Spill::create)
+        .transpose()
+        .map_err(QueryError::Scratch)?;
     while let Some(result) = scans.next().await {
         index += 1;
         let (o, scan) = result?;
@@ -676,11 +750,24 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
             tracing::warn!(key = %o.key, "unreadable trace file skipped");
         }
         matched.extend(scan.matched);
-        for (hash, hit) in scan.hits {
+        for (hash, mut hit) in scan.hits {
+            // Not better than the worst of a full heap: it would go at once.
+            let full = newest.len().max(oldest.len()) >= limit;
+            let worse = match q.order {
+                Order::NewestFirst => newest.peek().is_some_and(|w| hit <= w.0),
+                Order::OldestFirst => oldest.peek().is_some_and(|w| hit >= *w),
+            };
+            if full && worse {
+                continue;
+            }
             if !kept.insert(hash) {
                 continue;
             }
             held += hit.line.len();
+            if let Some(s) = spill.as_mut() {
+                hit.spilled = Some(s.push(&hit.line).map_err(QueryError::Scratch)?);
+                hit.line = String::new();
+            }
             match q.order {
                 Order::NewestFirst => {
                     newest.push(std::cmp::Reverse(hit));
@@ -688,7 +775,9 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
                         if newest.len() <= limit {
                             out.memory_capped = true;
                         }
-                        held -= newest.pop().map_or(0, |h| h.0.line.len());
+                        held -= newest
+                            .pop()
+                            .map_or(0, |h| h.0.spilled.map_or(h.0.line.len(), |(_, l)| l as usize));
                     }
                 }
                 Order::OldestFirst => {
@@ -697,7 +786,9 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
                         if oldest.len() <= limit {
                             out.memory_capped = true;
                         }
-                        held -= oldest.pop().map_or(0, |h| h.line.len());
+                        held -= oldest
+                            .pop()
+                            .map_or(0, |h| h.spilled.map_or(h.line.len(), |(_, l)| l as usize));
                     }
                 }
             }
@@ -724,6 +815,7 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
         Order::OldestFirst => oldest.into_sorted_vec(),
     };
     out.truncated = out.truncated || out.matched > out.hits.len() as u64;
+    out.spill = spill;
     Ok(out)
 }
 
@@ -785,6 +877,7 @@ mod tests {
             namespace_scope: None,
             parallelism: 4,
             max_hit_bytes: usize::MAX,
+            spill_dir: None,
         }
     }
 

@@ -601,6 +601,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         namespace_scope: None,
         parallelism: 8,
         max_hit_bytes: usize::MAX,
+        spill_dir: None,
     };
     let filtered = Query {
         filter: QueryFilter {

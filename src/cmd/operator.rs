@@ -39,10 +39,14 @@ pub struct OperatorArgs {
     /// Seconds a TraceQuery may run before it fails with reason Timeout.
     #[arg(long, default_value_t = 300)]
     pub query_timeout_seconds: u64,
-    /// Most bytes of result lines one TraceQuery holds; past it fewer than
-    /// `limit` traces are returned (status says so).
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    /// Most bytes of result lines one TraceQuery keeps (on scratch disk, not in
+    /// memory); past it fewer than `limit` traces are returned (status says so).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub query_max_result_bytes: usize,
+    /// Scratch directory for running TraceQueries' result lines
+    /// (default: `kubetrail-query` in the system temp directory).
+    #[arg(long)]
+    pub query_scratch_dir: Option<std::path::PathBuf>,
     /// Name of the Lease (in --namespace) whose holder runs the reconcilers.
     #[arg(long, default_value = "kubetrail-leader")]
     pub lease_name: String,
@@ -88,6 +92,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             query_concurrency: args.query_concurrency.max(1),
             query_timeout: Duration::from_secs(args.query_timeout_seconds.max(1)),
             query_max_result_bytes: args.query_max_result_bytes.max(64 * 1024),
+            query_scratch_dir: args
+                .query_scratch_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("kubetrail-query")),
         },
         metrics,
     );

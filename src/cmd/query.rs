@@ -198,6 +198,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         namespace_scope: None,
         parallelism: 8,
         max_hit_bytes: usize::MAX,
+        spill_dir: None,
     };
     let out = query::run(&sink, &q, args.max_days).await?;
     print(&out, args.output);

@@ -39,8 +39,10 @@ pub struct Settings {
     pub query_concurrency: usize,
     /// Longest a TraceQuery may run before it fails with reason `Timeout`.
     pub query_timeout: Duration,
-    /// Most bytes of result lines one TraceQuery holds (and writes).
+    /// Most bytes of result lines one TraceQuery keeps (and writes).
     pub query_max_result_bytes: usize,
+    /// Where a running TraceQuery's result lines wait (not in memory).
+    pub query_scratch_dir: std::path::PathBuf,
 }
 
 /// State shared by every reconcile.

@@ -156,7 +156,7 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
                 .hits
                 .iter()
                 .take(INLINE_ROWS)
-                .map(|h| row(&h.line))
+                .filter_map(|h| outcome.line(h).ok().map(|l| row(&l)))
                 .collect();
             result.result_key = Some(key);
             let mut msg = format!(
@@ -165,7 +165,7 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
             );
             if outcome.memory_capped {
                 msg.push_str(&format!(
-                    "; {} returned: their lines reached the per-query memory bound of {} bytes",
+                    "; {} returned: their lines reached the per-query bound of {} bytes",
                     outcome.hits.len(),
                     ctx.settings.query_max_result_bytes
                 ));
@@ -276,17 +276,22 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         namespace_scope: (!admin).then(|| ns.clone()),
         parallelism: 8,
         max_hit_bytes: ctx.settings.query_max_result_bytes,
+        spill_dir: Some(ctx.settings.query_scratch_dir.clone()),
     };
     let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
         .await
         .map_err(|e| (e.reason(), e.to_string()))?;
     // The full result set, as gzipped JSON Lines, next to the tracker's files:
-    // compressed as it is written, so only the compressed copy is added.
+    // read back from the scratch file one line at a time and compressed as it
+    // is written, so only the compressed copy is in memory.
     let body = {
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         for h in &outcome.hits {
-            let _ = gz.write_all(h.line.as_bytes());
+            let line = outcome
+                .line(h)
+                .map_err(|e| ("ScratchError", format!("reading the result lines back: {e}")))?;
+            let _ = gz.write_all(line.as_bytes());
             let _ = gz.write_all(b"\n");
         }
         gz.finish().unwrap_or_default()

@@ -67,6 +67,7 @@ impl Harness {
                 query_concurrency: 2,
                 query_timeout: Duration::from_secs(120),
                 query_max_result_bytes: 64 * 1024 * 1024,
+                query_scratch_dir: std::env::temp_dir().join("kubetrail-query-e2e"),
             },
             Arc::new(Metrics::default()),
         );

@@ -503,6 +503,7 @@ fn bounded_controller(
             query_concurrency: concurrency,
             query_timeout: timeout,
             query_max_result_bytes: max_bytes,
+            query_scratch_dir: std::env::temp_dir().join(support::unique("kubetrail-query")),
         },
         std::sync::Arc::new(kubetrail::telemetry::Metrics::default()),
     );
@@ -588,7 +589,8 @@ async fn queries_are_bounded_in_number_time_and_memory() {
     let spec = json!({"tracker": tracker, "limit": 100000,
         "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}, "ttlSecondsAfterFinished": 2});
 
-    // Memory: a limit of 100,000 holds only what fits the bound (64 KiB here).
+    // A limit of 100,000: the lines wait in a scratch file (not memory), and
+    // only what fits the bound (64 KiB here) is kept.
     let (label, ctx) = bounded_controller(&h, 1, Duration::from_secs(60), 64 * 1024);
     let name = create_query(&h, &label, spec.clone()).await;
     let q = finished(&h, &name).await;
@@ -597,9 +599,20 @@ async fn queries_are_bounded_in_number_time_and_memory() {
     assert_eq!(s.matched, 400);
     assert!(s.truncated);
     assert!(
-        s.message.as_deref().unwrap_or("").contains("memory bound"),
+        s.message.as_deref().unwrap_or("").contains("per-query bound"),
         "{:?}",
         s.message
+    );
+    let spills = std::fs::read_dir(&ctx.settings.query_scratch_dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "spill"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        spills, 0,
+        "the scratch file is removed once the result is written"
     );
     // The result file is gzipped JSON Lines of the traces held, newest first.
     let key = s.result_key.clone().expect("result key");
