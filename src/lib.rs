@@ -13,6 +13,8 @@ pub mod audit;
 pub mod controller;
 /// Delivery: when to cut trace files, their keys and bytes, the per-tracker pipelines.
 pub mod deliver;
+/// Signed digest chains, `verify`, and retention of delivered files.
+pub mod integrity;
 /// The query engine over delivered trace files.
 pub mod query;
 /// The sensitive-data policy: what is redacted, in every shape of body.

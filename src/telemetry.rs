@@ -69,6 +69,10 @@ pub struct Metrics {
     pub batches_rejected: Family<ReasonLabels, Counter>,
     pub events_delivered: Family<TrackerLabels, Counter>,
     pub files_delivered: Family<TrackerLabels, Counter>,
+    pub digests_written: Family<TrackerLabels, Counter>,
+    /// 1 when the last verification of a tracker's trail found it whole, 0 when not.
+    pub integrity_verified: Family<TrackerLabels, Gauge>,
+    pub retention_deleted: Family<TrackerLabels, Counter>,
     /// Failed writes of trace files, by reason (retried).
     pub delivery_errors: Family<ReasonLabels, Counter>,
     /// Time from receiving a batch to its trace file being written.
@@ -146,6 +150,24 @@ impl Default for Metrics {
         );
         let files_delivered = Family::<TrackerLabels, Counter>::default();
         registry.register("files_delivered", "Trace files written", files_delivered.clone());
+        let digests_written = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "digests_written",
+            "Signed digest files written (one per period per writer)",
+            digests_written.clone(),
+        );
+        let integrity_verified = Family::<TrackerLabels, Gauge>::default();
+        registry.register(
+            "integrity_verified",
+            "1 when the last check of the tracker's trail found it whole and untouched, 0 when not",
+            integrity_verified.clone(),
+        );
+        let retention_deleted = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_objects",
+            "Expired trace files and digests deleted by the operator",
+            retention_deleted.clone(),
+        );
         let delivery_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "delivery_errors",
@@ -240,6 +262,9 @@ impl Default for Metrics {
             batches_rejected,
             events_delivered,
             files_delivered,
+            digests_written,
+            integrity_verified,
+            retention_deleted,
             delivery_errors,
             delivery_latency,
             spool_bytes,

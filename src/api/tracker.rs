@@ -42,6 +42,9 @@ pub struct TrackerSpec {
     /// Digest files that make tampering with delivered files detectable.
     #[serde(default)]
     pub integrity: Integrity,
+    /// How `destination.retentionDays` is enforced.
+    #[serde(default)]
+    pub retention: Retention,
     /// Fields removed from traces before they leave the cluster, beyond the
     /// Secret values that are always removed.
     #[serde(default)]
@@ -96,8 +99,9 @@ pub struct Destination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub kms_key_id: Option<String>,
-    /// Days after which files under the prefix expire, applied as a bucket
-    /// lifecycle rule. Unset keeps files forever.
+    /// Days a trace file and digest are kept after the end of their UTC day; a
+    /// bucket lifecycle rule or the operator removes older ones (see
+    /// `retention.mode`). Unset keeps files forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 36500))]
     pub retention_days: Option<u32>,
@@ -280,17 +284,36 @@ pub enum Compression {
     None,
 }
 
-/// Integrity digests (log file validation).
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+/// Integrity digests (log file validation) and their continuous check.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Integrity {
-    /// Write an hourly signed digest of delivered files.
+    /// Each writer signs a digest of the files it delivered, once per
+    /// `digestPeriod`, chained to its previous digest.
     #[serde(default = "default_true")]
     pub digests: bool,
-    /// Secret holding the Ed25519 signing key (key `signingKey`); generated in the
-    /// operator's namespace when unset.
+    /// Secret in the operator's namespace holding the Ed25519 signing key (key
+    /// `signingKey`: PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes
+    /// it). Unset: the operator generates `kubetrail-signing-key` there once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_secret_ref: Option<SecretRef>,
+    /// Length of a digest period, aligned to the clock (`1h`: hourly, on the
+    /// hour); at least `1m`.
+    #[serde(default = "default_digest_period")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("digestPeriod must be a duration between 1m and 24h, such as 1h"))]
+    pub digest_period: String,
+    /// How often the lease holder re-verifies the last 24 hours of the trail and
+    /// sets the `IntegrityVerified` condition; at least `10s`.
+    #[serde(default = "default_verify_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$') && duration(self) >= duration('10s') && duration(self) <= duration('168h')").message("verifyInterval must be a duration between 10s and 168h, such as 1h"))]
+    pub verify_interval: String,
+}
+
+fn default_digest_period() -> String {
+    "1h".into()
+}
+fn default_verify_interval() -> String {
+    "1h".into()
 }
 
 impl Default for Integrity {
@@ -298,8 +321,31 @@ impl Default for Integrity {
         Self {
             digests: true,
             signing_key_secret_ref: None,
+            digest_period: default_digest_period(),
+            verify_interval: default_verify_interval(),
         }
     }
+}
+
+/// How `retentionDays` is enforced.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    #[serde(default)]
+    pub mode: RetentionMode,
+}
+
+/// Who removes expired files.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RetentionMode {
+    /// A bucket lifecycle rule where the bucket supports one and the tracker's
+    /// prefix is its own; otherwise the operator deletes expired days.
+    #[default]
+    Auto,
+    /// The operator's lease holder deletes whole expired days of the tracker's
+    /// trace files and digests, and nothing else.
+    Operator,
 }
 
 /// Extra redaction, beyond the built-in rules that always apply (Secret values
@@ -389,6 +435,52 @@ pub struct TrackerStatus {
     /// The last error, cleared when the tracker is healthy again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Digest signing keys and the last verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<IntegrityStatus>,
+    /// How retention is enforced and how far back files are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionStatus>,
+}
+
+/// Integrity as the lease holder sees it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityStatus {
+    /// Every key that has signed this tracker's digests, newest last: `verify`
+    /// takes its trust anchor from here (never from the bucket), and a rotated
+    /// key stays listed so older digests still verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<PublicKeyStatus>,
+    /// When the trail was last verified, and what was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+}
+
+/// A digest verification key.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKeyStatus {
+    /// `sha256:` and 32 hex digits; digests name the key they are signed with.
+    pub fingerprint: String,
+    /// The Ed25519 public key, base64 of its 32 bytes.
+    pub public_key: String,
+    /// When the key was first seen.
+    pub since: Time,
+}
+
+/// Retention as enforced.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionStatus {
+    /// `lifecycle` (a bucket rule `kubetrail-<tracker>`) or `operator`.
+    pub mode: String,
+    /// The oldest UTC day (YYYY-MM-DD) whose files are kept.
+    pub oldest_day_kept: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Tracker phase.

@@ -273,7 +273,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             max_batch_age: args.max_batch_age.clone(),
             ..Delivery::default()
         },
-        integrity: Default::default(),
+        // Digests off: the benchmark measures ingest and delivery.
+        integrity: kubetrail::api::Integrity {
+            digests: false,
+            ..Default::default()
+        },
+        retention: Default::default(),
         redaction: Default::default(),
     };
     let pipelines = Pipelines::new(
@@ -284,7 +289,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
-    pipelines.apply(vec![pipeline_spec("bench", &spec, sink)]);
+    pipelines.apply(vec![pipeline_spec("bench", &spec, sink, None)]);
 
     let ingest = Ingest {
         spool: spool.clone(),

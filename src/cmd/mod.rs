@@ -5,6 +5,7 @@ mod bench;
 mod operator;
 mod query;
 mod serve;
+mod verify;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -30,8 +31,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Search delivered traces.
     Query(query::QueryArgs),
-    /// Check delivered trace files against their digests.
-    Verify,
+    /// Prove a tracker's trail whole and untouched: digests, chains and files.
+    Verify(verify::VerifyArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Load-test the ingest path (webhook → spool → trace files) and report.
@@ -56,10 +57,7 @@ impl Cli {
             Command::Serve(args) => run_async(self.log_format, serve::run(args)),
             Command::Bench(args) => run_async(self.log_format, bench::run(args)),
             Command::Query(args) => run_async(self.log_format, query::run(args)),
-            Command::Verify => {
-                eprintln!("error: this subcommand is not yet implemented");
-                ExitCode::from(2)
-            }
+            Command::Verify(args) => run_async(self.log_format, verify::run(args)),
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::webhook::{LimitArgs, WebhookArgs};
 use anyhow::Context as _;
 use futures::FutureExt;
-use kubetrail::api::{Delivery, Destination, Redaction, TrackerFilter, TrackerSpec};
+use kubetrail::api::{Delivery, Destination, Integrity, Redaction, TrackerFilter, TrackerSpec};
 use kubetrail::controller::delivery::pipeline_spec;
 use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
 use kubetrail::store::{self, StaticCredentials, Store};
@@ -60,6 +60,10 @@ pub struct ServeTracker {
     pub delivery: Delivery,
     #[serde(default)]
     pub redaction: Redaction,
+    /// Digests: `digests` (default on) and `digestPeriod`; the key is
+    /// `--signing-key`, not a Secret.
+    #[serde(default)]
+    pub integrity: Integrity,
 }
 
 fn yes() -> bool {
@@ -106,6 +110,20 @@ impl ServeConfig {
                         t.name
                     );
                 }
+            }
+            if t.integrity.signing_key_secret_ref.is_some() {
+                anyhow::bail!(
+                    "tracker {:?}: integrity.signingKeySecretRef needs the Kubernetes API; `serve` signs with --signing-key",
+                    t.name
+                );
+            }
+            if kubetrail::controller::delivery::parse_duration(&t.integrity.digest_period)
+                .is_none_or(|d| d < kubetrail::integrity::MIN_PERIOD)
+            {
+                anyhow::bail!(
+                    "tracker {:?}: integrity.digestPeriod must be a duration of at least 1m",
+                    t.name
+                );
             }
             if kubetrail::controller::delivery::parse_duration(&t.delivery.max_batch_age)
                 .is_none_or(|d| d < std::time::Duration::from_secs(1))
@@ -162,8 +180,51 @@ pub struct ServeArgs {
     /// On SIGTERM: seconds to deliver what is spooled before exiting anyway.
     #[arg(long, default_value_t = 45)]
     pub drain_seconds: u64,
+    /// Ed25519 key that signs digests (PKCS#8 PEM). Without it, a key is
+    /// generated once as `signing-key.pem` in the spool directory; its public
+    /// half is written next to it (`signing-key.pub.pem`) for `verify`.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// The signing key of `serve`: the given file, or one generated in the spool
+/// directory on first start.
+fn signing_key(args: &ServeArgs) -> anyhow::Result<Arc<kubetrail::integrity::Signer>> {
+    use kubetrail::integrity::Signer;
+    let path = match &args.signing_key {
+        Some(p) => p.clone(),
+        None => {
+            std::fs::create_dir_all(&args.spool_dir)
+                .with_context(|| format!("creating {}", args.spool_dir.display()))?;
+            let p = args.spool_dir.join("signing-key.pem");
+            if !p.exists() {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let pem = Signer::generate_pem()?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                    .with_context(|| format!("creating {}", p.display()))?;
+                f.write_all(pem.as_bytes())?;
+                f.sync_all()?;
+                tracing::info!(path = %p.display(), "generated a digest signing key");
+            }
+            p
+        }
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let signer = Signer::from_bytes(&bytes).with_context(|| format!("signing key {}", path.display()))?;
+    let public = path.with_file_name("signing-key.pub.pem");
+    if args.signing_key.is_none() {
+        std::fs::write(&public, signer.public_key_pem())
+            .with_context(|| format!("writing {}", public.display()))?;
+    }
+    tracing::info!(fingerprint = signer.fingerprint(), public_key = %signer.public_key_b64(), "digests are signed with this key");
+    Ok(Arc::new(signer))
 }
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
@@ -174,6 +235,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => DEFAULT_CONFIG.to_string(),
     };
     let config = ServeConfig::parse(&text)?;
+    let signer = if config.trackers.iter().any(|t| t.enabled && t.integrity.digests) {
+        Some(signing_key(&args)?)
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
@@ -214,10 +280,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 destination,
                 filter: t.filter.clone(),
                 delivery: t.delivery.clone(),
-                integrity: Default::default(),
+                integrity: t.integrity.clone(),
+                retention: Default::default(),
                 redaction: t.redaction.clone(),
             };
-            pipeline_spec(&t.name, &spec, sink)
+            pipeline_spec(&t.name, &spec, sink, signer.clone())
         })
         .collect();
     pipelines.apply(desired);

@@ -4,6 +4,7 @@
 use super::Context;
 use crate::api::{Tracker, TrackerSpec};
 use crate::deliver::pipeline::{PipelineSpec, Pipelines, StoreFactory};
+use crate::integrity::{IntegritySpec, Signer};
 use crate::route::Filter;
 use crate::store::{self, Credentials};
 use crate::telemetry::Readiness;
@@ -41,11 +42,32 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
-/// The pipeline of a tracker spec; `sink` builds its destination.
-pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: StoreFactory) -> PipelineSpec {
-    let fingerprint =
-        serde_json::to_string(&(&spec.destination, &spec.filter, &spec.delivery, &spec.redaction))
-            .unwrap_or_default();
+/// The pipeline of a tracker spec; `sink` builds its destination, `signer`
+/// signs its digests (none: no digests, whatever the spec says).
+pub fn pipeline_spec(
+    name: &str,
+    spec: &TrackerSpec,
+    sink: StoreFactory,
+    signer: Option<Arc<Signer>>,
+) -> PipelineSpec {
+    let integrity = signer
+        .filter(|_| spec.integrity.digests)
+        .map(|signer| IntegritySpec {
+            period: parse_duration(&spec.integrity.digest_period)
+                .unwrap_or(Duration::from_secs(3600))
+                .max(crate::integrity::MIN_PERIOD),
+            signer,
+        });
+    let fingerprint = serde_json::to_string(&(
+        &spec.destination,
+        &spec.filter,
+        &spec.delivery,
+        &spec.redaction,
+        integrity
+            .as_ref()
+            .map(|i| (i.period.as_millis() as u64, i.signer.fingerprint().to_string())),
+    ))
+    .unwrap_or_default();
     PipelineSpec {
         name: name.to_string(),
         prefix: spec.destination.prefix.trim_end_matches('/').to_string(),
@@ -55,6 +77,7 @@ pub fn pipeline_spec(name: &str, spec: &TrackerSpec, sink: StoreFactory) -> Pipe
         max_events: u64::from(spec.delivery.max_batch_events),
         max_bytes: spec.delivery.max_batch_bytes,
         redaction: spec.redaction.clone(),
+        integrity,
         sink,
         fingerprint,
     }
@@ -101,22 +124,54 @@ pub async fn run(
         status_interval,
     ));
     let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Err(e) => {
-                tracing::warn!(error = %e, "tracker watch error");
-                continue;
-            }
-            // The store is complete only once a (re)list is done.
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-            Ok(_) => {}
+    // Again now and then without a Tracker change: a rotated signing key is
+    // picked up, a missing one retried.
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listed = false;
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "tracker watch error");
+                    continue;
+                }
+                // The store is complete only once a (re)list is done.
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                Some(Ok(_)) => listed = true,
+            },
+            _ = tick.tick() => if !listed { continue },
         }
-        let desired: Vec<PipelineSpec> = store
+        let mut desired: Vec<PipelineSpec> = Vec::new();
+        for t in store
             .state()
             .iter()
             .filter(|t| t.spec.enabled && t.metadata.deletion_timestamp.is_none())
-            .map(|t| pipeline_spec(&t.name_any(), &t.spec, s3_store(&ctx, t)))
-            .collect();
+        {
+            let signer = if t.spec.integrity.digests {
+                match ctx
+                    .signing_keys
+                    .get(
+                        &ctx.client,
+                        &ctx.settings.namespace,
+                        t.spec.integrity.signing_key_secret_ref.as_ref(),
+                    )
+                    .await
+                {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        // Files are still delivered; the missing digests show
+                        // in `verify` and in the Tracker's status.
+                        tracing::warn!(tracker = %t.name_any(), reason = e.reason(), error = %e, "no signing key: delivering without digests");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            desired.push(pipeline_spec(&t.name_any(), &t.spec, s3_store(&ctx, t), signer));
+        }
         pipelines.apply(desired);
         ready.set_ready(true);
     }

@@ -4,7 +4,9 @@ pub mod delivery;
 pub mod leader;
 pub mod query;
 pub mod report;
+pub mod signing;
 pub mod tracker;
+pub mod trail;
 
 use crate::telemetry::Metrics;
 use kube::Client;
@@ -53,6 +55,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Slots for running TraceQueries (`Settings::query_concurrency`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Digest signing keys, shared by delivery and the Tracker reconciler.
+    pub signing_keys: signing::KeyCache,
+    /// The last verification of each tracker's trail (lease holder).
+    pub verified: Mutex<HashMap<String, trail::Verified>>,
+    /// The last retention run of each tracker (lease holder).
+    pub retained: Mutex<HashMap<String, trail::Retained>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -68,6 +76,9 @@ impl Context {
             query_slots: Arc::new(tokio::sync::Semaphore::new(settings.query_concurrency.max(1))),
             settings,
             metrics,
+            signing_keys: signing::KeyCache::default(),
+            verified: Mutex::default(),
+            retained: Mutex::default(),
             failures: Mutex::default(),
         })
     }

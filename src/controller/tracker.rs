@@ -4,7 +4,7 @@ use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
 use crate::api::{FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition};
 use crate::store::{self, Credentials, StoreError};
 use crate::telemetry::{ControllerLabels, ReconcileLabels};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -164,7 +164,10 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             ctx.reset_backoff(&name);
             Action::await_change()
         }
-        Some(Ok(())) => {
+        Some(Ok(store)) => {
+            let trail_next = super::trail::reconcile(tracker, ctx, store, &mut status, &now)
+                .boxed()
+                .await;
             let dest = &tracker.spec.destination;
             let msg = format!("bucket {} is reachable", dest.bucket);
             set_condition(
@@ -190,7 +193,9 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                         generation,
                         &now,
                     );
-                    Action::requeue(ctx.settings.recheck_interval)
+                    Action::requeue(trail_next.map_or(ctx.settings.recheck_interval, |d| {
+                        d.min(ctx.settings.recheck_interval)
+                    }))
                 }
                 Some((reason, message)) => {
                     // HeadBucket works, yet files are not delivered (a KMS or
@@ -274,7 +279,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| condition(&s.conditions, "Ready"))
         .map(|c| c.status == TRUE)
         .unwrap_or(false);
-    let is_ready = matches!(outcome, Some(Ok(()))) && status.phase == Some(TrackerPhase::Enabled);
+    let is_ready = matches!(outcome, Some(Ok(_))) && status.phase == Some(TrackerPhase::Enabled);
     if is_ready && !was_ready {
         info!("tracker ready");
         publish(
@@ -394,16 +399,14 @@ async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Opens the destination with its credentials and checks the bucket.
-async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<(), StoreError> {
+async fn check_destination(tracker: &Tracker, ctx: &Context) -> Result<store::Store, StoreError> {
     let creds = Credentials::Secret {
         client: &ctx.client,
         namespace: &ctx.settings.namespace,
     };
-    store::open(&tracker.spec.destination, creds)
-        .await?
-        .check()
-        .await?;
-    Ok(())
+    let store = store::open(&tracker.spec.destination, creds).await?;
+    store.check().await?;
+    Ok(store)
 }
 
 /// Writes the reconciler's part of the status (phase, conditions,
@@ -416,6 +419,8 @@ async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -
             "conditions": s.conditions,
             "observedGeneration": s.observed_generation,
             "lastError": s.last_error,
+            "integrity": s.integrity,
+            "retention": s.retention,
         })
     };
     let wanted = owned(&status);
@@ -449,7 +454,14 @@ async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -
 }
 
 /// Publishes an event on the tracker; a failure to publish is logged, not fatal.
-async fn publish(ctx: &Context, tracker: &Tracker, type_: EventType, reason: &str, action: &str, note: &str) {
+pub(super) async fn publish(
+    ctx: &Context,
+    tracker: &Tracker,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

@@ -19,6 +19,8 @@ use super::batch::{Batch, tracker_suffix};
 use super::batcher::{Batcher, Limits, OpenFile, day_of};
 use super::key::{FileId, object_key};
 use crate::api::{Compression, Redaction};
+use crate::integrity::digest::{self as digest_file, DigestFile};
+use crate::integrity::{Chain, Delivered, IntegritySpec, boundary_before, period_end};
 use crate::route::Filter;
 use crate::spool::{self, Intent, Position, Spool, TrackerCursor, entries};
 use crate::store::DestinationError;
@@ -50,6 +52,8 @@ pub struct PipelineSpec {
     pub max_events: u64,
     pub max_bytes: u64,
     pub redaction: Redaction,
+    /// Signed digests of delivered files, when `integrity.digests` is on.
+    pub integrity: Option<IntegritySpec>,
     pub sink: StoreFactory,
     /// Changes when anything above changes; a changed pipeline is restarted.
     pub fingerprint: String,
@@ -307,6 +311,18 @@ enum PipelineError {
     Spool(#[from] std::io::Error),
     #[error("compressing a trace file: {0}")]
     Compress(std::io::Error),
+    #[error("digest chain: {0}")]
+    Chain(String),
+}
+
+/// What is being written.
+enum Object<'a> {
+    Trace,
+    /// A signed digest: its signature also goes into the object's metadata.
+    Digest {
+        previous: &'a crate::integrity::Previous,
+        fingerprint: &'a str,
+    },
 }
 
 struct Worker {
@@ -445,6 +461,7 @@ impl Worker {
         {
             return Ok(());
         }
+        self.resume_chain(&mut state, &mut sink)?;
         tracing::info!(seq = state.pos.seq, idx = state.pos.idx, "delivery started");
         let mut reader = self.spool.reader(state.pos);
         let mut head_rx = self.spool.subscribe();
@@ -471,6 +488,15 @@ impl Worker {
             if self.control.expired() {
                 // Out of time: what is not written stays in the spool.
                 return Ok(());
+            }
+            if let Some(spec) = &self.spec.integrity
+                && let Some(chain) = &state.chain
+                && now_ms() >= period_end(chain.period_start_ms, spec.period)
+            {
+                let end = boundary_before(now_ms(), spec.period);
+                if self.write_digest(&mut state, end, &mut sink)? == Written::Abandoned {
+                    return Ok(());
+                }
             }
             // Segments dropped for this tracker over its budget: go on after them.
             if let Some(floor) = self.spool.floor(name)
@@ -582,7 +608,14 @@ impl Worker {
                     }
                 }
                 state.pos = read;
-                self.spool.commit(name, &state)?;
+                state = self.spool.commit(name, &state)?;
+                // Close the open period: whatever becomes of the spool, the files
+                // delivered so far are in a signed digest.
+                if self.spec.integrity.is_some()
+                    && self.write_digest(&mut state, now_ms(), &mut sink)? == Written::Abandoned
+                {
+                    return Ok(());
+                }
                 self.note_backlog(&mut corrupt_seen, &reader);
                 tracing::info!(seq = read.seq, idx = read.idx, "delivery drained");
                 return Ok(());
@@ -634,11 +667,23 @@ impl Worker {
             day,
             start: file.start,
             end: file.end,
+            earliest_ms: file.earliest_ms,
+            latest_ms: file.latest_ms,
         });
         *state = self.spool.commit(&self.spec.name, state)?;
-        if self.put(&key, body, sink) == Written::Abandoned {
+        let (size, sha256) = (body.len() as u64, digest_file::sha256_hex(&body));
+        if self.put(&key, body, &Object::Trace, sink) == Written::Abandoned {
             return Ok(Written::Abandoned);
         }
+        self.note_in_chain(
+            state,
+            &key,
+            size,
+            sha256,
+            file.events,
+            file.earliest_ms,
+            file.latest_ms,
+        );
         let mark = state.done.entry(day).or_default();
         *mark = (*mark).max(file.end);
         state.pending = None;
@@ -715,9 +760,19 @@ impl Worker {
         } else {
             tracing::info!(key = %intent.key, events, "rewriting a file interrupted by a restart");
             let body = batch.finish().map_err(PipelineError::Compress)?;
-            if self.put(&intent.key, body, sink) == Written::Abandoned {
+            let (size, sha256) = (body.len() as u64, digest_file::sha256_hex(&body));
+            if self.put(&intent.key, body, &Object::Trace, sink) == Written::Abandoned {
                 return Ok(Written::Abandoned);
             }
+            self.note_in_chain(
+                state,
+                &intent.key,
+                size,
+                sha256,
+                events,
+                intent.earliest_ms,
+                intent.latest_ms,
+            );
             self.delivered(intent.key.clone(), events, &[]);
         }
         let mark = state.done.entry(intent.day).or_default();
@@ -729,7 +784,7 @@ impl Worker {
 
     /// Writes an object, retrying with backoff until it is written or the drain
     /// deadline has passed.
-    fn put(&self, key: &str, body: Vec<u8>, sink: &mut Option<Store>) -> Written {
+    fn put(&self, key: &str, body: Vec<u8>, what: &Object<'_>, sink: &mut Option<Store>) -> Written {
         let size = body.len();
         let mut attempt = 0u32;
         loop {
@@ -740,22 +795,39 @@ impl Worker {
             attempt += 1;
             let control = self.control.clone();
             let outcome: Option<Result<(), (String, String, bool)>> = self.handle.block_on(async {
-                let attempt =
-                    async {
-                        if sink.is_none() {
-                            *sink = Some(
-                                (self.spec.sink)()
-                                    .await
-                                    .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
-                            );
+                let attempt = async {
+                    if sink.is_none() {
+                        *sink = Some(
+                            (self.spec.sink)()
+                                .await
+                                .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
+                        );
+                    }
+                    let s = sink
+                        .as_ref()
+                        .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
+                    let written = match what {
+                        Object::Trace => s.put(key, body.clone(), self.spec.compression).await,
+                        Object::Digest {
+                            previous,
+                            fingerprint,
+                        } => {
+                            s.put_object(
+                                key,
+                                body.clone(),
+                                "application/json",
+                                &[
+                                    ("kubetrail-signature", previous.signature.as_str()),
+                                    ("kubetrail-key-fingerprint", fingerprint),
+                                ],
+                            )
+                            .await
                         }
-                        let s = sink
-                            .as_ref()
-                            .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
-                        s.put(key, body.clone(), self.spec.compression).await.map_err(
-                            |e: DestinationError| (e.reason().to_string(), e.to_string(), e.is_transient()),
-                        )
                     };
+                    written.map_err(|e: DestinationError| {
+                        (e.reason().to_string(), e.to_string(), e.is_transient())
+                    })
+                };
                 // A write in flight when the drain deadline passes is given up:
                 // the file stays in the spool (with its intent) for the next start.
                 let deadline = async {
@@ -802,6 +874,160 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Records a delivered file in the open period of the digest chain; the
+    /// caller's next commit persists it together with the delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn note_in_chain(
+        &self,
+        state: &mut TrackerCursor,
+        key: &str,
+        size: u64,
+        sha256: String,
+        events: u64,
+        earliest_ms: i64,
+        latest_ms: i64,
+    ) {
+        if self.spec.integrity.is_none() {
+            return;
+        }
+        let chain = state.chain.get_or_insert_with(|| Chain {
+            period_start_ms: now_ms(),
+            ..Chain::default()
+        });
+        // A file rewritten after a restart replaces its earlier entry.
+        chain.files.retain(|d| d.file.key != key);
+        chain.files.push(Delivered {
+            file: DigestFile {
+                key: key.to_string(),
+                size,
+                sha256,
+                events,
+                earliest: digest_file::rfc3339(earliest_ms),
+                latest: digest_file::rfc3339(latest_ms),
+            },
+            delivered_ms: now_ms(),
+        });
+    }
+
+    /// Picks up the writer's chain: from the cursor file, or else from the
+    /// bucket (the writer's latest digest, for a spool that was lost or a tracker
+    /// enabled again), or else starts a new chain now. Digests turned off: the
+    /// chain is dropped, and turned on again it resumes from the bucket, its
+    /// first digest covering the time they were off.
+    fn resume_chain(&self, state: &mut TrackerCursor, sink: &mut Option<Store>) -> Result<(), PipelineError> {
+        let Some(spec) = &self.spec.integrity else {
+            if state.chain.take().is_some() {
+                *state = self.spool.commit(&self.spec.name, state)?;
+            }
+            return Ok(());
+        };
+        if state.chain.is_some() {
+            return Ok(());
+        }
+        let found = self.handle.block_on(async {
+            if sink.is_none() {
+                *sink = Some((self.spec.sink)().await?);
+            }
+            let store = sink.as_ref().ok_or_else(String::new)?;
+            crate::integrity::verify::latest_digest(
+                store,
+                &self.spec.prefix,
+                &self.id.cluster,
+                &self.spec.name,
+                &self.id.writer,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        });
+        let found = found.map_err(|e| PipelineError::Chain(format!("reading back the last digest: {e}")))?;
+        let chain = match found {
+            Some((key, d)) => {
+                let public = crate::integrity::PublicKey::parse(&spec.signer.public_key_b64())
+                    .map_err(|e| PipelineError::Chain(e.to_string()))?;
+                if !digest_file::check_signature(&d, &key, &public) {
+                    tracing::warn!(%key, fingerprint = %d.digest.key_fingerprint, "the last digest is not signed by the current key (rotated?); the chain goes on from it");
+                }
+                tracing::info!(%key, "digest chain resumed from the bucket");
+                Chain {
+                    period_start_ms: digest_file::parse_time(&d.digest.period_end).unwrap_or_else(now_ms),
+                    previous: Some(crate::integrity::Previous {
+                        key,
+                        sha256: d.sha256,
+                        signature: d.signature,
+                    }),
+                    files: Vec::new(),
+                }
+            }
+            None => {
+                tracing::info!("new digest chain");
+                Chain {
+                    period_start_ms: now_ms(),
+                    ..Chain::default()
+                }
+            }
+        };
+        state.chain = Some(chain);
+        *state = self.spool.commit(&self.spec.name, state)?;
+        Ok(())
+    }
+
+    /// Writes the digest of the open period, ending it at `end_ms`, and opens
+    /// the next period.
+    fn write_digest(
+        &self,
+        state: &mut TrackerCursor,
+        end_ms: i64,
+        sink: &mut Option<Store>,
+    ) -> Result<Written, PipelineError> {
+        let (Some(spec), Some(chain)) = (&self.spec.integrity, state.chain.clone()) else {
+            return Ok(Written::Yes);
+        };
+        if end_ms <= chain.period_start_ms {
+            return Ok(Written::Yes);
+        }
+        let (files, later): (Vec<Delivered>, Vec<Delivered>) =
+            chain.files.into_iter().partition(|d| d.delivered_ms < end_ms);
+        let key = digest_file::digest_key(
+            &self.spec.prefix,
+            &self.id.cluster,
+            &self.spec.name,
+            &self.id.writer,
+            chain.period_start_ms,
+        );
+        let digest = crate::integrity::Digest {
+            version: digest_file::VERSION,
+            cluster: self.id.cluster.clone(),
+            tracker: self.spec.name.clone(),
+            writer: self.id.writer.clone(),
+            period_start: digest_file::rfc3339(chain.period_start_ms),
+            period_end: digest_file::rfc3339(end_ms),
+            key_fingerprint: spec.signer.fingerprint().to_string(),
+            previous: chain.previous.clone(),
+            files: files.into_iter().map(|d| d.file).collect(),
+        };
+        let (body, signed) = spec
+            .signer
+            .sign(&digest, &key)
+            .map_err(|e| PipelineError::Chain(e.to_string()))?;
+        let what = Object::Digest {
+            previous: &signed,
+            fingerprint: spec.signer.fingerprint(),
+        };
+        if self.put(&key, body, &what, sink) == Written::Abandoned {
+            return Ok(Written::Abandoned);
+        }
+        tracing::info!(%key, files = digest.files.len(), "digest written");
+        self.metrics.digests_written.get_or_create(&self.labels).inc();
+        state.chain = Some(Chain {
+            period_start_ms: end_ms,
+            previous: Some(signed),
+            files: later,
+        });
+        *state = self.spool.commit(&self.spec.name, state)?;
+        Ok(Written::Yes)
     }
 
     /// Counts a written file.

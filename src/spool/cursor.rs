@@ -28,6 +28,11 @@ pub struct Intent {
     pub start: Position,
     /// Position just after its last entry.
     pub end: Position,
+    /// Earliest and latest trace time in it (Unix ms; 0 from older versions).
+    #[serde(default)]
+    pub earliest_ms: i64,
+    #[serde(default)]
+    pub latest_ms: i64,
 }
 
 /// Delivery state of one tracker.
@@ -40,6 +45,9 @@ pub struct TrackerCursor {
     pub done: BTreeMap<i64, Position>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Intent>,
+    /// The writer's digest chain for this tracker (with `integrity.digests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::integrity::Chain>,
 }
 
 impl TrackerCursor {
@@ -164,6 +172,8 @@ mod tests {
             day: 20_001,
             start: Position { seq: 11, idx: 0 },
             end: Position { seq: 12, idx: 5 },
+            earliest_ms: 0,
+            latest_ms: 0,
         });
         assert!(c.is_done(19_999, Position { seq: 9, idx: 9 }), "before pos");
         assert!(c.is_done(20_000, Position { seq: 15, idx: 1 }));

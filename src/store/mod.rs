@@ -38,6 +38,8 @@ fn content_type(c: Compression) -> &'static str {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was last written (Unix ms), as the store reports it.
+    pub modified_ms: i64,
 }
 
 impl Store {
@@ -65,6 +67,7 @@ impl Store {
                         out.push(ObjectInfo {
                             key: o.key().unwrap_or_default().to_string(),
                             size: o.size().unwrap_or(0).max(0) as u64,
+                            modified_ms: o.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
                         });
                     }
                     token = page.next_continuation_token().map(String::from);
@@ -92,15 +95,69 @@ impl Store {
                         } else if let Ok(rel) = path.strip_prefix(root) {
                             let key = rel.to_string_lossy().replace('\\', "/");
                             if key.starts_with(prefix) {
-                                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                                let meta = e.metadata().ok();
+                                let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+                                let modified_ms = meta
+                                    .and_then(|m| m.modified().ok())
+                                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                                    .map(|d| d.as_millis() as i64)
+                                    .unwrap_or(0);
                                 if !key.ends_with(".partial") {
-                                    out.push(ObjectInfo { key, size });
+                                    out.push(ObjectInfo {
+                                        key,
+                                        size,
+                                        modified_ms,
+                                    });
                                 }
                             }
                         }
                     }
                 }
                 out.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(out)
+            }
+        }
+    }
+
+    /// The "folders" directly under `prefix` (which ends with `/`), each with
+    /// its trailing `/`, sorted.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
+        match self {
+            Store::S3 { client, dest } => {
+                let mut out = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut req = client
+                        .list_objects_v2()
+                        .bucket(&dest.bucket)
+                        .prefix(prefix)
+                        .delimiter("/");
+                    if let Some(t) = &token {
+                        req = req.continuation_token(t);
+                    }
+                    let page = req.send().await.map_err(|e| classify(e, dest))?;
+                    out.extend(
+                        page.common_prefixes()
+                            .iter()
+                            .filter_map(|p| p.prefix().map(String::from)),
+                    );
+                    token = page.next_continuation_token().map(String::from);
+                    if token.is_none() {
+                        out.sort();
+                        return Ok(out);
+                    }
+                }
+            }
+            Store::Dir(root) => {
+                let mut out = Vec::new();
+                if let Ok(entries) = std::fs::read_dir(root.join(prefix)) {
+                    for e in entries.flatten() {
+                        if e.path().is_dir() {
+                            out.push(format!("{prefix}{}/", e.file_name().to_string_lossy()));
+                        }
+                    }
+                }
+                out.sort();
                 Ok(out)
             }
         }
@@ -148,12 +205,24 @@ impl Store {
         }
     }
 
-    /// Writes one object. Writing the same key again replaces it (idempotent).
+    /// Writes one trace file. Writing the same key again replaces it (idempotent).
     pub async fn put(
         &self,
         key: &str,
         body: Vec<u8>,
         compression: Compression,
+    ) -> Result<(), DestinationError> {
+        self.put_object(key, body, content_type(compression), &[]).await
+    }
+
+    /// Writes one object with a content type and user metadata (S3
+    /// `x-amz-meta-*`; a directory keeps no metadata).
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &[(&str, &str)],
     ) -> Result<(), DestinationError> {
         match self {
             Store::S3 { client, dest } => {
@@ -161,8 +230,11 @@ impl Store {
                     .put_object()
                     .bucket(&dest.bucket)
                     .key(key)
-                    .content_type(content_type(compression))
+                    .content_type(content_type)
                     .body(ByteStream::from(body));
+                for (k, v) in metadata {
+                    req = req.metadata(*k, *v);
+                }
                 match dest.encryption {
                     Some(Encryption::Aes256) => {
                         req = req.server_side_encryption(ServerSideEncryption::Aes256)
