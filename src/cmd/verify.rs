@@ -64,6 +64,10 @@ pub struct VerifyArgs {
     /// expired, not missing (a tracker's own retentionDays is used otherwise).
     #[arg(long)]
     pub retention_days: Option<u32>,
+    /// Clock skew allowed between writers and the store, in seconds: a file no
+    /// digest lists is "pending" until its writer's digests pass it by more.
+    #[arg(long, default_value_t = 60)]
+    pub clock_skew_seconds: u64,
     /// Objects fetched and hashed at once.
     #[arg(long, default_value_t = 16)]
     pub parallelism: usize,
@@ -236,6 +240,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         now_ms: now,
         parallelism: args.parallelism.max(1),
         known: None,
+        skew_ms: args.clock_skew_seconds as i64 * 1000,
     };
     let report = verify::verify(&store, &req).await.context("reading the trail")?;
     match args.output {

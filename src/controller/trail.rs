@@ -151,6 +151,7 @@ async fn integrity(
             now_ms,
             parallelism: 8,
             known: Some(known.clone()),
+            skew_ms: verify::DEFAULT_SKEW_MS,
         };
         let started = Instant::now();
         let (result, summary) = match verify::verify(store, &req).boxed().await {

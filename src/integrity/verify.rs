@@ -16,9 +16,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How far back a writer looks for its last digest when its spool lost it.
 const RESUME_LOOKBACK_DAYS: i64 = 31;
-/// Slack between a writer's clock and the store's, and for a digest written
-/// just after its period ends.
-const GRACE_MS: i64 = 5 * 60_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The writer's latest digest of `tracker`, searched day by day backwards from
@@ -120,7 +117,14 @@ pub struct Request {
     /// time they had: a file unchanged in both is not fetched again (the
     /// continuous check; S3 sets the modification time, a client cannot).
     pub known: Option<Known>,
+    /// Clock skew allowed between writers and the store: a file no digest
+    /// lists is pending, not added, while it is younger than its writer's last
+    /// digest by less than this.
+    pub skew_ms: i64,
 }
+
+/// The default [`Request::skew_ms`].
+pub const DEFAULT_SKEW_MS: i64 = 60_000;
 
 /// Hashes of files already read: key → (size, modified, SHA-256).
 pub type Known = std::sync::Arc<std::sync::Mutex<HashMap<String, (u64, i64, String)>>>;
@@ -598,7 +602,7 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         }
         let writer = writer_of(k, &req.cluster, &req.tracker).unwrap_or_default();
         let covered_until = latest_end.get(&writer).copied().unwrap_or(i64::MIN);
-        let state = if o.modified_ms >= covered_until - GRACE_MS {
+        let state = if o.modified_ms >= covered_until.saturating_sub(req.skew_ms) {
             FileState::Pending
         } else {
             FileState::Added

@@ -11,6 +11,7 @@ mod exact;
 mod ha;
 mod hardening;
 mod ingest;
+mod integrity;
 mod operator_binary;
 mod query;
 mod tracker;
