@@ -120,6 +120,21 @@ async fn invalid_trackers_are_refused_with_the_field_and_reason() {
         ),
         (
             json!({"bucket": "audit"}),
+            json!({"integrity": {"digestPeriod": "30s"}}),
+            "digestPeriod must be a duration between 1m and 24h",
+        ),
+        (
+            json!({"bucket": "audit"}),
+            json!({"integrity": {"verifyInterval": "1s"}}),
+            "verifyInterval must be a duration between 10s and 168h",
+        ),
+        (
+            json!({"bucket": "audit"}),
+            json!({"retention": {"mode": "sometimes"}}),
+            "spec.retention.mode",
+        ),
+        (
+            json!({"bucket": "audit"}),
             json!({"delivery": {"maxBatchEvents": 0}}),
             "spec.delivery.maxBatchEvents",
         ),
