@@ -550,6 +550,8 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     let mut files = 0u64;
     let mut raw_bytes = 0u64;
     let mut chunk = 0u64;
+    // (earliest ms, digest entry) of every file, for the hourly digests.
+    let mut listed: Vec<(i64, kubetrail::integrity::DigestFile)> = Vec::new();
     let spacing_ms = (86_400_000 / per_day.max(1)).max(1);
     for day in 0..args.query_days {
         let mut written = 0usize;
@@ -585,7 +587,20 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 earliest_ms: first_ms,
                 compression: Compression::Gzip,
             });
-            sink.put(&key, batch.finish()?, Compression::Gzip)
+            let body = batch.finish()?;
+            let last_ms = first_ms + ((n.max(1) - 1) * spacing_ms) as i64;
+            listed.push((
+                first_ms,
+                kubetrail::integrity::DigestFile {
+                    key: key.clone(),
+                    size: body.len() as u64,
+                    sha256: kubetrail::integrity::digest::sha256_hex(&body),
+                    events: n as u64,
+                    earliest: kubetrail::integrity::digest::rfc3339(first_ms),
+                    latest: kubetrail::integrity::digest::rfc3339(last_ms),
+                },
+            ));
+            sink.put(&key, body, Compression::Gzip)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             files += 1;
@@ -594,6 +609,37 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     }
     let from = start_day.as_millisecond();
     let to = from + args.query_days as i64 * 86_400_000;
+    // One signed digest per hour, chained, as a writer would have written them.
+    let signer =
+        kubetrail::integrity::Signer::from_bytes(kubetrail::integrity::Signer::generate_pem()?.as_bytes())?;
+    let mut previous = None;
+    let mut digests = 0usize;
+    for hour in 0..(args.query_days as i64 * 24) {
+        let start = from + hour * 3_600_000;
+        let end = start + 3_600_000;
+        let d = kubetrail::integrity::Digest {
+            version: kubetrail::integrity::digest::VERSION,
+            cluster: cluster.clone(),
+            tracker: "bench".into(),
+            writer: "w0".into(),
+            period_start: kubetrail::integrity::digest::rfc3339(start),
+            period_end: kubetrail::integrity::digest::rfc3339(end),
+            key_fingerprint: signer.fingerprint().into(),
+            previous: previous.clone(),
+            files: listed
+                .iter()
+                .filter(|(t, _)| *t >= start && *t < end)
+                .map(|(_, f)| f.clone())
+                .collect(),
+        };
+        let key = kubetrail::integrity::digest::digest_key("bench", &cluster, "bench", "w0", start);
+        let (body, signed) = signer.sign(&d, &key)?;
+        sink.put_object(&key, body, "application/json", &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        previous = Some(signed);
+        digests += 1;
+    }
     let base = Query {
         prefix: "bench".into(),
         cluster: cluster.clone(),
@@ -647,6 +693,37 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             out.listed_prefixes.len(),
             out.scanned_objects,
             out.matched
+        );
+    }
+    let started = Instant::now();
+    let report = kubetrail::integrity::verify::verify(
+        &sink,
+        &kubetrail::integrity::verify::Request {
+            prefix: "bench".into(),
+            cluster: cluster.clone(),
+            tracker: "bench".into(),
+            from_ms: from,
+            to_ms: to,
+            keys: vec![kubetrail::integrity::PublicKey::parse(&signer.public_key_b64())?],
+            oldest_kept_ms: None,
+            now_ms: jiff::Timestamp::now().as_millisecond(),
+            parallelism: 16,
+            known: None,
+            skew_ms: kubetrail::integrity::verify::DEFAULT_SKEW_MS,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{:<28} {digests:>9} digests in {secs:.2} s: {}",
+        "verify, the whole week",
+        report.summary_line()
+    );
+    if !report.ok() {
+        anyhow::bail!(
+            "the benchmark's own trail does not verify: {}",
+            report.summary_line()
         );
     }
     println!("peak RSS {:.0} MiB", peak_rss_mib());
