@@ -123,7 +123,7 @@ async fn delete(bucket: &str, key: &str) {
 async fn keys(bucket: &str, prefix: &str) -> Vec<String> {
     let mut v: Vec<String> = support::env()
         .s3
-        .objects(bucket, prefix)
+        .all_objects(bucket, prefix)
         .await
         .into_iter()
         .map(|(k, _)| k)

@@ -102,8 +102,17 @@ impl S3Server {
         aws_sdk_s3::Client::from_conf(config)
     }
 
-    /// Every object under `prefix` in `bucket`, decompressed, by key.
+    /// Trace files under `prefix` (digests left out), each with its text.
     pub async fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        self.all_objects(bucket, prefix)
+            .await
+            .into_iter()
+            .filter(|(k, _)| !k.contains("KubeTrail-Digest/"))
+            .collect()
+    }
+
+    /// Every object under `prefix`, each with its (decompressed) text.
+    pub async fn all_objects(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
         use std::io::Read;
         let client = self.client();
         let mut out = Vec::new();
