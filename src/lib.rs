@@ -15,6 +15,9 @@ pub mod controller;
 pub mod deliver;
 /// Signed digest chains, `verify`, and retention of delivered files.
 pub mod integrity;
+
+/// Key event notifications: selection, messages, webhook delivery.
+pub mod notify;
 /// The query engine over delivered trace files.
 pub mod query;
 /// The sensitive-data policy: what is redacted, in every shape of body.

@@ -48,6 +48,12 @@ pub struct TrackerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// KeyEventNotification name: bounded by what an admin creates.
+    pub notification: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -99,6 +105,14 @@ pub struct Metrics {
     pub spool_corrupt_records: Family<TrackerLabels, Counter>,
     /// Delivery pipelines restarted after a failure.
     pub pipeline_restarts: Family<TrackerLabels, Counter>,
+    /// Traces a key event notification matched.
+    pub notify_matched: Family<NotificationLabels, Counter>,
+    /// Notification messages delivered.
+    pub notify_sent: Family<NotificationLabels, Counter>,
+    /// Notification messages given up after their last attempt.
+    pub notify_failed: Family<NotificationLabels, Counter>,
+    /// Seconds from a matching batch's acknowledgement to its message's delivery.
+    pub notify_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -242,7 +256,35 @@ impl Default for Metrics {
             "Delivery pipelines restarted after a failure",
             pipeline_restarts.clone(),
         );
+        let notify_matched = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notify_matched",
+            "Traces matched by a key event notification",
+            notify_matched.clone(),
+        );
+        let notify_sent = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notify_sent",
+            "Key event notification messages delivered",
+            notify_sent.clone(),
+        );
+        let notify_failed = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notify_failed",
+            "Key event notification messages given up after their last attempt",
+            notify_failed.clone(),
+        );
+        let notify_latency = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0]);
+        registry.register(
+            "notify_latency_seconds",
+            "From a matching batch's acknowledgement to the delivery of its message",
+            notify_latency.clone(),
+        );
         Self {
+            notify_matched,
+            notify_sent,
+            notify_failed,
+            notify_latency,
             leader,
             events_deduplicated,
             events_malformed,

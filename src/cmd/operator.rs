@@ -108,6 +108,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         status_interval,
         readiness.clone(),
     ));
+    let notifiers = kubetrail::notify::Notifiers::new(
+        webhook.spool.clone(),
+        ctx.settings.cluster.clone(),
+        ctx.metrics.clone(),
+        ctx.notify_stats.clone(),
+    );
+    let notifying = tokio::spawn(controller::notify::run(ctx.clone(), notifiers.clone()));
     tracing::info!("operator started");
     // Every replica ingests and delivers; only the Lease holder reconciles.
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
@@ -175,6 +182,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "releasing the lease failed; it expires on its own"),
     }
     delivery.abort();
+    notifying.abort();
+    notifiers.shutdown().await;
     kubetrail::runtime::drain_delivery(&pipelines, drain.saturating_sub(drain_started.elapsed())).await;
     // What was delivered while stopping reaches the status through the holder.
     let last_report = async { publisher.lock().await.publish(&ctx, &pipelines).await };

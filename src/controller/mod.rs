@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod leader;
+pub mod notify;
 pub mod query;
 pub mod report;
 pub mod signing;
@@ -61,6 +62,8 @@ pub struct Context {
     pub verified: Mutex<HashMap<String, trail::Verified>>,
     /// The last retention run of each tracker (lease holder).
     pub retained: Mutex<HashMap<String, trail::Retained>>,
+    /// This replica's key event notification counters (for its report).
+    pub notify_stats: Arc<Mutex<std::collections::BTreeMap<String, crate::notify::NotifyStats>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -79,6 +82,7 @@ impl Context {
             signing_keys: signing::KeyCache::default(),
             verified: Mutex::default(),
             retained: Mutex::default(),
+            notify_stats: Arc::default(),
             failures: Mutex::default(),
         })
     }

@@ -39,6 +39,23 @@ pub struct Report {
     pub incarnation: String,
     #[serde(default)]
     pub trackers: BTreeMap<String, TrackerReport>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notifications: BTreeMap<String, NotifyReport>,
+}
+
+/// One key event notification's counters in a [`Report`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyReport {
+    pub matched: u64,
+    pub sent: u64,
+    pub failed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub failing: bool,
 }
 
 /// One tracker's deliveries in a [`Report`].
@@ -126,11 +143,31 @@ impl Publisher {
         }
     }
 
-    fn report(&self, pipelines: &Pipelines) -> Report {
+    fn report(&self, ctx: &Context, pipelines: &Pipelines) -> Report {
+        let notifications = ctx
+            .notify_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    NotifyReport {
+                        matched: s.matched,
+                        sent: s.sent,
+                        failed: s.failed,
+                        last_sent: s.last_sent,
+                        last_error: s.last_error.clone(),
+                        failing: s.failing,
+                    },
+                )
+            })
+            .collect();
         let delivering = pipelines.delivering();
         let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
         Report {
             incarnation: self.incarnation.clone(),
+            notifications,
             trackers: stats
                 .iter()
                 .map(|(name, s)| {
@@ -164,7 +201,7 @@ impl Publisher {
 
     /// Writes the report Lease if the report changed or the heartbeat is due.
     pub async fn publish(&mut self, ctx: &Context, pipelines: &Pipelines) {
-        let report = self.report(pipelines);
+        let report = self.report(ctx, pipelines);
         if let Some((last, at)) = &self.last
             && *last == report
             && at.elapsed() < HEARTBEAT
@@ -332,6 +369,9 @@ pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
 /// One round; `Ok(false)` when the apiserver dropped `status.writers` (an old CRD).
 async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
     let reports = read_reports(ctx).await?;
+    if let Err(e) = super::notify::fold_once(ctx, &reports).await {
+        tracing::warn!(error = %e, "writing notification status failed; retrying");
+    }
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let mut params = ListParams::default();
     if let Some(selector) = &ctx.settings.tracker_selector {
@@ -430,6 +470,7 @@ mod tests {
             report: Report {
                 incarnation: incarnation.into(),
                 trackers,
+                notifications: BTreeMap::new(),
             },
         }
     }

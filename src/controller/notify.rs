@@ -1,0 +1,348 @@
+//! Key event notifications on every replica (each matches its own spool), and
+//! their status, written by the lease holder: the `Ready` condition
+//! (`InvalidCondition`, `SecretNotFound`, `InvalidWebhook`, `DeliveryFailing`)
+//! and the counters folded from every replica's report.
+
+use super::Context;
+use super::report::WriterReport;
+use crate::api::{
+    FALSE, KeyEventNotification, KeyEventNotificationSpec, KeyEventNotificationStatus, NotifierWriter, TRUE,
+    set_condition,
+};
+use crate::notify::message::{HMAC_KEY, Message};
+use crate::notify::select::{SelectError, Selection};
+use crate::notify::send::{Target, TargetError};
+use crate::notify::{EventSink, NotifierSpec, Notifiers};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most Events on operated objects per message (the notification's own Event
+/// covers every trace).
+const OBJECT_EVENTS: usize = 10;
+
+/// Why a notification cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Condition(#[from] SelectError),
+    #[error("HMAC Secret {namespace}/{name} not found or without key {HMAC_KEY}")]
+    SecretNotFound { namespace: String, name: String },
+    #[error(transparent)]
+    Webhook(#[from] TargetError),
+    #[error("reading the HMAC Secret: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl SetupError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Condition(_) => "InvalidCondition",
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::Webhook(_) => "InvalidWebhook",
+            Self::Kube(_) => "KubeError",
+        }
+    }
+}
+
+async fn hmac_key(ctx: &Context, spec: &KeyEventNotificationSpec) -> Result<Option<Vec<u8>>, SetupError> {
+    let Some(r) = spec.webhook.as_ref().and_then(|w| w.hmac_secret_ref.as_ref()) else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let key = secrets
+        .get_opt(&r.name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(HMAC_KEY).map(|b| b.0.clone()))
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => Ok(Some(k)),
+        None => Err(SetupError::SecretNotFound {
+            namespace: ctx.settings.namespace.clone(),
+            name: r.name.clone(),
+        }),
+    }
+}
+
+/// What a notification needs to run: its compiled selection and its webhook.
+pub async fn setup(
+    ctx: &Context,
+    spec: &KeyEventNotificationSpec,
+) -> Result<(Selection, Option<Target>, Option<Vec<u8>>), SetupError> {
+    let selection = Selection::compile(spec)?;
+    let key = hmac_key(ctx, spec).await?;
+    let target = spec
+        .webhook
+        .as_ref()
+        .map(|w| Target::new(w, key.clone()))
+        .transpose()?;
+    Ok((selection, target, key))
+}
+
+/// Records a message's Kubernetes Events: one on the notification, and one on
+/// each operated object (up to [`OBJECT_EVENTS`]) whose kind is known.
+fn event_sink(ctx: Arc<Context>, notification: ObjectReference) -> EventSink {
+    Arc::new(move |msg: Message| {
+        let ctx = ctx.clone();
+        let notification = notification.clone();
+        async move {
+            let note: String = msg.summary().chars().take(1024).collect();
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "KeyEvent".into(),
+                note: Some(note),
+                action: "Notify".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &notification).await {
+                tracing::warn!(error = %e, "recording the KeyEvent event failed");
+            }
+            for t in msg.traces.iter().filter(|t| t.kind.is_some()).take(OBJECT_EVENTS) {
+                let object = ObjectReference {
+                    api_version: Some(t.api_version.clone()),
+                    kind: t.kind.clone(),
+                    name: Some(t.resource_name.clone()),
+                    namespace: (!t.namespace.is_empty()).then(|| t.namespace.clone()),
+                    ..Default::default()
+                };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "KeyEvent".into(),
+                    note: Some(format!("{} (kubetrail notification {})", t.line(), msg.id)),
+                    action: "Notify".into(),
+                    secondary: Some(notification.clone()),
+                };
+                if let Err(e) = ctx.recorder.publish(&event, &object).await {
+                    tracing::debug!(error = %e, "recording a KeyEvent on the operated object failed");
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+fn fingerprint(n: &KeyEventNotification, key: &Option<Vec<u8>>) -> String {
+    let key_hash = key.as_ref().map(|k| blake3::hash(k).to_hex().to_string());
+    serde_json::to_string(&(&n.spec, key_hash, n.uid())).unwrap_or_default()
+}
+
+/// Keeps this replica's notifiers in line with the KeyEventNotifications;
+/// runs until the process stops.
+pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
+    let api: Api<KeyEventNotification> = Api::all(ctx.client.clone());
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        config = config.labels(selector);
+    }
+    let (store, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, config)).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    // Again now and then: a created or rotated HMAC Secret is picked up.
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listed = false;
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "notification watch error");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                Some(Ok(_)) => listed = true,
+            },
+            _ = tick.tick() => if !listed { continue },
+        }
+        let mut desired = Vec::new();
+        for n in store
+            .state()
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+        {
+            let name = n.name_any();
+            match setup(&ctx, &n.spec).await {
+                Ok((selection, target, key)) => desired.push(NotifierSpec {
+                    name: name.clone(),
+                    selection: Arc::new(selection),
+                    target: target.map(Arc::new),
+                    events: n
+                        .spec
+                        .kubernetes_event
+                        .then(|| event_sink(ctx.clone(), n.object_ref(&()))),
+                    window: super::delivery::parse_duration(&n.spec.grouping.window)
+                        .unwrap_or(Duration::from_secs(2))
+                        .max(Duration::from_millis(100)),
+                    max_traces: n.spec.grouping.max_traces.max(1) as usize,
+                    fingerprint: fingerprint(n, &key),
+                }),
+                Err(e) => {
+                    tracing::warn!(notification = %name, reason = e.reason(), error = %e, "notification not running")
+                }
+            }
+        }
+        notifiers.apply(desired);
+    }
+}
+
+/// The status after folding in every replica's counters. Pure, like the
+/// tracker's fold: a writer's process counts from zero, and only its growth
+/// since the last fold is added.
+pub fn fold(
+    name: &str,
+    status: &KeyEventNotificationStatus,
+    reports: &[WriterReport],
+) -> KeyEventNotificationStatus {
+    let mut next = status.clone();
+    let mut writers = Vec::new();
+    for r in reports {
+        let prev = status.writers.iter().find(|w| w.writer == r.writer);
+        let Some(n) = r.report.notifications.get(name) else {
+            if let Some(p) = prev {
+                writers.push(p.clone());
+            }
+            continue;
+        };
+        let counted = match prev {
+            Some(p) if p.incarnation == r.report.incarnation => {
+                if n.matched < p.matched || n.sent < p.sent || n.failed < p.failed {
+                    writers.push(p.clone());
+                    continue;
+                }
+                (p.matched, p.sent, p.failed)
+            }
+            _ => (0, 0, 0),
+        };
+        next.matched += n.matched - counted.0;
+        next.sent += n.sent - counted.1;
+        next.failed += n.failed - counted.2;
+        if let Some(t) = n.last_sent
+            && next.last_sent.as_ref().is_none_or(|l| l.0 < t)
+        {
+            next.last_sent = Some(Time(t));
+        }
+        if n.last_error.is_some() {
+            next.last_error = n.last_error.clone();
+        }
+        writers.push(NotifierWriter {
+            writer: r.writer.clone(),
+            incarnation: r.report.incarnation.clone(),
+            matched: n.matched,
+            sent: n.sent,
+            failed: n.failed,
+        });
+    }
+    writers.sort_by(|a, b| a.writer.cmp(&b.writer));
+    next.writers = writers;
+    next
+}
+
+/// One round of the holder's status writes for every notification.
+pub async fn fold_once(ctx: &Context, reports: &[WriterReport]) -> Result<(), kube::Error> {
+    let api: Api<KeyEventNotification> = Api::all(ctx.client.clone());
+    let mut params = ListParams::default();
+    if let Some(selector) = &ctx.settings.tracker_selector {
+        params = params.labels(selector);
+    }
+    for n in api.list(&params).await? {
+        let name = n.name_any();
+        let status = n.status.clone().unwrap_or_default();
+        let mut next = fold(&name, &status, reports);
+        let now = Time(jiff::Timestamp::now());
+        let generation = n.metadata.generation;
+        let failing: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.report.notifications.get(&name).is_some_and(|x| x.failing))
+            .map(|r| r.writer.as_str())
+            .collect();
+        let (state, reason, message) = match setup(ctx, &n.spec).await {
+            Err(e) => (FALSE, e.reason(), e.to_string()),
+            Ok(_) if !failing.is_empty() => (
+                FALSE,
+                "DeliveryFailing",
+                format!(
+                    "{}: {}",
+                    failing.join(", "),
+                    next.last_error.clone().unwrap_or_default()
+                ),
+            ),
+            Ok(_) => (TRUE, "Ready", "matching traces are notified".to_string()),
+        };
+        set_condition(
+            &mut next.conditions,
+            "Ready",
+            state,
+            reason,
+            &message,
+            generation,
+            &now,
+        );
+        if next == status {
+            continue;
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": n.resource_version()},
+            "status": next,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                tracing::debug!(notification = %name, "changed meanwhile; folding again next round")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::report::{NotifyReport, Report};
+
+    fn report(writer: &str, incarnation: &str, sent: u64) -> WriterReport {
+        let mut r = Report {
+            incarnation: incarnation.into(),
+            ..Default::default()
+        };
+        r.notifications.insert(
+            "n".into(),
+            NotifyReport {
+                matched: sent * 2,
+                sent,
+                ..Default::default()
+            },
+        );
+        WriterReport {
+            writer: writer.into(),
+            renewed: None,
+            report: r,
+        }
+    }
+
+    #[test]
+    fn counters_add_up_once_across_replicas_and_restarts() {
+        let s = fold(
+            "n",
+            &Default::default(),
+            &[report("a", "a1", 3), report("b", "b1", 2)],
+        );
+        assert_eq!((s.sent, s.matched), (5, 10));
+        let s = fold("n", &s, &[report("a", "a1", 4), report("b", "b1", 2)]);
+        assert_eq!(s.sent, 6);
+        // a restarted: counts from zero again; a stale report changes nothing.
+        let s = fold("n", &s, &[report("a", "a2", 1), report("b", "b1", 1)]);
+        assert_eq!(s.sent, 7);
+        assert_eq!(s.writers.len(), 2);
+    }
+}

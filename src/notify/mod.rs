@@ -1,0 +1,424 @@
+//! Key event notifications: every replica matches the traces of its own spool
+//! against each KeyEventNotification, from a cursor of its own (like a
+//! tracker's), groups the matches, and sends them to a webhook and/or as
+//! Kubernetes Events. The cursor moves only past messages that were delivered
+//! (or given up after their last attempt): at least once, nothing skipped.
+
+pub mod message;
+pub mod select;
+pub mod send;
+
+use crate::spool::cursor::TrackerCursor;
+use crate::spool::record::entries;
+use crate::spool::{Position, Spool};
+use crate::telemetry::{Metrics, NotificationLabels};
+use crate::trace::RouteMeta;
+use message::{Matched, Message};
+use select::{Selection, View};
+use send::Target;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The spool cursor name of a notification (apart from trackers').
+pub fn cursor_name(notification: &str) -> String {
+    format!("notify/{notification}")
+}
+
+/// What a Kubernetes Event target needs: where to record it.
+pub type EventSink = Arc<dyn Fn(Message) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// One notification, as this replica runs it.
+#[derive(Clone)]
+pub struct NotifierSpec {
+    pub name: String,
+    pub selection: Arc<Selection>,
+    pub target: Option<Arc<Target>>,
+    /// Records the Kubernetes Events of a message (None: no events).
+    pub events: Option<EventSink>,
+    pub window: Duration,
+    pub max_traces: usize,
+    /// Changes when anything above changes (the notifier is restarted).
+    pub fingerprint: String,
+}
+
+/// This process's counters for one notification.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NotifyStats {
+    pub matched: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub last_sent: Option<jiff::Timestamp>,
+    pub last_error: Option<String>,
+    /// The latest message has not been delivered yet, or was given up.
+    pub failing: bool,
+}
+
+struct Running {
+    fingerprint: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The notifiers of this replica.
+pub struct Notifiers {
+    spool: Spool,
+    cluster: String,
+    metrics: Arc<Metrics>,
+    running: Mutex<HashMap<String, Running>>,
+    pub stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Notifiers {
+    /// `stats` is where counters go (the replica's report reads them).
+    pub fn new(
+        spool: Spool,
+        cluster: String,
+        metrics: Arc<Metrics>,
+        stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
+    ) -> Arc<Notifiers> {
+        Arc::new(Notifiers {
+            spool,
+            cluster,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+            stats,
+        })
+    }
+
+    /// Runs exactly `desired`: new ones start (at the spool's head, or where
+    /// their cursor is), changed ones restart from their cursor, removed ones
+    /// stop and give up their cursor.
+    pub fn apply(&self, desired: Vec<NotifierSpec>) {
+        let mut running = guard(&self.running);
+        let wanted: HashMap<&str, &NotifierSpec> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(name, r)| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|d| d.fingerprint != r.fingerprint)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(r) = running.remove(&name) {
+                let _ = r.stop.send(true);
+                r.task.abort();
+            }
+            if !wanted.contains_key(name.as_str()) {
+                guard(&self.stats).remove(&name);
+                if let Err(e) = self.spool.deactivate(&cursor_name(&name)) {
+                    tracing::warn!(notification = %name, error = %e, "releasing the notification cursor failed");
+                }
+            }
+        }
+        for spec in desired {
+            if running.contains_key(&spec.name) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            let worker = Worker {
+                spec: spec.clone(),
+                spool: self.spool.clone(),
+                cluster: self.cluster.clone(),
+                metrics: self.metrics.clone(),
+                stats: self.stats.clone(),
+                stop: stop_rx,
+            };
+            let name = spec.name.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    match worker.run().await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::error!(notification = %worker.spec.name, error = %e, "notifier failed; restarting");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+            running.insert(
+                name,
+                Running {
+                    fingerprint: spec.fingerprint,
+                    stop,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Stops every notifier. What was matched and not yet delivered stays
+    /// behind the cursors and is sent after the restart.
+    pub async fn shutdown(&self) {
+        let stopping: Vec<Running> = guard(&self.running).drain().map(|(_, r)| r).collect();
+        for r in &stopping {
+            let _ = r.stop.send(true);
+        }
+        for r in stopping {
+            if tokio::time::timeout(Duration::from_secs(2), r.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a notifier did not stop within 2 s");
+            }
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        guard(&self.running).keys().cloned().collect()
+    }
+}
+
+struct Worker {
+    spec: NotifierSpec,
+    spool: Spool,
+    cluster: String,
+    metrics: Arc<Metrics>,
+    stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// How a message ended.
+enum Outcome {
+    Delivered,
+    Failed(String),
+    Stopped,
+}
+
+impl Worker {
+    fn stat(&self, f: impl FnOnce(&mut NotifyStats)) {
+        f(guard(&self.stats).entry(self.spec.name.clone()).or_default())
+    }
+
+    fn labels(&self) -> NotificationLabels {
+        NotificationLabels {
+            notification: self.spec.name.clone(),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    #[tracing::instrument(name = "notifier", skip_all, fields(notification = %self.spec.name))]
+    async fn run(&self) -> std::io::Result<()> {
+        let key = cursor_name(&self.spec.name);
+        let state = self.spool.activate(&key)?;
+        let mut read = state.pos;
+        let mut committed = state.pos;
+        let mut reader = self.spool.reader(read);
+        let mut head = self.spool.subscribe();
+        let mut stop = self.stop.clone();
+        // Matches waiting for their message, each with the position after it.
+        let mut queue: VecDeque<(Matched, Position)> = VecDeque::new();
+        let mut last_sent: Option<Instant> = None;
+        let mut last_commit = Instant::now();
+        let buffer = self.spec.max_traces.saturating_mul(4).max(1000);
+        tracing::info!(seq = read.seq, idx = read.idx, "notifier started");
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            head.borrow_and_update();
+            if let Some(floor) = self.spool.floor(&key)
+                && floor > read
+            {
+                tracing::warn!(
+                    from = read.seq,
+                    to = floor.seq,
+                    "skipping segments dropped over the backlog budget"
+                );
+                reader = self.spool.reader(floor);
+                read = floor;
+            }
+            let mut exhausted = false;
+            while queue.len() < buffer {
+                let Some(rec) = reader.next_record()? else {
+                    exhausted = true;
+                    break;
+                };
+                let skip = if rec.seq == read.seq { read.idx as usize } else { 0 };
+                let mut n = 0u32;
+                for (i, (meta, line)) in entries::iter(&rec.payload).enumerate() {
+                    n = i as u32 + 1;
+                    if i < skip {
+                        continue;
+                    }
+                    let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
+                        continue;
+                    };
+                    if !self.spec.selection.prefilter(&meta) {
+                        continue;
+                    }
+                    let Ok(view) = serde_json::from_slice::<View<'_>>(line) else {
+                        continue;
+                    };
+                    if !self.spec.selection.matches(&meta, &view, line) {
+                        continue;
+                    }
+                    let mut m = Matched::new(&meta, &view, rec.received_ms);
+                    kind_of(line, &mut m);
+                    queue.push_back((
+                        m,
+                        Position {
+                            seq: rec.seq,
+                            idx: i as u32 + 1,
+                        },
+                    ));
+                    self.stat(|s| s.matched += 1);
+                    self.metrics.notify_matched.get_or_create(&self.labels()).inc();
+                }
+                read = Position {
+                    seq: rec.seq,
+                    idx: n.max(skip as u32),
+                };
+            }
+
+            if !queue.is_empty() {
+                let due = last_sent.is_none_or(|t| t.elapsed() >= self.spec.window);
+                if due {
+                    let n = queue.len().min(self.spec.max_traces.max(1));
+                    let batch: Vec<(Matched, Position)> = queue.drain(..n).collect();
+                    let after = batch.last().map(|(_, p)| *p).unwrap_or(read);
+                    let traces: Vec<Matched> = batch.into_iter().map(|(m, _)| m).collect();
+                    let msg = Message::new(&self.cluster, &self.spec.name, traces);
+                    match self.deliver(&msg).await {
+                        Outcome::Stopped => return Ok(()),
+                        Outcome::Delivered => {
+                            self.stat(|s| {
+                                s.sent += 1;
+                                s.last_sent = Some(jiff::Timestamp::now());
+                                s.failing = false;
+                            });
+                            self.metrics.notify_sent.get_or_create(&self.labels()).inc();
+                            let now = jiff::Timestamp::now().as_millisecond();
+                            for t in &msg.traces {
+                                self.metrics
+                                    .notify_latency
+                                    .observe((now - t.received_ms).max(0) as f64 / 1000.0);
+                            }
+                        }
+                        Outcome::Failed(e) => {
+                            tracing::warn!(message = %msg.id, traces = msg.traces.len(), error = %e, "notification given up after its last attempt");
+                            self.stat(|s| {
+                                s.failed += 1;
+                                s.last_error = Some(e.chars().take(512).collect());
+                                s.failing = true;
+                            });
+                            self.metrics.notify_failed.get_or_create(&self.labels()).inc();
+                        }
+                    }
+                    last_sent = Some(Instant::now());
+                    committed = if queue.is_empty() { read } else { after };
+                    self.spool.commit(&key, &TrackerCursor::at(committed))?;
+                    last_commit = Instant::now();
+                    continue;
+                }
+            } else if read != committed && last_commit.elapsed() >= Duration::from_secs(1) {
+                // Nothing waiting: what was read matched nothing, the cursor
+                // may pass it (so the spool can drop its segments).
+                committed = read;
+                self.spool.commit(&key, &TrackerCursor::at(committed))?;
+                last_commit = Instant::now();
+            }
+
+            let wait = match (queue.is_empty(), last_sent) {
+                (false, Some(t)) => self.spec.window.saturating_sub(t.elapsed()),
+                _ if !exhausted => Duration::ZERO,
+                _ => Duration::from_secs(1),
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = head.changed(), if queue.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends one message to every target; retries the webhook.
+    async fn deliver(&self, msg: &Message) -> Outcome {
+        if let Some(events) = &self.spec.events {
+            events(msg.clone()).await;
+        }
+        let Some(target) = &self.spec.target else {
+            return Outcome::Delivered;
+        };
+        let now = jiff::Timestamp::now().to_string();
+        let (body, ctype) = msg.body(target.format, &self.cluster, &self.spec.name, &now);
+        let mut stop = self.stop.clone();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let err = tokio::select! {
+                _ = stop.changed() => return Outcome::Stopped,
+                r = target.attempt(&body, ctype, &msg.id) => match r {
+                    Ok(()) => {
+                        tracing::debug!(message = %msg.id, traces = msg.traces.len(), attempts = n, "notification delivered");
+                        return Outcome::Delivered;
+                    }
+                    Err(e) => e,
+                },
+            };
+            self.stat(|s| {
+                s.last_error = Some(err.message.chars().take(512).collect());
+                s.failing = true;
+            });
+            if !err.retry || n >= target.max_attempts {
+                return Outcome::Failed(format!(
+                    "{} (attempt {n} of {})",
+                    err.message, target.max_attempts
+                ));
+            }
+            let delay = send::retry_delay(n, err.retry_after);
+            tracing::info!(message = %msg.id, attempt = n, error = %err.message, delay_ms = delay.as_millis() as u64, "notification attempt failed; retrying");
+            tokio::select! {
+                _ = stop.changed() => return Outcome::Stopped,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// The operated object's kind and apiVersion, when the response (or request)
+/// body is that object: for its Kubernetes Event.
+fn kind_of(line: &[u8], m: &mut Matched) {
+    #[derive(serde::Deserialize)]
+    struct Obj {
+        #[serde(default)]
+        kind: String,
+        #[serde(default, rename = "apiVersion")]
+        api_version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Bodies {
+        #[serde(default)]
+        response: Option<Obj>,
+        #[serde(default)]
+        request: Option<Obj>,
+    }
+    if m.resource_name.is_empty()
+        || m.resource_type.contains('/')
+        || !matches!(m.verb.as_str(), "create" | "update" | "patch")
+    {
+        return;
+    }
+    if let Ok(b) = serde_json::from_slice::<Bodies>(line)
+        && let Some(o) = b
+            .response
+            .or(b.request)
+            .filter(|o| !o.kind.is_empty() && o.kind != "Status")
+    {
+        m.kind = Some(o.kind);
+        m.api_version = o.api_version;
+    }
+}
