@@ -92,6 +92,7 @@ fn base64(s: &str) -> String {
 #[tokio::test]
 async fn apiserver_audit_events_become_trace_files() {
     let env = support::env();
+    let _audit = support::AUDIT_WEBHOOK.lock().await;
     let h = Harness::start().await;
     let ns = h.namespace.clone();
     let bucket = env.s3.bucket("e2e").await;

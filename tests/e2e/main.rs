@@ -12,6 +12,7 @@ mod ha;
 mod hardening;
 mod ingest;
 mod integrity;
+mod notify;
 mod operator_binary;
 mod query;
 mod tracker;

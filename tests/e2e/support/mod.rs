@@ -12,6 +12,10 @@ pub mod s3;
 use std::sync::OnceLock;
 
 pub use controlplane::ControlPlane;
+
+/// The test apiserver sends its audit batches to one fixed address: a test
+/// that listens there holds this for as long as it does.
+pub static AUDIT_WEBHOOK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub use s3::S3Server;
 
 /// Everything a test needs to reach the shared real parts.
