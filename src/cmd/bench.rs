@@ -76,6 +76,72 @@ pub struct BenchArgs {
     /// Seed of the robustness run (the same seed gives the same cases).
     #[arg(long, default_value_t = 1)]
     pub fuzz_seed: u64,
+    /// Also run a key event notification (preset `deniedRequests`: 2 % of the
+    /// generated events) that sends to an HTTPS receiver on loopback, and
+    /// report acknowledgement→delivery latency.
+    #[arg(long)]
+    pub notify: bool,
+    /// The notification's grouping window.
+    #[arg(long, default_value = "2s")]
+    pub notify_window: String,
+}
+
+/// An HTTPS receiver on loopback for `--notify`: a CA of its own, counts the
+/// traces of the messages it gets. Returns its URL and CA (PEM).
+async fn notify_receiver(
+    traces: Arc<AtomicU64>,
+    messages: Arc<AtomicU64>,
+) -> anyhow::Result<(String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca)?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from_pem_slice(
+                cert.pem().as_bytes(),
+            )?],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?,
+        )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://{}/notify", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, traces, messages) = (acceptor.clone(), traces.clone(), messages.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (traces, messages) = (traces.clone(), messages.clone());
+                    async move {
+                        use http_body_util::BodyExt;
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        traces.fetch_add(v["data"]["count"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        messages.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Ok((url, ca.pem()))
 }
 
 /// One realistic event of about 1.5 KB.
@@ -290,6 +356,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
     pipelines.apply(vec![pipeline_spec("bench", &spec, sink, None)]);
+    let notified = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let notifiers =
+        kubetrail::notify::Notifiers::new(spool.clone(), "bench".into(), metrics.clone(), Default::default());
+    if args.notify {
+        let (url, ca) = notify_receiver(notified.0.clone(), notified.1.clone()).await?;
+        let n: kubetrail::api::KeyEventNotificationSpec = serde_json::from_value(json!({
+            "presets": ["deniedRequests"], "kubernetesEvent": false,
+            "webhook": {"url": url, "caBundle": ca},
+        }))?;
+        let target = kubetrail::notify::send::Target::new(n.webhook.as_ref().context("webhook")?, None)?;
+        notifiers.apply(
+            vec![kubetrail::notify::NotifierSpec {
+                name: "bench".into(),
+                selection: Arc::new(kubetrail::notify::select::Selection::compile(&n)?),
+                target: Some(Arc::new(target)),
+                events: None,
+                window: kubetrail::controller::delivery::parse_duration(&args.notify_window)
+                    .context("--notify-window")?,
+                max_traces: 500,
+                fingerprint: "bench".into(),
+            }],
+            &[],
+        );
+    }
 
     let ingest = Ingest {
         spool: spool.clone(),
@@ -461,6 +551,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "refused    {} batches (503: spool full)",
         refused.load(Ordering::Relaxed)
     );
+    if args.notify {
+        let matched = || {
+            notifiers
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get("bench")
+                .map_or(0, |s| s.matched)
+        };
+        let until = Instant::now() + Duration::from_secs(120);
+        while (matched() == 0 || notified.0.load(Ordering::Relaxed) < matched()) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut lat: Vec<i64> = notifiers
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        lat.sort_unstable();
+        println!(
+            "notify     {} matched, {} delivered in {} messages; latency p50 {} ms, p99 {} ms, max {} ms (receive → HTTPS receiver answered; window {})",
+            matched(),
+            notified.0.load(Ordering::Relaxed),
+            notified.1.load(Ordering::Relaxed),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0),
+            args.notify_window
+        );
+        notifiers.shutdown().await;
+    }
     println!("peak RSS   {:.0} MiB", peak_rss_mib());
     let p = pipelines.clone();
     let _ = tokio::task::spawn_blocking(move || p.shutdown(Duration::from_secs(30))).await;

@@ -162,6 +162,7 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
             _ = tick.tick() => if !listed { continue },
         }
         let mut desired = Vec::new();
+        let mut paused = Vec::new();
         for n in store
             .state()
             .iter()
@@ -184,11 +185,12 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
                     fingerprint: fingerprint(n, &key),
                 }),
                 Err(e) => {
-                    tracing::warn!(notification = %name, reason = e.reason(), error = %e, "notification not running")
+                    tracing::warn!(notification = %name, reason = e.reason(), error = %e, "notification not running");
+                    paused.push(name);
                 }
             }
         }
-        notifiers.apply(desired);
+        notifiers.apply(desired, &paused);
     }
 }
 

@@ -68,7 +68,12 @@ pub struct Notifiers {
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, Running>>,
     pub stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
+    /// Recent acknowledgement→delivery latencies in ms (one per trace),
+    /// bounded; for `kubetrail bench`.
+    pub latencies: crate::deliver::pipeline::Latencies,
 }
+
+const MAX_LATENCY_SAMPLES: usize = 100_000;
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -88,13 +93,16 @@ impl Notifiers {
             metrics,
             running: Mutex::new(HashMap::new()),
             stats,
+            latencies: Default::default(),
         })
     }
 
     /// Runs exactly `desired`: new ones start (at the spool's head, or where
     /// their cursor is), changed ones restart from their cursor, removed ones
-    /// stop and give up their cursor.
-    pub fn apply(&self, desired: Vec<NotifierSpec>) {
+    /// stop and give up their cursor. Those in `paused` (they exist but cannot
+    /// run now: a missing Secret) stop and keep their cursor, so what matches
+    /// meanwhile is sent once they run again.
+    pub fn apply(&self, desired: Vec<NotifierSpec>, paused: &[String]) {
         let mut running = guard(&self.running);
         let wanted: HashMap<&str, &NotifierSpec> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
         let gone: Vec<String> = running
@@ -111,7 +119,7 @@ impl Notifiers {
                 let _ = r.stop.send(true);
                 r.task.abort();
             }
-            if !wanted.contains_key(name.as_str()) {
+            if !wanted.contains_key(name.as_str()) && !paused.contains(&name) {
                 guard(&self.stats).remove(&name);
                 if let Err(e) = self.spool.deactivate(&cursor_name(&name)) {
                     tracing::warn!(notification = %name, error = %e, "releasing the notification cursor failed");
@@ -129,6 +137,7 @@ impl Notifiers {
                 cluster: self.cluster.clone(),
                 metrics: self.metrics.clone(),
                 stats: self.stats.clone(),
+                latencies: self.latencies.clone(),
                 stop: stop_rx,
             };
             let name = spec.name.clone();
@@ -182,6 +191,7 @@ struct Worker {
     cluster: String,
     metrics: Arc<Metrics>,
     stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
+    latencies: crate::deliver::pipeline::Latencies,
     stop: watch::Receiver<bool>,
 }
 
@@ -239,7 +249,9 @@ impl Worker {
                 read = floor;
             }
             let mut exhausted = false;
-            while queue.len() < buffer {
+            let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= self.spec.window);
+            // Read until a message is due (so a backlog never delays it).
+            while queue.len() < buffer && (queue.is_empty() || !due(last_sent)) {
                 let Some(rec) = reader.next_record()? else {
                     exhausted = true;
                     break;
@@ -282,8 +294,7 @@ impl Worker {
             }
 
             if !queue.is_empty() {
-                let due = last_sent.is_none_or(|t| t.elapsed() >= self.spec.window);
-                if due {
+                if due(last_sent) {
                     let n = queue.len().min(self.spec.max_traces.max(1));
                     let batch: Vec<(Matched, Position)> = queue.drain(..n).collect();
                     let after = batch.last().map(|(_, p)| *p).unwrap_or(read);
@@ -299,10 +310,14 @@ impl Worker {
                             });
                             self.metrics.notify_sent.get_or_create(&self.labels()).inc();
                             let now = jiff::Timestamp::now().as_millisecond();
+                            let mut lat = guard(&self.latencies);
                             for t in &msg.traces {
-                                self.metrics
-                                    .notify_latency
-                                    .observe((now - t.received_ms).max(0) as f64 / 1000.0);
+                                let ms = (now - t.received_ms).max(0);
+                                self.metrics.notify_latency.observe(ms as f64 / 1000.0);
+                                if lat.len() >= MAX_LATENCY_SAMPLES {
+                                    lat.pop_front();
+                                }
+                                lat.push_back(ms);
                             }
                         }
                         Outcome::Failed(e) => {

@@ -237,7 +237,27 @@ async fn invalid_notifications_are_refused() {
     let cases = [
         (
             json!({"webhook": {"url": "https://hooks.example.com/x"}}),
-            "name operations or presets",
+            "select something",
+        ),
+        (
+            json!({"presets": ["allDeletes"], "webhook": {"url": "https://h.example.com/x"}, "grouping": {"window": "10ms"}}),
+            "window must be a duration between 100ms and 5m",
+        ),
+        (
+            json!({"presets": ["allDeletes"], "webhook": {"url": "https://h.example.com/x"}, "grouping": {"maxTraces": 0}}),
+            "maxTraces",
+        ),
+        (
+            json!({"users": (0..51).map(|i| format!("u{i}")).collect::<Vec<_>>(), "webhook": {"url": "https://h.example.com/x"}}),
+            "users",
+        ),
+        (
+            json!({"presets": ["allDeletes"], "webhook": {"url": "https://h.example.com/x", "headers": {"Host": "evil"}}}),
+            "headers may not set Host",
+        ),
+        (
+            json!({"presets": ["noSuchPreset"], "webhook": {"url": "https://h.example.com/x"}}),
+            "noSuchPreset",
         ),
         (
             json!({"presets": ["allDeletes"], "webhook": {"url": "http://hooks.example.com/x"}}),
