@@ -230,6 +230,9 @@ mod tests {
             time_ms: 0,
             key: 0,
             malformed: false,
+            code: 0,
+            name: "".into(),
+            impersonated: false,
         }
     }
 
@@ -344,6 +347,9 @@ mod criteria_tests {
             time_ms: 0,
             key: 0,
             malformed: false,
+            code: 0,
+            name: "".into(),
+            impersonated: false,
         };
         for json in [
             r#"{"apiGroups":["core"],"resources":["pods/*"],"users":["system:serviceaccount:*"],"verbs":["delete"]}"#,

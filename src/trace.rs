@@ -49,7 +49,7 @@ pub fn is_read_only(verb: &str) -> bool {
 }
 
 /// What the router needs to know about a trace without parsing it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RouteMeta<'a> {
     #[serde(borrow)]
     pub verb: Cow<'a, str>,
@@ -77,6 +77,20 @@ pub struct RouteMeta<'a> {
     /// the event it stands for would have matched a filter).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub malformed: bool,
+    /// Response code, `0` when the event has none; `-1` in records spooled by
+    /// older versions, which did not carry it (and the next two fields).
+    #[serde(default = "unknown_code")]
+    pub code: i32,
+    /// Object name (objectRef.name).
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    pub name: Cow<'a, str>,
+    /// The request was made on behalf of another user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impersonated: bool,
+}
+
+fn unknown_code() -> i32 {
+    -1
 }
 
 /// The window key in a spooled entry's routing metadata.
@@ -303,6 +317,9 @@ pub fn build<'a>(
         time_ms: parse_time_ms(time).unwrap_or(0),
         key: 0,
         malformed: false,
+        code: code.unwrap_or(0),
+        name: Cow::Borrowed(obj.and_then(|o| o.name.as_deref()).unwrap_or("")),
+        impersonated: event.impersonated_user.as_ref().is_some_and(|u| u.username.as_deref().is_some_and(|n| !n.is_empty())),
     }
 }
 
@@ -348,6 +365,9 @@ pub fn build_malformed<'a>(
         time_ms: received_ms,
         key: 0,
         malformed: true,
+        code: 0,
+        name: Cow::Borrowed(""),
+        impersonated: false,
     }
 }
 

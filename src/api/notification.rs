@@ -69,9 +69,10 @@ fn default_true() -> bool {
     true
 }
 
-/// Storm control: the first match is sent at once; while messages follow each
-/// other closer than `window`, matches wait and go out together, at most one
-/// message per window, each with at most `maxTraces` traces.
+/// Storm control: the first match is sent at once; after a message, matches
+/// wait until `window` has passed and go out together, at most `maxTraces` in
+/// a message. A full message goes without waiting for the window, within the
+/// rate limit of `maxMessagesPerSecond`.
 #[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Grouping {
@@ -83,6 +84,10 @@ pub struct Grouping {
     #[serde(default = "default_max_traces")]
     #[schemars(range(min = 1, max = 5000))]
     pub max_traces: u32,
+    /// Most messages per second, full ones included: the rate limit.
+    #[serde(default = "default_max_messages")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_messages_per_second: u32,
 }
 
 impl Default for Grouping {
@@ -90,6 +95,7 @@ impl Default for Grouping {
         Grouping {
             window: default_window(),
             max_traces: default_max_traces(),
+            max_messages_per_second: default_max_messages(),
         }
     }
 }
@@ -100,6 +106,10 @@ fn default_window() -> String {
 
 fn default_max_traces() -> u32 {
     500
+}
+
+fn default_max_messages() -> u32 {
+    10
 }
 
 /// Verbs, groups, resources and names of the operations that notify. An

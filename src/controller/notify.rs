@@ -182,6 +182,7 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
                         .unwrap_or(Duration::from_secs(2))
                         .max(Duration::from_millis(100)),
                     max_traces: n.spec.grouping.max_traces.max(1) as usize,
+                    min_interval: Duration::from_secs(1) / n.spec.grouping.max_messages_per_second.max(1),
                     fingerprint: fingerprint(n, &key),
                 }),
                 Err(e) => {

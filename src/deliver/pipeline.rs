@@ -1148,6 +1148,9 @@ mod tests {
             time_ms: 0,
             key: 0,
             malformed: false,
+            code: 0,
+            name: "".into(),
+            impersonated: false,
         };
         let r = Redaction {
             fields: vec![FieldRedaction {

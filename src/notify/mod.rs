@@ -38,6 +38,8 @@ pub struct NotifierSpec {
     /// Records the Kubernetes Events of a message (None: no events).
     pub events: Option<EventSink>,
     pub window: Duration,
+    /// Least time between two messages, full ones included (the rate limit).
+    pub min_interval: Duration,
     pub max_traces: usize,
     /// Changes when anything above changes (the notifier is restarted).
     pub fingerprint: String,
@@ -249,9 +251,16 @@ impl Worker {
                 read = floor;
             }
             let mut exhausted = false;
-            let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= self.spec.window);
+            // A message is due when the window since the last one has passed,
+            // or, for a full message, the rate limit allows it.
+            let max = self.spec.max_traces.max(1);
+            let due = |last: Option<Instant>, queued: usize| {
+                last.is_none_or(|t| {
+                    t.elapsed() >= self.spec.window || (queued >= max && t.elapsed() >= self.spec.min_interval)
+                })
+            };
             // Read until a message is due (so a backlog never delays it).
-            while queue.len() < buffer && (queue.is_empty() || !due(last_sent)) {
+            while queue.len() < buffer && (queue.is_empty() || !due(last_sent, queue.len())) {
                 let Some(rec) = reader.next_record()? else {
                     exhausted = true;
                     break;
@@ -269,12 +278,30 @@ impl Worker {
                     if !self.spec.selection.prefilter(&meta) {
                         continue;
                     }
-                    let Ok(view) = serde_json::from_slice::<View<'_>>(line) else {
-                        continue;
+                    // Older records lack the facts in their metadata: parse first.
+                    let early = if meta.code < 0 {
+                        match serde_json::from_slice::<View<'_>>(line) {
+                            Ok(v) => Some(v),
+                            Err(_) => continue,
+                        }
+                    } else {
+                        None
                     };
-                    if !self.spec.selection.matches(&meta, &view, line) {
+                    let matched = match &early {
+                        Some(v) => self.spec.selection.matches(&meta, &select::Facts::from_view(v), line),
+                        None => select::Facts::from_meta(&meta)
+                            .is_some_and(|f| self.spec.selection.matches(&meta, &f, line)),
+                    };
+                    if !matched {
                         continue;
                     }
+                    let view = match early {
+                        Some(v) => v,
+                        None => match serde_json::from_slice::<View<'_>>(line) {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        },
+                    };
                     let mut m = Matched::new(&meta, &view, rec.received_ms);
                     kind_of(line, &mut m);
                     queue.push_back((
@@ -294,7 +321,7 @@ impl Worker {
             }
 
             if !queue.is_empty() {
-                if due(last_sent) {
+                if due(last_sent, queue.len()) {
                     let n = queue.len().min(self.spec.max_traces.max(1));
                     let batch: Vec<(Matched, Position)> = queue.drain(..n).collect();
                     let after = batch.last().map(|(_, p)| *p).unwrap_or(read);
@@ -345,6 +372,7 @@ impl Worker {
             }
 
             let wait = match (queue.is_empty(), last_sent) {
+                (false, Some(t)) if queue.len() >= max => self.spec.min_interval.saturating_sub(t.elapsed()),
                 (false, Some(t)) => self.spec.window.saturating_sub(t.elapsed()),
                 _ if !exhausted => Duration::ZERO,
                 _ => Duration::from_secs(1),
@@ -354,7 +382,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
-                _ = head.changed(), if queue.is_empty() => {}
+                _ = head.changed(), if queue.len() < max => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

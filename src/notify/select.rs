@@ -50,6 +50,40 @@ pub struct View<'a> {
     pub read_only: bool,
 }
 
+/// What a selection reads beyond verb, resource, namespace and user: from the
+/// routing metadata when it carries them (so only matches are parsed), else
+/// from the trace line.
+pub struct Facts<'a> {
+    pub code: Option<i32>,
+    pub name: &'a str,
+    pub impersonated: bool,
+    pub rating: &'a str,
+}
+
+impl<'a> Facts<'a> {
+    /// `None` for a record spooled by a version whose metadata lacks them.
+    pub fn from_meta(m: &'a RouteMeta<'a>) -> Option<Facts<'a>> {
+        (m.code >= 0).then(|| {
+            let code = (m.code > 0).then_some(m.code);
+            Facts {
+                code,
+                name: &m.name,
+                impersonated: m.impersonated,
+                rating: crate::route::rating_name(crate::trace::rating(code, &m.stage)),
+            }
+        })
+    }
+
+    pub fn from_view(v: &'a View<'a>) -> Facts<'a> {
+        Facts {
+            code: v.code,
+            name: &v.resource_name,
+            impersonated: v.impersonated_user.as_deref().is_some_and(|u| !u.is_empty()),
+            rating: &v.trace_rating,
+        }
+    }
+}
+
 /// A compiled selection.
 pub struct Selection {
     operations: Vec<OperationSelector>,
@@ -87,7 +121,7 @@ fn mutating(verb: &str) -> bool {
     !matches!(verb, "get" | "list" | "watch")
 }
 
-fn preset_matches(p: Preset, m: &RouteMeta<'_>, v: &View<'_>) -> bool {
+fn preset_matches(p: Preset, m: &RouteMeta<'_>, v: &Facts<'_>) -> bool {
     let (verb, group, resource) = (m.verb.as_ref(), m.group.as_ref(), m.resource.as_ref());
     match p {
         Preset::AllDeletes => matches!(verb, "delete" | "deletecollection"),
@@ -106,7 +140,7 @@ fn preset_matches(p: Preset, m: &RouteMeta<'_>, v: &View<'_>) -> bool {
             group.is_empty() && matches!(resource, "pods/exec" | "pods/attach" | "pods/portforward")
         }
         Preset::KubetrailChanges => group == "kubetrail.io" && mutating(verb),
-        Preset::Impersonation => v.impersonated_user.as_deref().is_some_and(|u| !u.is_empty()),
+        Preset::Impersonation => v.impersonated,
     }
 }
 
@@ -157,13 +191,11 @@ impl Selection {
 
     /// The whole selection; `line` is the trace line, parsed into a value for
     /// the condition only when everything else matched.
-    pub fn matches(&self, m: &RouteMeta<'_>, v: &View<'_>, line: &[u8]) -> bool {
+    pub fn matches(&self, m: &RouteMeta<'_>, f: &Facts<'_>, line: &[u8]) -> bool {
         if !self.prefilter(m)
-            || !any_or_empty(&self.operations, |o| {
-                operation_matches(o, m, Some(&v.resource_name))
-            })
-            || !any_or_empty(&self.presets, |p| preset_matches(*p, m, v))
-            || !any_or_empty(&self.ratings, |r| *r == v.trace_rating.as_ref())
+            || !any_or_empty(&self.operations, |o| operation_matches(o, m, Some(f.name)))
+            || !any_or_empty(&self.presets, |p| preset_matches(*p, m, f))
+            || !any_or_empty(&self.ratings, |r| *r == f.rating)
         {
             return false;
         }
@@ -222,6 +254,9 @@ mod tests {
             time_ms: 0,
             key: 0,
             malformed: false,
+            code: 0,
+            name: "".into(),
+            impersonated: false,
         }
     }
 
@@ -234,9 +269,16 @@ mod tests {
         .unwrap()
     }
 
+    /// Both ways agree: facts from the line, and from the metadata.
     fn check(sel: &Selection, m: &RouteMeta<'_>, l: &[u8]) -> bool {
         let v: View<'_> = serde_json::from_slice(l).unwrap();
-        sel.matches(m, &v, l)
+        let by_line = sel.matches(m, &Facts::from_view(&v), l);
+        let mut m2 = m.clone();
+        m2.code = v.code.unwrap_or(0);
+        m2.name = v.resource_name.clone();
+        let by_meta = sel.matches(&m2, &Facts::from_meta(&m2).unwrap(), l);
+        assert_eq!(by_line, by_meta, "metadata and line disagree");
+        by_line
     }
 
     #[test]
