@@ -319,7 +319,10 @@ pub fn build<'a>(
         malformed: false,
         code: code.unwrap_or(0),
         name: Cow::Borrowed(obj.and_then(|o| o.name.as_deref()).unwrap_or("")),
-        impersonated: event.impersonated_user.as_ref().is_some_and(|u| u.username.as_deref().is_some_and(|n| !n.is_empty())),
+        impersonated: event
+            .impersonated_user
+            .as_ref()
+            .is_some_and(|u| u.username.as_deref().is_some_and(|n| !n.is_empty())),
     }
 }
 

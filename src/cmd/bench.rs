@@ -375,7 +375,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 window: kubetrail::controller::delivery::parse_duration(&args.notify_window)
                     .context("--notify-window")?,
                 max_traces: 500,
-            min_interval: Duration::from_millis(100),
+                min_interval: Duration::from_millis(100),
                 fingerprint: "bench".into(),
             }],
             &[],

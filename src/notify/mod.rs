@@ -256,7 +256,8 @@ impl Worker {
             let max = self.spec.max_traces.max(1);
             let due = |last: Option<Instant>, queued: usize| {
                 last.is_none_or(|t| {
-                    t.elapsed() >= self.spec.window || (queued >= max && t.elapsed() >= self.spec.min_interval)
+                    t.elapsed() >= self.spec.window
+                        || (queued >= max && t.elapsed() >= self.spec.min_interval)
                 })
             };
             // Read until a message is due (so a backlog never delays it).
@@ -288,7 +289,10 @@ impl Worker {
                         None
                     };
                     let matched = match &early {
-                        Some(v) => self.spec.selection.matches(&meta, &select::Facts::from_view(v), line),
+                        Some(v) => self
+                            .spec
+                            .selection
+                            .matches(&meta, &select::Facts::from_view(v), line),
                         None => select::Facts::from_meta(&meta)
                             .is_some_and(|f| self.spec.selection.matches(&meta, &f, line)),
                     };
