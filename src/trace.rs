@@ -168,6 +168,7 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<Body<'a>>,
     cluster: &'a str,
+    source: &'static str,
     /// The event was over the per-event limit: its bodies were dropped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
@@ -181,6 +182,7 @@ struct Record<'a> {
 pub fn build<'a>(
     event: &'a Event<'a>,
     cluster: &'a str,
+    source: Source,
     record_time: &'a str,
     line: &mut Vec<u8>,
 ) -> RouteMeta<'a> {
@@ -290,6 +292,7 @@ pub fn build<'a>(
         request: body(event.request_object),
         response: body(event.response_object),
         cluster,
+        source: source.as_str(),
         truncated: event.truncated,
     };
     // Serializing plain data into a Vec cannot fail. `record_time` (which
@@ -333,6 +336,7 @@ pub fn build<'a>(
 pub fn build_malformed<'a>(
     m: &crate::audit::Malformed,
     cluster: &str,
+    source: Source,
     record_time: &str,
     received_ms: i64,
     line: &mut Vec<u8>,
@@ -353,6 +357,7 @@ pub fn build_malformed<'a>(
         "read_only": false,
         "request_uri": "",
         "cluster": cluster,
+        "source": source.as_str(),
         "record_time": record_time,
     });
     // Serializing a Value into a Vec cannot fail.
@@ -407,6 +412,27 @@ impl Summary {
     }
 }
 
+/// Where a trace's event came from (the trace's `source` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The kube-apiserver's audit webhook.
+    Webhook,
+    /// The audit log file the kube-apiserver writes (`--audit-log-path`).
+    AuditLog,
+    /// kubetrail's validating admission webhook.
+    Admission,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::AuditLog => "auditLog",
+            Source::Admission => "admission",
+        }
+    }
+}
+
 /// Unix milliseconds of an RFC 3339 timestamp.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
@@ -440,7 +466,7 @@ mod tests {
             panic!("malformed: {event}")
         };
         let mut line = Vec::new();
-        let meta = build(e, "c1", "2026-11-24T01:00:01Z", &mut line);
+        let meta = build(e, "c1", Source::Webhook, "2026-11-24T01:00:01Z", &mut line);
         let meta = serde_json::to_string(&meta).unwrap();
         (serde_json::from_slice(&line).unwrap(), meta)
     }
@@ -603,7 +629,14 @@ mod tests {
     fn malformed_items_become_warning_traces() {
         let m = crate::audit::Malformed::new("unreadable event: x", b"{\"auditID\":7}");
         let mut line = Vec::new();
-        let meta = build_malformed(&m, "c1", "2026-11-24T01:00:01Z", 1_795_482_001_000, &mut line);
+        let meta = build_malformed(
+            &m,
+            "c1",
+            Source::Webhook,
+            "2026-11-24T01:00:01Z",
+            1_795_482_001_000,
+            &mut line,
+        );
         let t: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(t["trace_name"], "malformed event");
         assert_eq!(t["trace_rating"], "warning");

@@ -693,8 +693,15 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 let body = String::from_utf8_lossy(&template)
                     .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
                     .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
-                let encoded = source::encode(body.as_bytes(), &cluster, ts, 0, 1024 * 1024)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let encoded = source::encode(
+                    body.as_bytes(),
+                    &cluster,
+                    kubetrail::trace::Source::Webhook,
+                    ts,
+                    0,
+                    1024 * 1024,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 for (_, line) in entries::iter(&encoded.payload).take(n - done) {
                     batch.push(line, &suffix)?;
                     done += 1;

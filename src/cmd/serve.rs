@@ -160,6 +160,9 @@ pub struct ServeArgs {
     pub token_file: Option<PathBuf>,
     #[arg(long, default_value = "./kubetrail-spool")]
     pub spool_dir: PathBuf,
+    /// Also follow this audit log file (the apiserver's `--audit-log-path`).
+    #[arg(long)]
+    pub audit_log_file: Option<PathBuf>,
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     pub spool_max_bytes: u64,
     /// Writer id in object keys (default: the host name).
@@ -259,6 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dedupe_window_seconds: args.dedupe_window_seconds,
         dedupe_max_events: args.dedupe_max_events,
         drain_seconds: args.drain_seconds,
+        audit_log_file: args.audit_log_file,
     };
     let started = webhook.start(metrics.clone(), readiness.clone()).await?;
     let pipelines = Pipelines::new(

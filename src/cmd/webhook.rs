@@ -64,6 +64,11 @@ pub struct WebhookArgs {
     /// terminationGracePeriodSeconds.
     #[arg(long, env = "KUBETRAIL_DRAIN_SECONDS", default_value_t = 45)]
     pub drain_seconds: u64,
+    /// Also follow this audit log file (the apiserver's `--audit-log-path`,
+    /// JSON lines). Without TLS files and without --insecure-http the webhook
+    /// is not started: the file is the only source.
+    #[arg(long, env = "KUBETRAIL_AUDIT_LOG_FILE")]
+    pub audit_log_file: Option<PathBuf>,
 }
 
 /// Who may connect, and what a connection or a request may take (shared by
@@ -146,6 +151,31 @@ impl WebhookArgs {
                 .collect(),
             None => Vec::new(),
         };
+        let webhook_on = self.audit_log_file.is_none()
+            || self.insecure_http
+            || self.tls_cert_file.is_some()
+            || self.tls_key_file.is_some();
+        if let Some(path) = &self.audit_log_file {
+            let follower = source::logfile::Follower {
+                path: path.clone(),
+                spool: spool.clone(),
+                dedupe: dedupe.clone(),
+                metrics: metrics.clone(),
+                cluster: self.cluster_name.as_str().into(),
+                max_event_bytes: self.limits.max_event_bytes,
+                lifecycle: lifecycle.clone(),
+                poll: Duration::from_millis(200),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = follower.run().await {
+                    tracing::error!(error = %e, "audit log file source stopped");
+                }
+            });
+        }
+        if !webhook_on {
+            tracing::info!("no webhook TLS files: the audit log file is the only source");
+            return Ok(Webhook { spool, lifecycle });
+        }
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),

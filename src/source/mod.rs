@@ -20,6 +20,7 @@
 //! without bound.
 
 pub mod dedupe;
+pub mod logfile;
 pub mod mutate;
 
 use crate::audit;
@@ -393,68 +394,39 @@ async fn receive(
     };
     let received = jiff::Timestamp::now();
     let key = dedupe::batch_key(&body);
-    let encoded = match encode(&body, &st.cluster, received, key, st.limits.max_event_bytes) {
+    let encoded = match encode(
+        &body,
+        &st.cluster,
+        trace::Source::Webhook,
+        received,
+        key,
+        st.limits.max_event_bytes,
+    ) {
         Ok(v) => v,
         Err(e) => return reject(&st.metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
     };
     drop(body);
-    let events = encoded.events;
-    st.metrics.events_received.inc_by(u64::from(events));
-    // A batch stored before is a retry; one being stored by another request
-    // right now waits for that request's outcome.
-    let waited = Instant::now();
-    loop {
-        match st.dedupe.admit(key) {
-            Admit::New => break,
-            Admit::Copy => {
-                st.metrics.events_deduplicated.inc_by(u64::from(events));
-                tracing::debug!(events, "batch stored already (a retry); not stored again");
-                return (StatusCode::OK, "").into_response();
-            }
-            Admit::Wait if waited.elapsed() < DEDUPE_WAIT => {
-                tokio::time::sleep(Duration::from_millis(5)).await
-            }
-            Admit::Wait => {
-                let r = reject(
-                    &st.metrics,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "an identical batch is still being stored; send it again".into(),
-                );
-                return retry_after(r, "1");
-            }
-        }
-    }
-    if events == 0 {
-        st.dedupe.release(key);
-        return (StatusCode::OK, "").into_response();
-    }
-    match st
-        .spool
-        .append(encoded.payload, events, Some(key), received.as_millisecond())
-        .await
+    match spool_batch(
+        &st.spool,
+        &st.dedupe,
+        &st.metrics,
+        encoded,
+        key,
+        received.as_millisecond(),
+    )
+    .await
     {
-        Ok(seq) => {
-            st.dedupe.confirm(key, events, received.as_millisecond());
-            st.metrics.events_spooled.inc_by(u64::from(events));
-            st.metrics.events_malformed.inc_by(u64::from(encoded.malformed));
-            st.metrics.events_truncated.inc_by(u64::from(encoded.truncated));
-            st.metrics.spool_bytes.set(st.spool.bytes() as i64);
-            if encoded.malformed > 0 || encoded.truncated > 0 {
-                tracing::warn!(
-                    seq,
-                    events,
-                    malformed = encoded.malformed,
-                    truncated = encoded.truncated,
-                    "audit batch spooled with malformed or oversized events"
-                );
-            } else {
-                tracing::debug!(seq, events, "audit batch spooled");
-            }
-            (StatusCode::OK, "").into_response()
+        Ok(_) => (StatusCode::OK, "").into_response(),
+        Err(StoreError::Busy) => {
+            let r = reject(
+                &st.metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "an identical batch is still being stored; send it again".into(),
+            );
+            retry_after(r, "1")
         }
-        Err(e) => {
-            st.dedupe.release(key);
+        Err(StoreError::Append(e)) => {
             match e {
                 e @ AppendError::Full { .. } => {
                     let r = reject(
@@ -488,6 +460,87 @@ async fn receive(
                     e.to_string(),
                 ),
             }
+        }
+    }
+}
+
+/// How storing a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Appended (and fsynced) as spool record `seq`.
+    Spooled(u64),
+    /// Stored before (a retry): not stored again.
+    Copy,
+    /// No events in it.
+    Empty,
+}
+
+/// Why a batch was not stored.
+#[derive(Debug)]
+pub enum StoreError {
+    /// An identical batch is still being stored by someone else.
+    Busy,
+    Append(AppendError),
+}
+
+/// Stores an encoded batch once: a batch stored before (same de-duplication
+/// `key`) is a retry and is acknowledged without storing it again; one being
+/// stored right now by another caller is waited for. Shared by every source.
+pub async fn spool_batch(
+    spool: &Spool,
+    dedupe: &dedupe::Window,
+    metrics: &Metrics,
+    encoded: Encoded,
+    key: u64,
+    received_ms: i64,
+) -> Result<Stored, StoreError> {
+    let events = encoded.events;
+    metrics.events_received.inc_by(u64::from(events));
+    let waited = Instant::now();
+    loop {
+        match dedupe.admit(key) {
+            Admit::New => break,
+            Admit::Copy => {
+                metrics.events_deduplicated.inc_by(u64::from(events));
+                tracing::debug!(events, "batch stored already (a retry); not stored again");
+                return Ok(Stored::Copy);
+            }
+            Admit::Wait if waited.elapsed() < DEDUPE_WAIT => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            Admit::Wait => return Err(StoreError::Busy),
+        }
+    }
+    if events == 0 {
+        dedupe.release(key);
+        return Ok(Stored::Empty);
+    }
+    match spool
+        .append(encoded.payload, events, Some(key), received_ms)
+        .await
+    {
+        Ok(seq) => {
+            dedupe.confirm(key, events, received_ms);
+            metrics.events_spooled.inc_by(u64::from(events));
+            metrics.events_malformed.inc_by(u64::from(encoded.malformed));
+            metrics.events_truncated.inc_by(u64::from(encoded.truncated));
+            metrics.spool_bytes.set(spool.bytes() as i64);
+            if encoded.malformed > 0 || encoded.truncated > 0 {
+                tracing::warn!(
+                    seq,
+                    events,
+                    malformed = encoded.malformed,
+                    truncated = encoded.truncated,
+                    "audit batch spooled with malformed or oversized events"
+                );
+            } else {
+                tracing::debug!(seq, events, "audit batch spooled");
+            }
+            Ok(Stored::Spooled(seq))
+        }
+        Err(e) => {
+            dedupe.release(key);
+            Err(StoreError::Append(e))
         }
     }
 }
@@ -555,6 +608,7 @@ pub struct Encoded {
 pub fn encode(
     body: &[u8],
     cluster: &str,
+    source: trace::Source,
     received: jiff::Timestamp,
     key: u64,
     max_event_bytes: usize,
@@ -571,7 +625,7 @@ pub fn encode(
         meta.clear();
         let mut m = match item {
             audit::Item::Event(event) => {
-                let m = trace::build(event, cluster, &record_time, &mut line);
+                let m = trace::build(event, cluster, source, &record_time, &mut line);
                 // Room for the `tracker` field routing adds.
                 if line.len() > max_event_bytes.max(4096) {
                     let too_big = audit::Malformed {
@@ -584,14 +638,14 @@ pub fn encode(
                     };
                     line.clear();
                     malformed += 1;
-                    trace::build_malformed(&too_big, cluster, &record_time, received_ms, &mut line)
+                    trace::build_malformed(&too_big, cluster, source, &record_time, received_ms, &mut line)
                 } else {
                     m
                 }
             }
             audit::Item::Malformed(bad) => {
                 malformed += 1;
-                trace::build_malformed(bad, cluster, &record_time, received_ms, &mut line)
+                trace::build_malformed(bad, cluster, source, &record_time, received_ms, &mut line)
             }
         };
         m.key = key;

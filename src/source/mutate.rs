@@ -375,7 +375,15 @@ pub enum Outcome {
 pub fn check(body: &[u8], max_event_bytes: usize) -> Result<Outcome, String> {
     let received = jiff::Timestamp::from_second(1_795_482_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let result = std::panic::catch_unwind(|| {
-        super::encode(body, "fuzz", received, 1, max_event_bytes).map(|e| e.payload)
+        super::encode(
+            body,
+            "fuzz",
+            crate::trace::Source::Webhook,
+            received,
+            1,
+            max_event_bytes,
+        )
+        .map(|e| e.payload)
     })
     .map_err(|_| "panicked".to_string())?;
     let expected = is_event_list(body);
