@@ -15,6 +15,7 @@ mod integrity;
 mod notify;
 mod operator_binary;
 mod query;
+mod sources;
 mod tracker;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};

@@ -17,6 +17,8 @@ pub struct ControlPlane {
     pub server: String,
     /// Where the apiserver sends its audit batches.
     pub audit_webhook_url: String,
+    /// The audit log file the apiserver writes (JSON lines; rotated at 1 MB).
+    pub audit_log_path: PathBuf,
     pub ca_pem: String,
     /// Serving pair for a receiver of the audit webhook (signed by the same CA).
     pub webhook_serving: Pair,
@@ -104,6 +106,7 @@ impl ControlPlane {
         // kube-apiserver.
         let port = free_port();
         let api_log = dir.join("kube-apiserver.log");
+        let audit_log_path = dir.join("audit").join("audit.log");
         let mut api = std::process::Command::new(&apiserver_bin);
         api.arg(format!("--etcd-servers={client_url}"))
             .arg(format!("--secure-port={port}"))
@@ -125,6 +128,10 @@ impl ControlPlane {
             .arg("--audit-webhook-batch-max-wait=1s")
             .arg("--audit-webhook-batch-throttle-enable=false")
             .arg("--audit-webhook-initial-backoff=1s")
+            .arg(format!("--audit-log-path={}", audit_log_path.display()))
+            .arg("--audit-log-format=json")
+            .arg("--audit-log-maxsize=1")
+            .arg("--audit-log-maxbackup=100")
             .arg("--v=1");
         let mut api_child = spawn_child(api, &api_log)?;
         wait_tcp(port, &mut api_child, &api_log, "kube-apiserver")?;
@@ -135,6 +142,7 @@ impl ControlPlane {
             dir: dir.to_path_buf(),
             server,
             audit_webhook_url: audit_webhook_url.to_string(),
+            audit_log_path,
             ca_pem: ca.cert_pem(),
             webhook_serving,
             ca: std::sync::Arc::new(ca),
