@@ -98,6 +98,13 @@ pub struct Event<'a> {
     pub request_object: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub response_object: Option<&'a RawValue>,
+    /// The object before an UPDATE: not an audit field; admission capture
+    /// (`source::admission`) sets it.
+    #[serde(borrow, default)]
+    pub old_object: Option<&'a RawValue>,
+    /// A dry-run request (admission capture only; audit events do not say).
+    #[serde(default)]
+    pub dry_run: bool,
     #[serde(borrow, default)]
     pub request_received_timestamp: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -178,17 +185,23 @@ impl<'a> Event<'a> {
     /// Bytes of the request and response bodies and annotations: what an event
     /// over the per-event limit loses.
     pub fn body_bytes(&self) -> usize {
-        [self.request_object, self.response_object, self.annotations]
-            .iter()
-            .flatten()
-            .map(|r| r.get().len())
-            .sum()
+        [
+            self.request_object,
+            self.response_object,
+            self.old_object,
+            self.annotations,
+        ]
+        .iter()
+        .flatten()
+        .map(|r| r.get().len())
+        .sum()
     }
 
     fn limit(mut self, max_event_bytes: usize) -> Event<'a> {
         if self.body_bytes() > max_event_bytes {
             self.request_object = None;
             self.response_object = None;
+            self.old_object = None;
             self.annotations = None;
             self.truncated = true;
         }

@@ -152,6 +152,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::ResponseStarted => "ResponseStarted",
         Stage::ResponseComplete => "ResponseComplete",
         Stage::Panic => "Panic",
+        Stage::Admission => "Admission",
     }
 }
 

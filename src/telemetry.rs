@@ -105,6 +105,8 @@ pub struct Metrics {
     pub spool_corrupt_records: Family<TrackerLabels, Counter>,
     /// Delivery pipelines restarted after a failure.
     pub pipeline_restarts: Family<TrackerLabels, Counter>,
+    /// Admission requests allowed without their trace (not ready, spool full).
+    pub admission_dropped: Counter,
     /// Traces a key event notification matched.
     pub notify_matched: Family<NotificationLabels, Counter>,
     /// Notification messages delivered.
@@ -256,6 +258,12 @@ impl Default for Metrics {
             "Delivery pipelines restarted after a failure",
             pipeline_restarts.clone(),
         );
+        let admission_dropped = Counter::default();
+        registry.register(
+            "admission_dropped",
+            "Admission requests allowed without recording their trace (not ready, spool full)",
+            admission_dropped.clone(),
+        );
         let notify_matched = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "notify_matched",
@@ -281,6 +289,7 @@ impl Default for Metrics {
             notify_latency.clone(),
         );
         Self {
+            admission_dropped,
             notify_matched,
             notify_sent,
             notify_failed,

@@ -167,6 +167,12 @@ struct Record<'a> {
     request: Option<Body<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<Body<'a>>,
+    /// The object before an UPDATE (admission capture only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_object: Option<Body<'a>>,
+    /// A dry-run request: nothing was persisted (admission capture only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
     cluster: &'a str,
     source: &'static str,
     /// The event was over the per-event limit: its bodies were dropped.
@@ -220,7 +226,7 @@ pub fn build<'a>(
     // the event's objectRef says, and so is the other body of the same event
     // (a JSON patch whose response is a Secret is a patch of a Secret).
     let mut by_kind = Vec::new();
-    for raw in [event.request_object, event.response_object]
+    for raw in [event.request_object, event.response_object, event.old_object]
         .into_iter()
         .flatten()
     {
@@ -291,6 +297,8 @@ pub fn build<'a>(
         annotations,
         request: body(event.request_object),
         response: body(event.response_object),
+        old_object: body(event.old_object),
+        dry_run: event.dry_run,
         cluster,
         source: source.as_str(),
         truncated: event.truncated,

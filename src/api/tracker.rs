@@ -160,7 +160,8 @@ pub struct TrackerFilter {
     /// only management (write) operations, `only` keeps only reads.
     #[serde(default)]
     pub read_only: ReadOnly,
-    /// Audit stages kept; default `ResponseComplete` and `Panic`.
+    /// Audit stages kept; default `ResponseComplete`, `Panic` and `Admission`
+    /// (the one stage of admission capture's traces).
     #[serde(default = "default_stages")]
     #[schemars(length(min = 1))]
     pub stages: Vec<Stage>,
@@ -178,7 +179,7 @@ impl Default for TrackerFilter {
 }
 
 fn default_stages() -> Vec<Stage> {
-    vec![Stage::ResponseComplete, Stage::Panic]
+    vec![Stage::ResponseComplete, Stage::Panic, Stage::Admission]
 }
 
 /// One match rule: every field that is set must match (lists match any entry).
@@ -226,6 +227,8 @@ pub enum Stage {
     ResponseStarted,
     ResponseComplete,
     Panic,
+    /// A request as kubetrail's admission webhook saw it (no outcome yet).
+    Admission,
 }
 
 /// How traces are cut into files.

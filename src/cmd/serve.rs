@@ -263,6 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dedupe_max_events: args.dedupe_max_events,
         drain_seconds: args.drain_seconds,
         audit_log_file: args.audit_log_file,
+        admission_addr: None,
     };
     let started = webhook.start(metrics.clone(), readiness.clone()).await?;
     let pipelines = Pipelines::new(

@@ -69,6 +69,11 @@ pub struct WebhookArgs {
     /// is not started: the file is the only source.
     #[arg(long, env = "KUBETRAIL_AUDIT_LOG_FILE")]
     pub audit_log_file: Option<PathBuf>,
+    /// Also serve the admission capture webhook (`POST /admission`, always
+    /// allows) on this address, with the same serving certificate; the
+    /// apiserver calls it without a client certificate.
+    #[arg(long, env = "KUBETRAIL_ADMISSION_ADDR")]
+    pub admission_addr: Option<SocketAddr>,
 }
 
 /// Who may connect, and what a connection or a request may take (shared by
@@ -171,6 +176,49 @@ impl WebhookArgs {
                     tracing::error!(error = %e, "audit log file source stopped");
                 }
             });
+        }
+        if let Some(addr) = self.admission_addr {
+            let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: None,
+                    client_names: vec!["*".into()],
+                    certificate_optional: true,
+                }),
+                _ if self.insecure_http && addr.ip().is_loopback() => None,
+                _ => bail!(
+                    "--admission-addr needs --tls-cert-file and --tls-key-file (the apiserver calls admission webhooks over HTTPS)"
+                ),
+            };
+            if let Some(files) = &tls {
+                source::check_tls(files).context("loading the admission webhook TLS files")?;
+            }
+            let router = source::admission::app(source::admission::Admission {
+                spool: spool.clone(),
+                dedupe: dedupe.clone(),
+                metrics: metrics.clone(),
+                cluster: self.cluster_name.as_str().into(),
+                max_event_bytes: self.limits.max_event_bytes,
+                lifecycle: lifecycle.clone(),
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admission address {addr}"))?;
+            let connections = source::ConnectionLimits {
+                max_connections: self.limits.max_connections,
+                handshake_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
+                header_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
+                idle_timeout: Duration::from_secs(self.limits.idle_timeout_seconds.max(1)),
+                max_streams: self.limits.max_streams.max(1),
+            };
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source::serve(listener, tls, router, connections, m).await {
+                    tracing::error!(error = %e, "admission webhook stopped");
+                }
+            });
+            tracing::info!(%addr, "admission capture webhook listening");
         }
         if !webhook_on {
             tracing::info!("no webhook TLS files: the audit log file is the only source");

@@ -180,7 +180,7 @@ impl Selection {
     pub fn prefilter(&self, m: &RouteMeta<'_>) -> bool {
         // One message per request: its final stage (exec and watch sessions
         // are reported when they end; the apiserver's other stages repeat it).
-        if m.malformed || !matches!(m.stage.as_ref(), "ResponseComplete" | "Panic") {
+        if m.malformed || !matches!(m.stage.as_ref(), "ResponseComplete" | "Panic" | "Admission") {
             return false;
         }
         listed(&self.users, &m.user)

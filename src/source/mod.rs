@@ -19,6 +19,7 @@
 //! idle) and, for HTTP/2, in streams, so what clients do cannot grow memory
 //! without bound.
 
+pub mod admission;
 pub mod dedupe;
 pub mod logfile;
 pub mod mutate;

@@ -114,3 +114,241 @@ async fn the_audit_log_file_is_followed_across_rotations_and_a_kill() {
     }
     assert!(op.stop().await.success());
 }
+
+async fn send(client: &kube::Client, method: &str, path: String, body: Value) -> u16 {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        })
+        .unwrap();
+    client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The real apiserver calls the admission capture webhook for a create, an
+/// update, a delete, a dry run and an exec: each arrives as a trace with the
+/// request's fields, no outcome, Secret data redacted (in the object and the
+/// old object), the dry run marked. With the webhook down, API calls go on.
+#[tokio::test]
+async fn admission_capture_records_what_the_apiserver_admits() {
+    use base64::Engine as _;
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("admission").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    tracker(
+        &h,
+        &format!("{ns}-adm"),
+        json!({
+            "destination": destination(&bucket, "adm", &env.s3.endpoint),
+            "filter": {"include": [{"namespaces": [ns], "resources": ["secrets", "configmaps", "pods", "pods/exec"]}]},
+            "delivery": {"maxBatchAge": "1s"},
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, text: &str| {
+        let p = dir.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let admission = format!("127.0.0.1:{}", support::free_port());
+    let args = vec![
+        "--webhook-addr".to_string(),
+        format!("127.0.0.1:{}", support::free_port()),
+        "--admission-addr".into(),
+        admission.clone(),
+        "--tls-cert-file".into(),
+        write("tls.crt", &env.cp.webhook_serving.cert_pem),
+        "--tls-key-file".into(),
+        write("tls.key", &env.cp.webhook_serving.key_pem),
+        "--client-ca-file".into(),
+        write("ca.crt", &env.cp.ca_pem),
+        "--spool-dir".into(),
+        dir.path().join("spool").display().to_string(),
+    ];
+    let op = Operator::start(&ns, &h.label, "adm-0", &args).await;
+    let name = format!("{ns}-capture");
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "capture.kubetrail.io",
+            "clientConfig": {"url": format!("https://{admission}/admission"),
+                             "caBundle": base64::engine::general_purpose::STANDARD.encode(&env.cp.ca_pem)},
+            "rules": [{"operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"], "apiGroups": ["*"],
+                       "apiVersions": ["*"], "resources": ["*/*"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 2,
+            "admissionReviewVersions": ["v1"],
+        }],
+    });
+    assert_eq!(
+        send(
+            &h.client,
+            "POST",
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations".into(),
+            config
+        )
+        .await,
+        201
+    );
+    let traces_now = || async {
+        traces(&env.s3, &bucket, "adm/")
+            .await
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<Value>>()
+    };
+    // The apiserver picks the configuration up within a moment: probe until a
+    // capture arrives.
+    eventually(Duration::from_secs(60), "the webhook is called", || async {
+        let probe = format!("probe-{}", support::free_port());
+        send(
+            &h.client,
+            "POST",
+            format!("/api/v1/namespaces/{ns}/configmaps"),
+            json!({"metadata": {"name": probe}}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        traces_now()
+            .await
+            .into_iter()
+            .any(|t| t["resource_name"] == probe.as_str())
+            .then_some(())
+    })
+    .await;
+
+    let secret_value = base64::engine::general_purpose::STANDARD.encode("s3cret-value");
+    let new_value = base64::engine::general_purpose::STANDARD.encode("n3w-value");
+    let secrets = format!("/api/v1/namespaces/{ns}/secrets");
+    assert_eq!(
+        send(
+            &h.client,
+            "POST",
+            secrets.clone(),
+            json!({"metadata": {"name": "db"}, "data": {"p": secret_value}})
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        send(
+            &h.client,
+            "PUT",
+            format!("{secrets}/db"),
+            json!({"metadata": {"name": "db"}, "data": {"p": new_value}})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(
+            &h.client,
+            "POST",
+            format!("/api/v1/namespaces/{ns}/configmaps?dryRun=All"),
+            json!({"metadata": {"name": "dry"}})
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        send(&h.client, "DELETE", format!("{secrets}/db"), Value::Null).await,
+        200
+    );
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "example.com/x:1"}]}});
+    assert_eq!(
+        send(&h.client, "POST", format!("/api/v1/namespaces/{ns}/pods"), pod).await,
+        201
+    );
+    // No node runs the pod: the exec fails after admission, which still saw it.
+    let exec = send(
+        &h.client,
+        "POST",
+        format!("/api/v1/namespaces/{ns}/pods/p/exec?command=ls&stdout=true"),
+        Value::Null,
+    )
+    .await;
+    assert!(exec >= 400, "exec into a pod without a node fails: {exec}");
+
+    let want = [
+        ("create secrets", "db"),
+        ("update secrets", "db"),
+        ("create configmaps", "dry"),
+        ("delete secrets", "db"),
+        ("create pods", "p"),
+        ("connect pods/exec", "p"),
+    ];
+    let all = eventually(Duration::from_secs(60), "every admitted request", || async {
+        let t = traces_now().await;
+        want.iter()
+            .all(|(n, r)| {
+                t.iter()
+                    .any(|x| x["trace_name"] == *n && x["resource_name"] == *r)
+            })
+            .then_some(t)
+    })
+    .await;
+    let find = |n: &str, r: &str| {
+        all.iter()
+            .find(|x| x["trace_name"] == n && x["resource_name"] == r)
+            .unwrap()
+            .clone()
+    };
+    for (n, r) in want {
+        let t = find(n, r);
+        assert_eq!(t["source"], "admission", "{t}");
+        assert_eq!(t["stage"], "Admission");
+        assert_eq!(t["user"], support::controlplane::ADMIN);
+        assert!(t.get("code").is_none(), "no outcome is invented: {t}");
+        assert_eq!(t["namespace"], ns.as_str());
+    }
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(
+        !text.contains(&secret_value) && !text.contains(&new_value),
+        "Secret data redacted"
+    );
+    assert!(
+        find("update secrets", "db").get("old_object").is_some(),
+        "the update's old object is kept"
+    );
+    assert_eq!(find("create configmaps", "dry")["dry_run"], true);
+    assert!(find("create secrets", "db").get("dry_run").is_none());
+
+    // The webhook down: the apiserver goes on (failurePolicy Ignore, short timeout).
+    assert!(op.stop().await.success());
+    let started = std::time::Instant::now();
+    assert_eq!(
+        send(
+            &h.client,
+            "POST",
+            format!("/api/v1/namespaces/{ns}/configmaps"),
+            json!({"metadata": {"name": "while-down"}})
+        )
+        .await,
+        201
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    send(
+        &h.client,
+        "DELETE",
+        format!("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}"),
+        Value::Null,
+    )
+    .await;
+}

@@ -1,0 +1,262 @@
+//! Admission capture: a validating admission webhook that always allows, and
+//! records every request it is shown as a trace (`source: admission`), for
+//! clusters whose apiserver flags are out of reach.
+//!
+//! What it sees differs from an audit event: reads never reach admission
+//! webhooks, and the outcome is not known yet, so a trace from here has no
+//! `code` and its stage is `Admission`. Its `request` is the object as
+//! admitted (for DELETE, the object being deleted), `old_object` the object
+//! before an UPDATE; both go through the same redaction as audit bodies.
+
+use super::{Lifecycle, StoreError, Stored, dedupe, encode, spool_batch};
+use crate::spool::Spool;
+use crate::telemetry::Metrics;
+use crate::trace::Source;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Most bytes of an AdmissionReview read (the apiserver's own request limit is 3 MiB).
+pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
+
+/// What the admission endpoint needs.
+#[derive(Clone)]
+pub struct Admission {
+    pub spool: Spool,
+    pub dedupe: Arc<dedupe::Window>,
+    pub metrics: Arc<Metrics>,
+    pub cluster: Arc<str>,
+    pub max_event_bytes: usize,
+    pub lifecycle: Lifecycle,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    resource: Gvr<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(borrow, default)]
+    user_info: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Gvr<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    resource: Cow<'a, str>,
+}
+
+/// Why a body is not an AdmissionReview with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("not an AdmissionReview: {0}")]
+    Json(String),
+    #[error("AdmissionReview without a request")]
+    NoRequest,
+}
+
+/// The audit-event form of an admission request (an `EventList` body of one
+/// item), and the request's uid.
+pub fn to_event_list(review: &[u8], now: &str) -> Result<(String, Vec<u8>), ReviewError> {
+    let r: Review<'_> = serde_json::from_slice(review).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let _ = r.api_version;
+    let q = r.request.ok_or(ReviewError::NoRequest)?;
+    let verb = match q.operation.as_ref() {
+        "CREATE" => "create",
+        "UPDATE" => "update",
+        "DELETE" => "delete",
+        "CONNECT" => "connect",
+        other => other,
+    };
+    let g = &q.resource;
+    let base = if g.group.is_empty() {
+        format!("/api/{}", g.version)
+    } else {
+        format!("/apis/{}/{}", g.group, g.version)
+    };
+    let mut uri = base;
+    if let Some(ns) = q.namespace.as_deref().filter(|n| !n.is_empty()) {
+        uri.push_str(&format!("/namespaces/{ns}"));
+    }
+    uri.push_str(&format!("/{}", g.resource));
+    if let Some(n) = q.name.as_deref().filter(|n| !n.is_empty()) {
+        uri.push_str(&format!("/{n}"));
+    }
+    if let Some(s) = q.sub_resource.as_deref().filter(|s| !s.is_empty()) {
+        uri.push_str(&format!("/{s}"));
+    }
+    // A DELETE shows the object being deleted as its old object.
+    let (object, old) = match (verb, q.object, q.old_object) {
+        ("delete", None, old) => (old, None),
+        (_, o, old) => (o, old),
+    };
+    let event = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+        "auditID": q.uid, "stage": "Admission", "requestURI": uri, "verb": verb,
+        "user": q.user_info, "sourceIPs": [],
+        "objectRef": {
+            "resource": g.resource, "subresource": q.sub_resource, "namespace": q.namespace,
+            "name": q.name, "apiGroup": g.group, "apiVersion": g.version,
+        },
+        "requestObject": object, "oldObject": old,
+        "requestReceivedTimestamp": now, "stageTimestamp": now,
+        "dryRun": q.dry_run.unwrap_or(false),
+    });
+    let body = serde_json::to_vec(&serde_json::json!({
+        "kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [event],
+    }))
+    .map_err(|e| ReviewError::Json(e.to_string()))?;
+    Ok((q.uid.into_owned(), body))
+}
+
+/// The webhook's answer: always allowed.
+fn allow(uid: &str) -> Response {
+    let body = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true},
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The router of the admission endpoint (`POST /admission`).
+pub fn app(a: Admission) -> Router {
+    Router::new()
+        .route("/admission", axum::routing::post(review))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(Arc::new(a))
+}
+
+#[tracing::instrument(name = "admission", skip_all)]
+async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
+    let received = jiff::Timestamp::now();
+    let (uid, list) = match to_event_list(&body, &received.to_string()) {
+        Ok(v) => v,
+        Err(e) => {
+            a.metrics
+                .batches_rejected
+                .get_or_create(&crate::telemetry::ReasonLabels {
+                    reason: "admission_malformed".into(),
+                })
+                .inc();
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+    };
+    // The cluster must never wait on kubetrail: anything that keeps the trace
+    // out of the spool still allows the request, and counts it as dropped.
+    if !a.lifecycle.accepting() {
+        a.metrics.admission_dropped.inc();
+        return allow(&uid);
+    }
+    let key = dedupe::batch_key(&body);
+    let encoded = match encode(
+        &list,
+        &a.cluster,
+        Source::Admission,
+        received,
+        key,
+        a.max_event_bytes,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(%uid, error = %e, "admission request not recorded");
+            a.metrics.admission_dropped.inc();
+            return allow(&uid);
+        }
+    };
+    let _busy = super::InFlight::new(&a.lifecycle);
+    match spool_batch(
+        &a.spool,
+        &a.dedupe,
+        &a.metrics,
+        encoded,
+        key,
+        received.as_millisecond(),
+    )
+    .await
+    {
+        Ok(Stored::Spooled(_) | Stored::Copy | Stored::Empty) => {}
+        Err(StoreError::Busy) => {}
+        Err(StoreError::Append(e)) => {
+            tracing::warn!(%uid, error = %e, "admission request not recorded (the request is allowed)");
+            a.metrics.admission_dropped.inc();
+        }
+    }
+    allow(&uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admission_request_becomes_an_audit_event_without_an_outcome() {
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Secret"},
+                "resource": {"group": "", "version": "v1", "resource": "secrets"},
+                "name": "db", "namespace": "prod", "operation": "UPDATE",
+                "userInfo": {"username": "alice", "groups": ["dev"]},
+                "object": {"kind": "Secret", "data": {"p": "bmV3"}},
+                "oldObject": {"kind": "Secret", "data": {"p": "b2xk"}},
+                "dryRun": true,
+            }
+        });
+        let (uid, list) =
+            to_event_list(&serde_json::to_vec(&review).unwrap(), "2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(uid, "u-1");
+        let enc =
+            super::super::encode(&list, "c", Source::Admission, jiff::Timestamp::now(), 1, 1 << 20).unwrap();
+        let (meta, line) = crate::spool::record::entries::iter(&enc.payload).next().unwrap();
+        let t: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let m: crate::trace::RouteMeta<'_> = serde_json::from_slice(meta).unwrap();
+        assert_eq!(t["trace_id"], "u-1");
+        assert_eq!(t["trace_name"], "update secrets");
+        assert_eq!(t["source"], "admission");
+        assert_eq!(t["stage"], "Admission");
+        assert_eq!(t["user"], "alice");
+        assert_eq!(t["request_uri"], "/api/v1/namespaces/prod/secrets/db");
+        assert!(t.get("code").is_none(), "no outcome is invented: {t}");
+        assert_eq!(t["dry_run"], true);
+        let text = String::from_utf8_lossy(line);
+        assert!(
+            !text.contains("bmV3") && !text.contains("b2xk"),
+            "Secret values redacted in both objects: {text}"
+        );
+        assert_eq!(m.stage, "Admission");
+        assert_eq!(m.code, 0);
+    }
+}
