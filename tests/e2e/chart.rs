@@ -498,3 +498,84 @@ async fn safe_audit_policy_network_policy_and_webhook_limits() {
         "the NOTES warn about host-network apiservers"
     );
 }
+
+/// The other sources in the chart: admission capture renders a
+/// ValidatingWebhookConfiguration that can never block the cluster and skips
+/// the release namespace, leases and events; the audit log file source a
+/// DaemonSet on control-plane nodes with the log directory read-only. The
+/// apiserver accepts both.
+#[tokio::test]
+async fn chart_renders_the_admission_and_audit_log_sources() {
+    let h = Harness::start().await;
+    let docs = render(
+        &h.namespace,
+        &[
+            "destination.bucket=audit-logs".into(),
+            "source.admission.enabled=true".into(),
+            "source.auditLogFile.enabled=true".into(),
+            "networkPolicy.enabled=true".into(),
+            "networkPolicy.controlPlaneCIDRs={10.0.0.0/24}".into(),
+        ],
+    );
+    let vwc = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .expect("a ValidatingWebhookConfiguration");
+    let w = &vwc["webhooks"][0];
+    assert_eq!(w["failurePolicy"], "Ignore");
+    assert_eq!(w["sideEffects"], "None");
+    assert!(w["timeoutSeconds"].as_u64().unwrap() <= 5);
+    assert_eq!(w["clientConfig"]["service"]["path"], "/admission");
+    assert!(
+        w["clientConfig"]["caBundle"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert_eq!(
+        w["rules"][0]["operations"],
+        serde_json::json!(["CREATE", "UPDATE", "DELETE", "CONNECT"])
+    );
+    let skipped = w["namespaceSelector"]["matchExpressions"][0]["values"]
+        .as_array()
+        .unwrap();
+    assert!(skipped.iter().any(|n| n == h.namespace.as_str()), "{skipped:?}");
+    assert!(
+        w["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("'leases'")
+    );
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--admission-addr=0.0.0.0:9443"), "{args}");
+    let np = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert!(np["spec"]["ingress"].to_string().contains("9443"), "{np}");
+
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--audit-log-file=/var/log/kubernetes/audit/audit.log"),
+        "{args}"
+    );
+    assert!(
+        !args.contains("--tls-cert-file"),
+        "no webhook in the DaemonSet: {args}"
+    );
+    assert!(pod["nodeSelector"].to_string().contains("control-plane"));
+    assert!(pod["tolerations"].to_string().contains("control-plane"));
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountPath"] == "/var/log/kubernetes/audit" && m["readOnly"] == true),
+        "{mounts:?}"
+    );
+    let kinds = dry_run(&h.client, &h.namespace, &docs).await;
+    for k in ["ValidatingWebhookConfiguration", "DaemonSet", "StatefulSet"] {
+        assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
+    }
+}
