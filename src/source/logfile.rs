@@ -40,6 +40,10 @@ pub struct Position {
     /// The end of a chunk being stored (re-read exactly after a crash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_end: Option<u64>,
+    /// Hash of the file's first line: when it changes, the file was truncated
+    /// and written again (copy-truncate), even if it is as long as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
 
 /// What the follower needs.
@@ -202,14 +206,17 @@ impl Follower {
                 continue;
             };
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < p.offset {
+            let head_changed =
+                p.offset > 0 && p.head.is_some() && first_line_hash(f).ok().flatten() != p.head;
+            if len < p.offset || head_changed {
                 tracing::warn!(
                     offset = p.offset,
                     len,
-                    "audit log file shrank (copy-truncate): reading it from its start"
+                    "audit log file truncated (copy-truncate): reading it from its start"
                 );
                 p.offset = 0;
                 p.pending_end = None;
+                p.head = None;
                 self.persist(&dir, p).await;
             }
             let chunk = match read_chunk(f, p.offset, p.pending_end, len) {
@@ -238,6 +245,7 @@ impl Follower {
                         ino: next.1,
                         offset: 0,
                         pending_end: None,
+                        head: None,
                     };
                     self.persist(&dir, p).await;
                     file = None;
@@ -252,6 +260,9 @@ impl Follower {
                 self.persist(&dir, p).await;
             }
             self.store(&chunk).await;
+            if p.head.is_none() {
+                p.head = first_line_hash(f).ok().flatten();
+            }
             p.offset = end;
             p.pending_end = None;
             self.persist(&dir, p).await;
@@ -297,6 +308,7 @@ impl Follower {
             ino: m.ino(),
             offset: 0,
             pending_end: None,
+            head: None,
         });
         Some(f)
     }
@@ -367,6 +379,24 @@ impl Follower {
             }
         }
     }
+}
+
+/// Hash of the file's first complete line (at most 64 KiB are looked at).
+fn first_line_hash(f: &mut File) -> io::Result<Option<String>> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0; 64 * 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        let r = f.read(&mut buf[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+        if memchr::memchr(b'\n', &buf[..n]).is_some() {
+            break;
+        }
+    }
+    Ok(memchr::memchr(b'\n', &buf[..n]).map(|i| blake3::hash(&buf[..=i]).to_hex()[..32].to_string()))
 }
 
 /// Complete lines from `offset`: exactly up to `pending` when set (a chunk
@@ -440,5 +470,122 @@ mod tests {
         assert_eq!(read_chunk(&mut f, 4, None, 11).unwrap(), b"two\n");
         assert_eq!(read_chunk(&mut f, 8, None, 11).unwrap(), b"");
         assert_eq!(read_chunk(&mut f, 0, Some(4), 11).unwrap(), b"one\n");
+    }
+
+    fn line(id: &str) -> String {
+        format!(
+            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{id}\",\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"user\":{{\"username\":\"u\"}},\"objectRef\":{{\"resource\":\"pods\",\"namespace\":\"n\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":200}},\"requestReceivedTimestamp\":\"2026-12-01T00:00:00Z\"}}\n"
+        )
+    }
+
+    /// Every trace id in the spool, with how often it is there.
+    fn spooled(spool: &Spool) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut r = spool.reader(crate::spool::Position::default());
+        while let Some(rec) = r.next_record().unwrap() {
+            for (_, l) in crate::spool::record::entries::iter(&rec.payload) {
+                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                assert_eq!(v["source"], "auditLog");
+                *out.entry(v["trace_id"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
+    async fn until(spool: &Spool, ids: &[&str]) {
+        for _ in 0..500 {
+            let got = spooled(spool);
+            if ids.iter().all(|id| got.contains_key(*id)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not spooled: {ids:?}; have {:?}", spooled(spool));
+    }
+
+    /// A file that is not there yet, a partial last line, the apiserver's
+    /// rotation (rename to a backup, a new file) and copy-truncate: every line
+    /// is spooled exactly once; a restart reads nothing again.
+    #[tokio::test]
+    async fn follows_missing_partial_rotated_and_truncated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Spool::open(crate::spool::Config {
+                dir: dir.path().join("spool"),
+                max_bytes: 1 << 30,
+                segment_bytes: 1 << 20,
+                fsync: false,
+                tracker_budget: 0,
+                dedupe_window_ms: 900_000,
+                dedupe_max: 1000,
+            })
+            .unwrap()
+        };
+        let spool = open();
+        let log = dir.path().join("audit.log");
+        let follow = |spool: Spool| {
+            let recovered = spool.take_recovered_hashes();
+            Follower {
+                path: log.clone(),
+                spool,
+                dedupe: Arc::new(dedupe::Window::new(
+                    Duration::from_secs(900),
+                    1000,
+                    recovered,
+                    jiff::Timestamp::now().as_millisecond(),
+                )),
+                metrics: Arc::new(Metrics::default()),
+                cluster: "c".into(),
+                max_event_bytes: 1 << 20,
+                lifecycle: Lifecycle::open(),
+                poll: Duration::from_millis(10),
+            }
+        };
+        let task = tokio::spawn(follow(spool.clone()).run());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let append = |text: &str| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        let a3 = line("a3");
+        append(&format!("{}{}{}", line("a1"), line("a2"), &a3[..20]));
+        until(&spool, &["a1", "a2"]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!spooled(&spool).contains_key("a3"), "a partial line waits");
+        append(&format!("{}{}", &a3[20..], line("a4")));
+        until(&spool, &["a3", "a4"]).await;
+        // Rotation: a line written just before, a backup, a new file.
+        append(&line("a5"));
+        std::fs::rename(&log, dir.path().join("audit-2026-12-01T00-00-00.000.log")).unwrap();
+        append(&line("a6"));
+        until(&spool, &["a5", "a6"]).await;
+        // Copy-truncate: the file shrinks.
+        std::fs::write(&log, b"").unwrap();
+        append(&line("a7"));
+        until(&spool, &["a7"]).await;
+        task.abort();
+        let _ = task.await;
+        let got = spooled(&spool);
+        assert_eq!(got.len(), 7, "{got:?}");
+        assert!(got.values().all(|n| *n == 1), "each line once: {got:?}");
+        // A restart on the same spool reads nothing again.
+        drop(spool);
+        let spool = open();
+        let task = tokio::spawn(follow(spool.clone()).run());
+        append(&line("a8"));
+        until(&spool, &["a8"]).await;
+        task.abort();
+        let got = spooled(&spool);
+        assert!(
+            got.values().all(|n| *n == 1),
+            "each line once after a restart: {got:?}"
+        );
+        assert_eq!(got.len(), 8);
     }
 }
