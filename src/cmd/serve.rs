@@ -349,7 +349,11 @@ mod tests {
         let c = ServeConfig::parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.trackers.len(), 1);
         assert_eq!(c.trackers[0].delivery.max_batch_age, "5s");
-        assert_eq!(c.trackers[0].filter.stages.len(), 2, "defaults apply");
+        assert_eq!(
+            c.trackers[0].filter.stages.len(),
+            3,
+            "defaults apply: ResponseComplete, Panic, Admission"
+        );
     }
 
     #[test]
