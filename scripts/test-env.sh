@@ -55,6 +55,19 @@ else
   cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root "$cache/s3s-fs"
 fi
 
+# DuckDB from PyPI, in a venv of its own: the SQL test runs the documented query.
+DUCKDB_VERSION=1.4.2
+venv=$cache/duckdb-venv
+duck_version=$([[ -x $venv/bin/python ]] && "$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null || true)
+if [[ $duck_version == "$DUCKDB_VERSION" ]]; then
+  echo "test-env: duckdb $DUCKDB_VERSION is installed"
+else
+  echo "test-env: installing duckdb $DUCKDB_VERSION from PyPI"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "duckdb==$DUCKDB_VERSION"
+fi
+
 "$bin/kube-apiserver" --version
 etcd_version=$("$bin/etcd" --version)
 echo "${etcd_version%%$'\n'*}"

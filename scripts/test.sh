@@ -7,4 +7,5 @@ bash scripts/test-env.sh
 cache=${KUBETRAIL_CACHE:-$HOME/.cache/kubetrail}
 export KUBETRAIL_TEST_BIN=$cache/bin
 export KUBETRAIL_S3S_FS=$cache/s3s-fs/bin/s3s-fs
+export KUBETRAIL_PYTHON=$cache/duckdb-venv/bin/python
 cargo test --locked "$@"

@@ -24,8 +24,11 @@ pub mod query;
 pub mod redact;
 /// Which traces each tracker keeps.
 pub mod route;
+
 /// Signals and the drain on stop.
 pub mod runtime;
+/// Tables over trace files for SQL engines (`kubetrail schema`).
+pub mod schema;
 /// The audit webhook (HTTPS, authenticated, size-capped) and its de-duplication.
 pub mod source;
 /// The write-ahead spool between the webhook and delivery.

@@ -4,6 +4,7 @@
 mod bench;
 mod operator;
 mod query;
+mod schema;
 mod serve;
 mod verify;
 mod webhook;
@@ -33,6 +34,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Prove a tracker's trail whole and untouched: digests, chains and files.
     Verify(verify::VerifyArgs),
+    /// Print the table a SQL engine (Athena, Trino, DuckDB) needs over a tracker's files.
+    Schema(schema::SchemaArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Load-test the ingest path (webhook → spool → trace files) and report.
@@ -58,6 +61,7 @@ impl Cli {
             Command::Bench(args) => run_async(self.log_format, bench::run(args)),
             Command::Query(args) => run_async(self.log_format, query::run(args)),
             Command::Verify(args) => run_async(self.log_format, verify::run(args)),
+            Command::Schema(args) => run_async(self.log_format, schema::run(args)),
         }
     }
 }

@@ -16,6 +16,7 @@ mod notify;
 mod operator_binary;
 mod query;
 mod sources;
+mod sql;
 mod tracker;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
