@@ -20,7 +20,9 @@ use std::collections::{BinaryHeap, HashSet};
 #[derive(Clone, Debug)]
 pub struct Query {
     pub prefix: String,
-    pub cluster: String,
+    /// Cluster names in the keys; `*` searches every cluster found under the
+    /// prefix (one bucket may hold many clusters' trails).
+    pub clusters: Vec<String>,
     pub tracker: String,
     /// Inclusive start, Unix ms.
     pub from_ms: i64,
@@ -396,18 +398,44 @@ pub fn day_prefixes(q: &Query) -> Vec<String> {
     while day <= last {
         if let Ok(ts) = jiff::Timestamp::from_millisecond(day * day_ms) {
             let d = ts.to_zoned(jiff::tz::TimeZone::UTC).date();
-            out.push(day_prefix(
-                &q.prefix,
-                &q.cluster,
-                &q.tracker,
-                d.year(),
-                d.month(),
-                d.day(),
-            ));
+            for cluster in q.clusters.iter().filter(|c| *c != "*") {
+                out.push(day_prefix(
+                    &q.prefix,
+                    cluster,
+                    &q.tracker,
+                    d.year(),
+                    d.month(),
+                    d.day(),
+                ));
+            }
         }
         day += 1;
     }
     out
+}
+
+/// The clusters a query searches: its list, with `*` replaced by every
+/// cluster that has a folder under `{prefix}/KubeTrail/`.
+pub async fn resolve_clusters(
+    sink: &Store,
+    prefix: &str,
+    clusters: &[String],
+) -> Result<Vec<String>, QueryError> {
+    let mut out: Vec<String> = clusters.iter().filter(|c| *c != "*").cloned().collect();
+    if clusters.iter().any(|c| c == "*") {
+        let base = if prefix.is_empty() {
+            "KubeTrail/".to_string()
+        } else {
+            format!("{prefix}/KubeTrail/")
+        };
+        for dir in sink.list_dirs(&base).await? {
+            let name = dir.trim_start_matches(&base).trim_end_matches('/').to_string();
+            if !name.is_empty() && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// First-trace time of a file, from its name (`…_{yyyymmddTHHMMSSZ}_…`).
@@ -690,6 +718,16 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     if days > max_days {
         return Err(QueryError::RangeTooLarge { days, max: max_days });
     }
+    let resolved;
+    let q = if q.clusters.iter().any(|c| c == "*") {
+        resolved = Query {
+            clusters: resolve_clusters(sink, &q.prefix, &q.clusters).await?,
+            ..q.clone()
+        };
+        &resolved
+    } else {
+        q
+    };
     let mut out = Outcome {
         listed_prefixes: day_prefixes(q),
         ..Outcome::default()
@@ -867,7 +905,7 @@ mod tests {
     fn q(from: &str, to: &str) -> Query {
         Query {
             prefix: "p".into(),
-            cluster: "c".into(),
+            clusters: vec!["c".into()],
             tracker: "t".into(),
             from_ms: crate::trace::parse_time_ms(from).unwrap(),
             to_ms: crate::trace::parse_time_ms(to).unwrap(),

@@ -27,6 +27,12 @@ pub struct TraceQuerySpec {
     /// Name of the Tracker whose bucket is searched.
     #[schemars(length(min = 1, max = 253))]
     pub tracker: String,
+    /// Clusters whose traces are searched, when the tracker's bucket holds
+    /// several (each cluster's operator writing under its own name); `*`: all
+    /// found. Default: this operator's cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub clusters: Vec<String>,
     /// Time range; default the last hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_range: Option<TimeRange>,

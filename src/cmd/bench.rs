@@ -773,7 +773,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     }
     let base = Query {
         prefix: "bench".into(),
-        cluster: cluster.clone(),
+        clusters: vec![cluster.clone()],
         tracker: "bench".into(),
         from_ms: from,
         to_ms: to,

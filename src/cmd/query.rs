@@ -42,9 +42,17 @@ pub struct QueryArgs {
     pub region: String,
     #[arg(long)]
     pub force_path_style: bool,
-    /// Cluster name in the object keys.
-    #[arg(long, env = "KUBETRAIL_CLUSTER_NAME", default_value = "kubernetes")]
-    pub cluster: String,
+    /// Cluster names in the object keys (one bucket may hold many clusters).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "KUBETRAIL_CLUSTER_NAME",
+        default_value = "kubernetes"
+    )]
+    pub cluster: Vec<String>,
+    /// Search every cluster found in the bucket under the prefix.
+    #[arg(long)]
+    pub all_clusters: bool,
     /// A trailing window, e.g. 24h (default 1h unless --from is given).
     #[arg(long, conflicts_with = "from")]
     pub since: Option<String>,
@@ -184,7 +192,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     }
     let q = Query {
         prefix,
-        cluster: args.cluster.clone(),
+        clusters: if args.all_clusters {
+            vec!["*".to_string()]
+        } else {
+            args.cluster.clone()
+        },
         tracker,
         from_ms,
         to_ms,

@@ -266,7 +266,11 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
     let query = Query {
         prefix: dest.prefix.trim_end_matches('/').to_string(),
-        cluster: ctx.settings.cluster.clone(),
+        clusters: if q.spec.clusters.is_empty() {
+            vec![ctx.settings.cluster.clone()]
+        } else {
+            q.spec.clusters.clone()
+        },
         tracker: tracker.name_any(),
         from_ms,
         to_ms,

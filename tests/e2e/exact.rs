@@ -59,7 +59,7 @@ fn s3_sink(env: &support::TestEnv, bucket: &str) -> Store {
 async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &str, to: &str) -> Vec<Value> {
     let q = Query {
         prefix: "p".into(),
-        cluster: "e2e".into(),
+        clusters: vec!["e2e".into()],
         tracker: tracker.into(),
         from_ms: from.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
         to_ms: to.parse::<jiff::Timestamp>().unwrap().as_millisecond(),

@@ -45,6 +45,11 @@ fn line(t: &T) -> Vec<u8> {
 
 /// Writes one trace file per group, keyed as delivery would name it.
 async fn write_files(sink: &Store, tracker: &str, files: &[Vec<&T>]) {
+    write_files_of(sink, "e2e", tracker, files).await
+}
+
+/// The same, as a writer of `cluster`.
+async fn write_files_of(sink: &Store, cluster: &str, tracker: &str, files: &[Vec<&T>]) {
     for (n, group) in files.iter().enumerate() {
         // Named as delivery names files: after the earliest trace in it.
         let first = group
@@ -59,7 +64,7 @@ async fn write_files(sink: &Store, tracker: &str, files: &[Vec<&T>]) {
         }
         let key = object_key(&FileId {
             prefix: "q",
-            cluster: "e2e",
+            cluster,
             tracker,
             writer: "w0",
             epoch: "00000000",
@@ -670,4 +675,123 @@ async fn queries_are_bounded_in_number_time_and_memory() {
     assert_eq!(s.phase, Some(QueryPhase::Failed));
     let c = kubetrail::api::condition(&s.conditions, "Complete").unwrap();
     assert_eq!(c.reason, "Timeout", "{}", c.message);
+}
+
+/// One bucket, two clusters' trails: a TraceQuery searches its own cluster by
+/// default, the clusters it names, or all of them (`*`); `kubetrail query`
+/// likewise with `--cluster a,b` and `--all-clusters`.
+#[tokio::test]
+async fn queries_search_the_clusters_they_name() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("clusters").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let tracker = format!("{ns}-mc");
+    let api: Api<Tracker> = Api::all(h.client.clone());
+    let obj: Tracker = serde_json::from_value(h.tracker(
+        &tracker,
+        json!({"destination": {
+        "bucket": bucket, "prefix": "q", "endpoint": env.s3.endpoint, "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3"}}}),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let t = |id, cluster_ns: &str| T {
+        id,
+        time: "2026-11-20T09:00:00Z",
+        verb: "delete",
+        resource: "secrets",
+        name: "db",
+        ns: cluster_ns.to_string(),
+        user: "alice",
+        code: 200,
+    };
+    let (here, there, third) = (t("in-e2e", &ns), t("in-other", &ns), t("in-third", &ns));
+    let sink = Store::S3 {
+        client: env.s3.client(),
+        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
+    };
+    write_files_of(&sink, "e2e", &tracker, &[vec![&here]]).await;
+    write_files_of(&sink, "other", &tracker, &[vec![&there]]).await;
+    write_files_of(&sink, "third", &tracker, &[vec![&third]]).await;
+    let range = json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"});
+    let sorted = |q: &TraceQuery| {
+        let mut v = ids(q);
+        v.sort();
+        v
+    };
+    let q = run_query(&h, &ns, json!({"tracker": tracker, "timeRange": range})).await;
+    assert_eq!(sorted(&q), vec!["in-e2e"], "its own cluster by default");
+    let q = run_query(
+        &h,
+        &ns,
+        json!({"tracker": tracker, "timeRange": range, "clusters": ["other", "third"]}),
+    )
+    .await;
+    assert_eq!(sorted(&q), vec!["in-other", "in-third"]);
+    let q = run_query(
+        &h,
+        &ns,
+        json!({"tracker": tracker, "timeRange": range, "clusters": ["*"]}),
+    )
+    .await;
+    assert_eq!(sorted(&q), vec!["in-e2e", "in-other", "in-third"]);
+
+    let base = [
+        "--bucket",
+        &bucket,
+        "--prefix",
+        "q",
+        "--tracker-name",
+        &tracker,
+        "--endpoint",
+        &env.s3.endpoint,
+        "--force-path-style",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-21T00:00:00Z",
+        "-o",
+        "jsonl",
+    ];
+    let found = |out: &str| {
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["trace_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let run = |extra: &'static [&'static str]| {
+        let args: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+                .arg("query")
+                .args(&args)
+                .env("AWS_ACCESS_KEY_ID", support::s3::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", support::s3::SECRET_KEY)
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("running kubetrail query");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (ok, out, err) = run(&["--cluster", "e2e,other"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(found(&out), vec!["in-e2e", "in-other"]);
+    let (ok, out, err) = run(&["--all-clusters"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(found(&out), vec!["in-e2e", "in-other", "in-third"]);
 }
