@@ -259,4 +259,59 @@ mod tests {
         assert_eq!(m.stage, "Admission");
         assert_eq!(m.code, 0);
     }
+
+    /// A full spool never blocks the cluster: the request is allowed, the
+    /// trace counted as dropped; a body that is not a review gets 400.
+    #[tokio::test]
+    async fn a_full_spool_still_allows_and_counts_the_trace_as_dropped() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(crate::spool::Config {
+            dir: dir.path().into(),
+            max_bytes: 1,
+            segment_bytes: 1 << 20,
+            fsync: false,
+            tracker_budget: 0,
+            dedupe_window_ms: 900_000,
+            dedupe_max: 1000,
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let app = app(Admission {
+            spool,
+            dedupe: Arc::new(dedupe::Window::new(
+                std::time::Duration::from_secs(900),
+                1000,
+                vec![],
+                0,
+            )),
+            metrics: metrics.clone(),
+            cluster: "c".into(),
+            max_event_bytes: 1 << 20,
+            lifecycle: Lifecycle::open(),
+        });
+        let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-9", "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": "n", "name": "c", "operation": "CREATE", "userInfo": {"username": "alice"},
+            "object": {"kind": "ConfigMap", "data": {"a": "1"}}}});
+        let req = |body: Vec<u8>| {
+            axum::http::Request::post("/admission")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let resp = app
+            .clone()
+            .oneshot(req(serde_json::to_vec(&review).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["response"]["uid"], "u-9");
+        assert_eq!(v["response"]["allowed"], true);
+        assert_eq!(metrics.admission_dropped.get(), 1);
+        let resp = app.oneshot(req(b"not a review".to_vec())).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
 }

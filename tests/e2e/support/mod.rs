@@ -78,12 +78,25 @@ fn work_root() -> std::path::PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable here).
+/// A free TCP port on 127.0.0.1 for a server a test starts. Taken below the
+/// kernel's ephemeral range (32768 and up), so no outgoing connection of the
+/// many running tests can take it between this check and the server's bind
+/// (which made a process fail with "address in use"), and never handed out
+/// twice in one run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FIRST + (offset + n) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// A short random id for names of namespaces, buckets and labels.
