@@ -36,6 +36,20 @@ pub fn extension(c: Compression) -> &'static str {
 
 /// `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` for a day.
 pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
+    area_day_prefix(prefix, "KubeTrail", cluster, tracker, year, month, day)
+}
+
+/// `{prefix}/{area}/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/`: one layout for trace
+/// files (`KubeTrail`) and their digests (`KubeTrail-Digest`).
+pub fn area_day_prefix(
+    prefix: &str,
+    area: &str,
+    cluster: &str,
+    tracker: &str,
+    year: i16,
+    month: i8,
+    day: i8,
+) -> String {
     let mut key = String::new();
     let prefix = prefix.trim_end_matches('/');
     if !prefix.is_empty() {
@@ -43,7 +57,7 @@ pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: 
         key.push('/');
     }
     key.push_str(&format!(
-        "KubeTrail/{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"
+        "{area}/{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"
     ));
     key
 }

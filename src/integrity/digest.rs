@@ -104,16 +104,7 @@ pub fn signing_string(period_end: &str, key: &str, sha256: &str, previous_signat
 
 /// `{prefix}/KubeTrail-Digest/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` of a day.
 pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
-    let mut key = String::new();
-    let prefix = prefix.trim_end_matches('/');
-    if !prefix.is_empty() {
-        key.push_str(prefix);
-        key.push('/');
-    }
-    key.push_str(&format!(
-        "KubeTrail-Digest/{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"
-    ));
-    key
+    crate::deliver::key::area_day_prefix(prefix, "KubeTrail-Digest", cluster, tracker, year, month, day)
 }
 
 /// The object key of the digest of a period, named by its start:
