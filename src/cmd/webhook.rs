@@ -117,6 +117,19 @@ pub struct LimitArgs {
     pub max_streams: u32,
 }
 
+impl LimitArgs {
+    /// Connection limits of a listener (the audit webhook and admission capture alike).
+    fn connections(&self) -> source::ConnectionLimits {
+        source::ConnectionLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds.max(1)),
+            header_timeout: Duration::from_secs(self.handshake_timeout_seconds.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds.max(1)),
+            max_streams: self.max_streams.max(1),
+        }
+    }
+}
+
 /// The webhook as started: its spool, and its lifecycle for the drain.
 pub struct Webhook {
     pub spool: Spool,
@@ -205,13 +218,7 @@ impl WebhookArgs {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the admission address {addr}"))?;
-            let connections = source::ConnectionLimits {
-                max_connections: self.limits.max_connections,
-                handshake_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
-                header_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
-                idle_timeout: Duration::from_secs(self.limits.idle_timeout_seconds.max(1)),
-                max_streams: self.limits.max_streams.max(1),
-            };
+            let connections = self.limits.connections();
             let m = metrics.clone();
             tokio::spawn(async move {
                 if let Err(e) = source::serve(listener, tls, router, connections, m).await {
@@ -275,13 +282,7 @@ impl WebhookArgs {
             lifecycle: lifecycle.clone(),
         };
         let router = source::app(ingest);
-        let connections = source::ConnectionLimits {
-            max_connections: self.limits.max_connections,
-            handshake_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
-            header_timeout: Duration::from_secs(self.limits.handshake_timeout_seconds.max(1)),
-            idle_timeout: Duration::from_secs(self.limits.idle_timeout_seconds.max(1)),
-            max_streams: self.limits.max_streams.max(1),
-        };
+        let connections = self.limits.connections();
         let listener = tokio::net::TcpListener::bind(self.webhook_addr)
             .await
             .with_context(|| format!("binding the webhook address {}", self.webhook_addr))?;

@@ -60,6 +60,18 @@ pub fn boundary_before(now_ms: i64, period: Duration) -> i64 {
 /// The shortest digest period (`integrity.digestPeriod`).
 pub const MIN_PERIOD: Duration = Duration::from_secs(60);
 
+/// Unix ms of the start of the UTC day `y`/`m`/`d` as written in object keys
+/// (`2026`, `11`, `24`).
+pub fn key_day_ms(y: &str, m: &str, d: &str) -> Option<i64> {
+    let date: jiff::civil::Date = format!("{y}-{m}-{d}").parse().ok()?;
+    Some(
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_millisecond(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,13 +204,7 @@ fn day_of_dir(base: &str, dir: &str) -> Option<i64> {
     let rest = dir.strip_prefix(base)?.trim_end_matches('/');
     let mut parts = rest.split('/');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    let date: jiff::civil::Date = format!("{y}-{m}-{d}").parse().ok()?;
-    Some(
-        date.to_zoned(jiff::tz::TimeZone::UTC)
-            .ok()?
-            .timestamp()
-            .as_millisecond(),
-    )
+    super::key_day_ms(y, m, d)
 }
 
 #[cfg(test)]

@@ -516,13 +516,7 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
             return None;
         }
         let (d, m, y) = (parts[2], parts[3], parts[4].rsplit('/').next()?);
-        let date: jiff::civil::Date = format!("{y}-{m}-{d}").parse().ok()?;
-        Some(
-            date.to_zoned(jiff::tz::TimeZone::UTC)
-                .ok()?
-                .timestamp()
-                .as_millisecond(),
-        )
+        super::key_day_ms(y, m, d)
     };
     let mut to_hash = Vec::new();
     for (k, (digest_key, f)) in &listed {
