@@ -262,6 +262,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// How much of a refused caller's body is read before the answer: enough for a
+/// misconfigured client's batch to see the refusal, little for a flood.
+const REFUSAL_DRAIN: usize = 64 * 1024;
+
 /// How long a request waits for room in the body budget.
 const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
@@ -282,7 +286,16 @@ async fn receive(
         })
         .unwrap_or(false);
     if !(cert || token || st.auth.allow_anonymous) {
-        // The body is never read: the connection closes after the answer.
+        // Only a small part of the body is read (and dropped), so a caller with
+        // a wrong credential sees the 401 rather than a reset stream (HTTP/2
+        // resets a stream answered before its body was read); the connection
+        // closes after the answer.
+        drain_stream(
+            &mut body.into_data_stream(),
+            REFUSAL_DRAIN,
+            Duration::from_secs(1),
+        )
+        .await;
         let mut r = reject(
             &st.metrics,
             StatusCode::UNAUTHORIZED,
@@ -297,6 +310,12 @@ async fn receive(
     // where from, and cannot send a JSON content type cross-origin without a
     // preflight this server never answers.
     if headers.contains_key(header::ORIGIN) {
+        drain_stream(
+            &mut body.into_data_stream(),
+            REFUSAL_DRAIN,
+            Duration::from_secs(1),
+        )
+        .await;
         return reject(
             &st.metrics,
             StatusCode::FORBIDDEN,
@@ -305,6 +324,12 @@ async fn receive(
         );
     }
     if !is_json(&headers) {
+        drain_stream(
+            &mut body.into_data_stream(),
+            REFUSAL_DRAIN,
+            Duration::from_secs(1),
+        )
+        .await;
         return reject(
             &st.metrics,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -315,7 +340,7 @@ async fn receive(
     if !st.lifecycle.accepting() {
         // Read (and drop) a bounded part of the body so the caller gets the 503
         // instead of a reset connection.
-        drain_stream(&mut body.into_data_stream(), 1 << 20).await;
+        drain_stream(&mut body.into_data_stream(), 1 << 20, Duration::from_secs(5)).await;
         let (reason, message) = if st.lifecycle.is_draining() {
             ("stopping", "this replica is stopping; send the batch again")
         } else {
@@ -339,7 +364,12 @@ async fn receive(
     {
         // An authenticated caller: read and drop a bounded part of the body so
         // it sees the 413 rather than a reset connection.
-        drain_stream(&mut body.into_data_stream(), max.saturating_mul(4)).await;
+        drain_stream(
+            &mut body.into_data_stream(),
+            max.saturating_mul(4),
+            Duration::from_secs(5),
+        )
+        .await;
         return reject(
             &st.metrics,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -356,7 +386,7 @@ async fn receive(
         Ok(Ok(b)) => b,
         Ok(Err(ReadError::TooLarge)) => {
             drop(room);
-            drain_stream(&mut stream, max.saturating_mul(4)).await;
+            drain_stream(&mut stream, max.saturating_mul(4), Duration::from_secs(5)).await;
             return reject(
                 &st.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -553,10 +583,10 @@ enum ReadError {
     Broken(axum::Error),
 }
 
-/// Reads and drops up to `limit` bytes of a body being refused (at most 5 s),
-/// so an authenticated caller sees the answer rather than a reset connection.
-async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: usize) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+/// Reads and drops up to `limit` bytes of a body being refused (for at most
+/// `wait`), so the caller sees the answer rather than a reset connection.
+async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: usize, wait: Duration) {
+    let _ = tokio::time::timeout(wait, async {
         let mut seen = 0usize;
         while let Some(Ok(chunk)) = stream.next().await {
             seen += chunk.len();

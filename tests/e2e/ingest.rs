@@ -733,9 +733,13 @@ async fn https_webhook_refuses_bad_input() {
         ),
     ];
     for (args, body, code, message) in cases {
-        let (got, text) = curl(args.clone(), body).await;
-        assert_eq!(got, code, "{message}: {text}");
-        assert!(text.contains(message), "{message:?} in {text:?}");
+        // A refusal answered before the body is read once raced the upload
+        // over HTTP/2 (curl: stream error): each case is sent several times.
+        for _ in 0..5 {
+            let (got, text) = curl(args.clone(), body.clone()).await;
+            assert_eq!(got, code, "{message}: {text}");
+            assert!(text.contains(message), "{message:?} in {text:?}");
+        }
     }
     let segments_bytes = || {
         std::fs::read_dir(&spool)
@@ -756,7 +760,7 @@ async fn https_webhook_refuses_bad_input() {
     assert!(segments_bytes() > 0);
     let (_, metrics) = http(&op.admin, "GET", "/metrics", b"").await.unwrap();
     assert!(
-        metrics.contains("kubetrail_batches_rejected_total{reason=\"unauthenticated\"} 2"),
+        metrics.contains("kubetrail_batches_rejected_total{reason=\"unauthenticated\"} 10"),
         "{metrics}"
     );
     assert!(metrics.contains("kubetrail_events_spooled_total 2"), "{metrics}");
