@@ -43,6 +43,10 @@ pub struct Query {
     /// and only their place is held, so memory does not grow with `limit`.
     /// `None`: lines are held in memory.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// A page's cursor: only traces strictly before (newest first) or after
+    /// (oldest first) this `(time ms, trace id)`. Files past it are not read,
+    /// so a later page does not rescan the earlier ones.
+    pub cursor: Option<(i64, String)>,
 }
 
 /// The lines of a query's results, in a scratch file removed when dropped.
@@ -191,6 +195,8 @@ struct View<'a> {
     source_ips: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Cow<'a, str>,
+    #[serde(default)]
+    code: Option<i64>,
 }
 
 /// Fills a [`View`] from a trace line and stops reading as soon as every field
@@ -223,6 +229,7 @@ enum ViewField {
     User,
     SourceIps,
     Time,
+    Code,
     #[serde(other)]
     Other,
 }
@@ -246,6 +253,7 @@ impl ViewField {
             ViewField::User => 1 << 7,
             ViewField::SourceIps => 1 << 8,
             ViewField::Time => 1 << 9,
+            ViewField::Code => 1 << 10,
             ViewField::Other => 0,
         }
     }
@@ -256,7 +264,7 @@ type Needed = u16;
 
 /// Every view field.
 #[cfg(test)]
-const ALL_FIELDS: Needed = (1 << 10) - 1;
+const ALL_FIELDS: Needed = (1 << 11) - 1;
 
 /// The fields `q` needs: the trace ID and time always, the others only when a
 /// filter or the namespace scope looks at them.
@@ -307,6 +315,15 @@ impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
                 ViewField::Namespace => &mut v.namespace,
                 ViewField::User => &mut v.user,
                 ViewField::Time => &mut v.time,
+                ViewField::Code => {
+                    v.code = m.next_value::<Option<i64>>()?;
+                    seen |= bit;
+                    if seen == self.needed {
+                        *self.complete = true;
+                        return Err(serde::de::Error::custom("view complete"));
+                    }
+                    continue;
+                }
                 ViewField::SourceIps => {
                     let ips: Vec<Borrowed<'de>> = m.next_value()?;
                     v.source_ips = ips.into_iter().map(|b| b.0).collect();
@@ -387,6 +404,15 @@ fn matches(q: &Query, criteria: &Criteria, v: &View<'_>) -> bool {
         return false;
     }
     criteria.matches(v)
+}
+
+/// Whether a trace comes after the query's cursor in the asked order.
+fn past_cursor(q: &Query, t: i64, id: &str) -> bool {
+    match (&q.cursor, q.order) {
+        (None, _) => true,
+        (Some((ct, cid)), Order::NewestFirst) => (t, id) < (*ct, cid.as_str()),
+        (Some((ct, cid)), Order::OldestFirst) => (t, id) > (*ct, cid.as_str()),
+    }
 }
 
 /// The day prefixes of a range (UTC days, inclusive of the day of `to - 1ms`).
@@ -621,7 +647,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
             continue;
         };
-        if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) {
+        if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) || !past_cursor(q, t, &v.trace_id) {
             continue;
         }
         // Distinct matches are counted by a cheap key; results (what people see)
@@ -709,8 +735,18 @@ impl PartialOrd for Candidate {
     }
 }
 
-/// Runs a query against a tracker's destination.
-pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
+/// What a query reads: the query with its clusters resolved and its range
+/// narrowed by the cursor, the day prefixes listed, and the files in the order
+/// they are read.
+struct Plan {
+    query: Query,
+    prefixes: Vec<String>,
+    objects: Vec<(i64, ObjectInfo)>,
+}
+
+/// Checks the range and lists the files a query reads; `None` when the cursor
+/// leaves nothing to read.
+async fn plan(sink: &Store, q: &Query, max_days: i64) -> Result<Option<Plan>, QueryError> {
     if q.from_ms >= q.to_ms {
         return Err(QueryError::EmptyRange);
     }
@@ -718,22 +754,22 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     if days > max_days {
         return Err(QueryError::RangeTooLarge { days, max: max_days });
     }
-    let resolved;
-    let q = if q.clusters.iter().any(|c| c == "*") {
-        resolved = Query {
-            clusters: resolve_clusters(sink, &q.prefix, &q.clusters).await?,
-            ..q.clone()
-        };
-        &resolved
-    } else {
-        q
-    };
-    let mut out = Outcome {
-        listed_prefixes: day_prefixes(q),
-        ..Outcome::default()
-    };
+    let mut q = q.clone();
+    if q.clusters.iter().any(|c| c == "*") {
+        q.clusters = resolve_clusters(sink, &q.prefix, &q.clusters).await?;
+    }
+    // A cursor narrows the range, so whole days and files past it are skipped.
+    match (&q.cursor, q.order) {
+        (Some((t, _)), Order::NewestFirst) => q.to_ms = q.to_ms.min(t + 1),
+        (Some((t, _)), Order::OldestFirst) => q.from_ms = q.from_ms.max(*t),
+        (None, _) => {}
+    }
+    if q.from_ms >= q.to_ms {
+        return Ok(None);
+    }
+    let prefixes = day_prefixes(&q);
     let mut objects: Vec<(i64, ObjectInfo)> = Vec::new();
-    for prefix in &out.listed_prefixes {
+    for prefix in &prefixes {
         for o in sink.list(prefix).await? {
             let t = file_time_ms(&o.key).unwrap_or(i64::MIN);
             // Named after its earliest trace: a file starting at or after `to` has nothing for us.
@@ -746,6 +782,28 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
         Order::NewestFirst => objects.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.key.cmp(&a.1.key))),
         Order::OldestFirst => objects.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.key.cmp(&b.1.key))),
     }
+    Ok(Some(Plan {
+        query: q,
+        prefixes,
+        objects,
+    }))
+}
+
+/// Runs a query against a tracker's destination.
+pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, QueryError> {
+    let Some(Plan {
+        query: q,
+        prefixes,
+        objects,
+    }) = plan(sink, q, max_days).await?
+    else {
+        return Ok(Outcome::default());
+    };
+    let q = &q;
+    let mut out = Outcome {
+        listed_prefixes: prefixes,
+        ..Outcome::default()
+    };
 
     let limit = q.limit.max(1);
     let shared = std::sync::Arc::new(q.clone());
@@ -857,6 +915,166 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     Ok(out)
 }
 
+/// Counts over every trace a query matches, for the console's overview.
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    pub from_ms: i64,
+    pub bucket_ms: i64,
+    /// Per bucket of `bucket_ms` from `from_ms`: normal, warning, incident.
+    pub buckets: Vec<[u64; 3]>,
+    /// Distinct traces matched.
+    pub total: u64,
+    /// Users by traces, most first.
+    pub top_users: Vec<(String, u64)>,
+    /// Denied operations (401, 403) as `verb resource`, most first.
+    pub top_denied: Vec<(String, u64)>,
+    pub scanned_objects: u64,
+    pub scanned_traces: u64,
+}
+
+/// One matched trace of a file, as the overview counts it; strings are
+/// indexes into the file's own tables.
+struct OverviewItem {
+    key: u64,
+    bucket: u32,
+    rating: u8,
+    user: u32,
+    denied: Option<u32>,
+}
+
+#[derive(Default)]
+struct OverviewScan {
+    traces: u64,
+    items: Vec<OverviewItem>,
+    users: Vec<String>,
+    denied: Vec<String>,
+}
+
+fn intern(table: &mut Vec<String>, index: &mut std::collections::HashMap<String, u32>, s: &str) -> u32 {
+    if let Some(i) = index.get(s) {
+        return *i;
+    }
+    let i = table.len() as u32;
+    table.push(s.to_string());
+    index.insert(s.to_string(), i);
+    i
+}
+
+fn scan_overview(q: &Query, key: &str, bytes: &[u8], bucket_ms: i64) -> OverviewScan {
+    let mut out = OverviewScan::default();
+    let Ok(mut lines) = Lines::new(key, bytes) else {
+        return out;
+    };
+    let needed = needed_fields(q)
+        | ViewField::TraceRating.bit()
+        | ViewField::User.bit()
+        | ViewField::TraceName.bit()
+        | ViewField::ResourceType.bit()
+        | ViewField::Code.bit();
+    let criteria = Criteria::from_query(&q.filter);
+    let (mut users, mut denied) = (Default::default(), Default::default());
+    while let Ok(Some(line)) = lines.next_line() {
+        if line.is_empty() {
+            continue;
+        }
+        out.traces += 1;
+        let Some(v) = view(line, needed) else { continue };
+        let Some(t) = crate::trace::parse_time_ms(&v.time) else {
+            continue;
+        };
+        if t < q.from_ms || t >= q.to_ms || !matches(q, &criteria, &v) {
+            continue;
+        }
+        let rating = match v.trace_rating.as_ref() {
+            "warning" => 1,
+            "incident" => 2,
+            _ => 0,
+        };
+        let user = intern(&mut out.users, &mut users, &v.user);
+        let denied_op = matches!(v.code, Some(401 | 403)).then(|| {
+            let op = format!("{} {}", v.verb(), v.resource_type);
+            intern(&mut out.denied, &mut denied, op.trim())
+        });
+        out.items.push(OverviewItem {
+            key: count_key(&v.trace_id, &v.time, line.len()),
+            bucket: ((t - q.from_ms) / bucket_ms) as u32,
+            rating,
+            user,
+            denied: denied_op,
+        });
+    }
+    out
+}
+
+/// Counts traces per time bucket and rating, and the top users and denied
+/// operations, over every trace the query matches (its limit and cursor are
+/// not used). Files are read as for [`run`], several at once.
+pub async fn overview(
+    sink: &Store,
+    q: &Query,
+    max_days: i64,
+    bucket_ms: i64,
+    top: usize,
+) -> Result<Overview, QueryError> {
+    let bucket_ms = bucket_ms.max(1);
+    let mut q = q.clone();
+    q.cursor = None;
+    let mut out = Overview {
+        from_ms: q.from_ms,
+        bucket_ms,
+        ..Overview::default()
+    };
+    let Some(Plan { query, objects, .. }) = plan(sink, &q, max_days).await? else {
+        return Ok(out);
+    };
+    let n = ((query.to_ms - query.from_ms + bucket_ms - 1) / bucket_ms).max(1) as usize;
+    out.buckets = vec![[0; 3]; n];
+    let shared = std::sync::Arc::new(query);
+    let mut scans = futures::stream::iter(objects.into_iter().map(|(_, o)| {
+        let q = shared.clone();
+        let sink = sink.clone();
+        async move {
+            let bytes = sink.get(&o.key).await?;
+            let scan = tokio::task::spawn_blocking(move || scan_overview(&q, &o.key, &bytes, bucket_ms))
+                .await
+                .unwrap_or_default();
+            Ok::<_, DestinationError>(scan)
+        }
+    }))
+    .buffered(q.parallelism.max(1));
+    let mut seen = IdSet::default();
+    let mut users: std::collections::HashMap<String, u64> = Default::default();
+    let mut denied: std::collections::HashMap<String, u64> = Default::default();
+    while let Some(scan) = scans.next().await {
+        let scan = scan?;
+        out.scanned_objects += 1;
+        out.scanned_traces += scan.traces;
+        for item in scan.items {
+            if !seen.insert(item.key) {
+                continue;
+            }
+            out.total += 1;
+            if let Some(b) = out.buckets.get_mut(item.bucket as usize) {
+                b[item.rating as usize] += 1;
+            }
+            *users.entry(scan.users[item.user as usize].clone()).or_default() += 1;
+            if let Some(d) = item.denied {
+                *denied.entry(scan.denied[d as usize].clone()).or_default() += 1;
+            }
+        }
+    }
+    let top_of = |m: std::collections::HashMap<String, u64>| {
+        let mut v: Vec<(String, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(top);
+        v
+    };
+    out.top_users = top_of(users);
+    out.top_denied = top_of(denied);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,6 +1134,7 @@ mod tests {
             parallelism: 4,
             max_hit_bytes: usize::MAX,
             spill_dir: None,
+            cursor: None,
         }
     }
 

@@ -784,6 +784,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         parallelism: 8,
         max_hit_bytes: usize::MAX,
         spill_dir: None,
+        cursor: None,
     };
     let filtered = Query {
         filter: QueryFilter {

@@ -211,6 +211,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         parallelism: 8,
         max_hit_bytes: usize::MAX,
         spill_dir: None,
+        cursor: None,
     };
     let out = query::run(&sink, &q, args.max_days).await?;
     print(&out, args.output);

@@ -70,6 +70,7 @@ async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &s
         parallelism: 4,
         max_hit_bytes: usize::MAX,
         spill_dir: None,
+        cursor: None,
     };
     query::run(&s3_sink(env, bucket), &q, 31)
         .await
