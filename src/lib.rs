@@ -9,6 +9,8 @@
 pub mod api;
 /// audit.k8s.io/v1 types, as the webhook receives them.
 pub mod audit;
+/// The web console and its query API.
+pub mod console;
 /// Reconcilers of the custom resources.
 pub mod controller;
 /// Delivery: when to cut trace files, their keys and bytes, the per-tracker pipelines.

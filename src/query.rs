@@ -961,7 +961,7 @@ fn intern(table: &mut Vec<String>, index: &mut std::collections::HashMap<String,
     i
 }
 
-fn scan_overview(q: &Query, key: &str, bytes: &[u8], bucket_ms: i64) -> OverviewScan {
+fn scan_overview(q: &Query, key: &str, bytes: &[u8], origin: i64, bucket_ms: i64) -> OverviewScan {
     let mut out = OverviewScan::default();
     let Ok(mut lines) = Lines::new(key, bytes) else {
         return out;
@@ -998,7 +998,7 @@ fn scan_overview(q: &Query, key: &str, bytes: &[u8], bucket_ms: i64) -> Overview
         });
         out.items.push(OverviewItem {
             key: count_key(&v.trace_id, &v.time, line.len()),
-            bucket: ((t - q.from_ms) / bucket_ms) as u32,
+            bucket: ((t - origin) / bucket_ms) as u32,
             rating,
             user,
             denied: denied_op,
@@ -1020,15 +1020,17 @@ pub async fn overview(
     let bucket_ms = bucket_ms.max(1);
     let mut q = q.clone();
     q.cursor = None;
+    // Buckets start on whole multiples of their length (whole hours).
+    let origin = q.from_ms - q.from_ms.rem_euclid(bucket_ms);
     let mut out = Overview {
-        from_ms: q.from_ms,
+        from_ms: origin,
         bucket_ms,
         ..Overview::default()
     };
     let Some(Plan { query, objects, .. }) = plan(sink, &q, max_days).await? else {
         return Ok(out);
     };
-    let n = ((query.to_ms - query.from_ms + bucket_ms - 1) / bucket_ms).max(1) as usize;
+    let n = ((query.to_ms - origin + bucket_ms - 1) / bucket_ms).max(1) as usize;
     out.buckets = vec![[0; 3]; n];
     let shared = std::sync::Arc::new(query);
     let mut scans = futures::stream::iter(objects.into_iter().map(|(_, o)| {
@@ -1036,7 +1038,7 @@ pub async fn overview(
         let sink = sink.clone();
         async move {
             let bytes = sink.get(&o.key).await?;
-            let scan = tokio::task::spawn_blocking(move || scan_overview(&q, &o.key, &bytes, bucket_ms))
+            let scan = tokio::task::spawn_blocking(move || scan_overview(&q, &o.key, &bytes, origin, bucket_ms))
                 .await
                 .unwrap_or_default();
             Ok::<_, DestinationError>(scan)

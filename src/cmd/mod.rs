@@ -2,6 +2,7 @@
 //! the library; `webhook` holds the audit webhook flags `operator` and `serve` share.
 
 mod bench;
+mod console;
 mod operator;
 mod query;
 mod schema;
@@ -36,6 +37,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Print the table a SQL engine (Athena, Trino, DuckDB) needs over a tracker's files.
     Schema(schema::SchemaArgs),
+    /// Open the web console as the current kubeconfig user (port-forward or --url).
+    Console(console::ConsoleArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Load-test the ingest path (webhook → spool → trace files) and report.
@@ -62,6 +65,7 @@ impl Cli {
             Command::Query(args) => run_async(self.log_format, query::run(args)),
             Command::Verify(args) => run_async(self.log_format, verify::run(args)),
             Command::Schema(args) => run_async(self.log_format, schema::run(args)),
+            Command::Console(args) => run_async(self.log_format, console::run(args)),
         }
     }
 }

@@ -57,6 +57,14 @@ pub struct OperatorArgs {
     /// holder's status writes that fold them in (lastDelivery, counters).
     #[arg(long, default_value_t = 10)]
     pub status_seconds: u64,
+    /// Address of the web console and its query API (plain HTTP: reach it
+    /// with `kubetrail console` or behind an Ingress that terminates TLS).
+    /// Callers authenticate with a Kubernetes bearer token. Off when unset.
+    #[arg(long, env = "KUBETRAIL_CONSOLE_ADDR")]
+    pub console_addr: Option<SocketAddr>,
+    /// Console queries running at once; more wait.
+    #[arg(long, default_value_t = 4)]
+    pub console_concurrency: usize,
     #[command(flatten)]
     pub webhook: super::webhook::WebhookArgs,
 }
@@ -99,6 +107,23 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         },
         metrics,
     );
+    if let Some(addr) = args.console_addr {
+        let console = kubetrail::console::Console {
+            access: Some(kubetrail::console::auth::Access::new(
+                ctx.client.clone(),
+                ctx.settings.admin_namespaces.clone(),
+            )),
+            trails: kubetrail::console::Trails::Cluster {
+                client: ctx.client.clone(),
+                secret_namespace: ctx.settings.namespace.clone(),
+                cluster: ctx.settings.cluster.clone(),
+                stores: Default::default(),
+            },
+            max_days: ctx.settings.max_query_days,
+            slots: tokio::sync::Semaphore::new(args.console_concurrency.max(1)),
+        };
+        kubetrail::console::spawn(addr, Arc::new(console)).await?;
+    }
     let status_interval = Duration::from_secs(args.status_seconds.max(1));
     let publisher = Arc::new(tokio::sync::Mutex::new(controller::report::Publisher::new(&ctx)));
     let delivery = tokio::spawn(controller::delivery::run(

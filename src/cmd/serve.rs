@@ -188,6 +188,10 @@ pub struct ServeArgs {
     /// half is written next to it (`signing-key.pub.pem`) for `verify`.
     #[arg(long)]
     pub signing_key: Option<PathBuf>,
+    /// Address of the web console over these trackers, without
+    /// authentication: a loopback address only. Off when unset.
+    #[arg(long)]
+    pub console_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -293,6 +297,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     pipelines.apply(desired);
+    if let Some(addr) = args.console_addr {
+        let mut trackers = std::collections::BTreeMap::new();
+        for t in config.trackers.iter().filter(|t| t.enabled) {
+            let (destination, factory) = sink_of(t);
+            let sink = factory()
+                .await
+                .map_err(|e| anyhow::anyhow!("console: tracker {}: {e}", t.name))?;
+            trackers.insert(
+                t.name.clone(),
+                (sink, destination.prefix.trim_end_matches('/').to_string()),
+            );
+        }
+        let console = kubetrail::console::Console {
+            access: None,
+            trails: kubetrail::console::Trails::Static {
+                cluster: config.cluster.clone(),
+                trackers,
+            },
+            max_days: 31,
+            slots: tokio::sync::Semaphore::new(2),
+        };
+        kubetrail::console::spawn(addr, Arc::new(console)).await?;
+    }
     readiness.set_ready(true);
     tracing::info!(trackers = ?pipelines.names(), "serving");
     kubetrail::runtime::shutdown_signal().await;
