@@ -68,8 +68,23 @@ else
   "$venv/bin/pip" install --quiet "duckdb==$DUCKDB_VERSION"
 fi
 
+# Headless Chromium (the Debian package) drives the web console in the browser test.
+if command -v chromium >/dev/null 2>&1; then
+  echo "test-env: chromium is installed"
+else
+  echo "test-env: installing chromium from the Debian archive"
+  sudo=""
+  if [[ $(id -u) != 0 ]]; then sudo=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y --no-install-recommends chromium; then
+    $sudo apt-get update
+    $sudo apt-get install -y --no-install-recommends chromium
+  fi
+fi
+
 "$bin/kube-apiserver" --version
 etcd_version=$("$bin/etcd" --version)
 echo "${etcd_version%%$'\n'*}"
 "$s3s" --version
 "$bin/helm" version --short
+chromium --version

@@ -1038,9 +1038,10 @@ pub async fn overview(
         let sink = sink.clone();
         async move {
             let bytes = sink.get(&o.key).await?;
-            let scan = tokio::task::spawn_blocking(move || scan_overview(&q, &o.key, &bytes, origin, bucket_ms))
-                .await
-                .unwrap_or_default();
+            let scan =
+                tokio::task::spawn_blocking(move || scan_overview(&q, &o.key, &bytes, origin, bucket_ms))
+                    .await
+                    .unwrap_or_default();
             Ok::<_, DestinationError>(scan)
         }
     }))

@@ -55,7 +55,8 @@ pub struct ConsoleArgs {
 enum Upstream {
     Url {
         base: String,
-        client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Body>,
+        client:
+            Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Body>,
     },
     PortForward {
         pods: Api<Pod>,
@@ -114,7 +115,8 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         bail!("--listen must be a loopback address: the listener adds your token to every request");
     }
     let (token, context_ns) = kubeconfig_token(&args)?;
-    let token = HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header value")?;
+    let token =
+        HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header value")?;
     let upstream = match &args.url {
         Some(url) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -171,8 +173,14 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     if let Some(t) = &args.tracker {
         fragment.push_str(&format!("&tracker={t}"));
     }
-    println!("kubetrail console: http://{local}/{fragment}");
-    println!("(Ctrl-C to stop; the page acts as you, in namespace {ns})");
+    {
+        // Whoever reads stdout may have gone; the listener keeps serving.
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "kubetrail console: http://{local}/{fragment}");
+        let _ = writeln!(out, "(Ctrl-C to stop; the page acts as you, in namespace {ns})");
+        let _ = out.flush();
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(kubetrail::runtime::shutdown_signal())
         .await?;
@@ -252,7 +260,12 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
 }
 
 /// One request over a fresh port-forward to a ready operator pod.
-async fn through_port_forward(pods: &Api<Pod>, selector: &str, port: u16, req: Request) -> Result<Response, String> {
+async fn through_port_forward(
+    pods: &Api<Pod>,
+    selector: &str,
+    port: u16,
+    req: Request,
+) -> Result<Response, String> {
     let pod = pick_pod(pods, selector).await.map_err(|e| format!("{e:#}"))?;
     let mut pf = pods
         .portforward(&pod, &[port])

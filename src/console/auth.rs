@@ -4,9 +4,7 @@
 //! console shows nobody a trace their own TraceQuery could not.
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::Api;
 use kube::api::PostParams;
 use std::collections::HashMap;
@@ -66,24 +64,27 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 /// cannot grow it).
 const CACHE_MAX: usize = 10_000;
 
+/// Answers with the time they were given.
+type Cache<K, V> = Mutex<HashMap<K, (Instant, V)>>;
+
 /// The access checks, with their answers cached for [`CACHE_TTL`].
 pub struct Access {
     client: kube::Client,
     admin_namespaces: Vec<String>,
     /// BLAKE3 of a token → who it is (`None`: refused).
-    tokens: Mutex<HashMap<[u8; 32], (Instant, Option<Identity>)>>,
+    tokens: Cache<[u8; 32], Option<Identity>>,
     /// (BLAKE3 of a token, namespace) → allowed.
-    reviews: Mutex<HashMap<([u8; 32], String), (Instant, bool)>>,
+    reviews: Cache<([u8; 32], String), bool>,
 }
 
-fn cached<K: std::hash::Hash + Eq, V: Clone>(m: &Mutex<HashMap<K, (Instant, V)>>, k: &K) -> Option<V> {
+fn cached<K: std::hash::Hash + Eq, V: Clone>(m: &Cache<K, V>, k: &K) -> Option<V> {
     let m = m.lock().unwrap_or_else(|e| e.into_inner());
     m.get(k)
         .filter(|(at, _)| at.elapsed() < CACHE_TTL)
         .map(|(_, v)| v.clone())
 }
 
-fn remember<K: std::hash::Hash + Eq, V>(m: &Mutex<HashMap<K, (Instant, V)>>, k: K, v: V) {
+fn remember<K: std::hash::Hash + Eq, V>(m: &Cache<K, V>, k: K, v: V) {
     let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= CACHE_MAX {
         m.clear();
@@ -135,7 +136,12 @@ impl Access {
     }
 
     /// What `who` may read when acting in `namespace` (SubjectAccessReview).
-    pub async fn authorize(&self, who: &Identity, key: [u8; 32], namespace: &str) -> Result<Scope, AuthError> {
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        key: [u8; 32],
+        namespace: &str,
+    ) -> Result<Scope, AuthError> {
         if namespace.is_empty() {
             return Err(AuthError::NoNamespace);
         }

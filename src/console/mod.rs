@@ -132,7 +132,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, reason: &'static str, message: String) -> Self {
-        Self { status, reason, message }
+        Self {
+            status,
+            reason,
+            message,
+        }
     }
     fn bad(message: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
@@ -160,7 +164,9 @@ impl From<AuthError> for ApiError {
 impl From<query::QueryError> for ApiError {
     fn from(e: query::QueryError) -> Self {
         let status = match e {
-            query::QueryError::EmptyRange | query::QueryError::RangeTooLarge { .. } => StatusCode::BAD_REQUEST,
+            query::QueryError::EmptyRange | query::QueryError::RangeTooLarge { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::BAD_GATEWAY,
         };
         Self::new(status, e.reason(), e.to_string())
@@ -292,7 +298,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Who is asking and what they may read.
-async fn scope(c: &Console, headers: &HeaderMap, p: &Params) -> Result<(Option<auth::Identity>, Scope), ApiError> {
+async fn scope(
+    c: &Console,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<(Option<auth::Identity>, Scope), ApiError> {
     let Some(access) = &c.access else {
         return Ok((None, Scope::All));
     };
@@ -303,7 +313,13 @@ async fn scope(c: &Console, headers: &HeaderMap, p: &Params) -> Result<(Option<a
 }
 
 /// The engine query for a request.
-async fn build(c: &Console, p: &Params, scope: &Scope, order: Order, limit: usize) -> Result<(Store, Query), ApiError> {
+async fn build(
+    c: &Console,
+    p: &Params,
+    scope: &Scope,
+    order: Order,
+    limit: usize,
+) -> Result<(Store, Query), ApiError> {
     let tracker = p
         .tracker
         .as_deref()
@@ -342,12 +358,18 @@ async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Res
     let (_, scope) = scope(c, headers, p).await?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let (sink, q) = build(c, p, &scope, order, limit).await?;
-    let _slot = c.slots.acquire().await.map_err(|_| ApiError::bad("stopping".into()))?;
+    let _slot = c
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::bad("stopping".into()))?;
     let started = std::time::Instant::now();
     let out = query::run(&sink, &q, c.max_days).await?;
     let mut traces = Vec::with_capacity(out.hits.len());
     for h in &out.hits {
-        let line = out.line(h).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ScratchError", e.to_string()))?;
+        let line = out
+            .line(h)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ScratchError", e.to_string()))?;
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             traces.push(v);
         }
@@ -373,12 +395,20 @@ async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Res
     .into_response())
 }
 
-async fn traces(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString(p): QueryString<Params>) -> Result<Response, ApiError> {
+async fn traces(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    QueryString(p): QueryString<Params>,
+) -> Result<Response, ApiError> {
     page(&c, &headers, &p, Order::NewestFirst).await
 }
 
 /// A resource's whole lifecycle, oldest first: `resource` and `name` required.
-async fn history(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString(p): QueryString<Params>) -> Result<Response, ApiError> {
+async fn history(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    QueryString(p): QueryString<Params>,
+) -> Result<Response, ApiError> {
     if list(&p.resource).len() != 1 || list(&p.name).len() != 1 {
         return Err(ApiError::bad("history needs one resource and one name".into()));
     }
@@ -387,7 +417,11 @@ async fn history(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString(
 
 /// Traces per time bucket by rating (hourly; 5 minutes for ranges of 2 hours or
 /// less, 30 minutes up to 12 hours), top users and top denied operations.
-async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString(p): QueryString<Params>) -> Result<Response, ApiError> {
+async fn overview(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    QueryString(p): QueryString<Params>,
+) -> Result<Response, ApiError> {
     let (_, scope) = scope(&c, &headers, &p).await?;
     let (sink, q) = build(&c, &p, &scope, Order::NewestFirst, 1).await?;
     let span = q.to_ms - q.from_ms;
@@ -396,7 +430,11 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString
         s if s <= 12 * 3_600_000 => 1_800_000,
         _ => 3_600_000,
     };
-    let _slot = c.slots.acquire().await.map_err(|_| ApiError::bad("stopping".into()))?;
+    let _slot = c
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::bad("stopping".into()))?;
     let started = std::time::Instant::now();
     let out = query::overview(&sink, &q, c.max_days, bucket_ms, TOP).await?;
     let mut body = serde_json::to_value(&out).unwrap_or_default();
@@ -406,7 +444,11 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString
 }
 
 /// Who the caller is, what they see, and the trackers to pick from.
-async fn whoami(State(c): State<Arc<Console>>, headers: HeaderMap, QueryString(p): QueryString<Params>) -> Result<Response, ApiError> {
+async fn whoami(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    QueryString(p): QueryString<Params>,
+) -> Result<Response, ApiError> {
     let (who, scope) = scope(&c, &headers, &p).await?;
     let trackers = c.trails.names().await?;
     Ok(Json(serde_json::json!({
@@ -434,7 +476,10 @@ async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -> Re
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if api {
@@ -446,9 +491,18 @@ async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -> Re
 /// The console's routes.
 pub fn router(c: Arc<Console>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/history", get(history))

@@ -6,6 +6,7 @@
 mod support;
 
 mod chart;
+mod console;
 mod crd_validation;
 mod exact;
 mod ha;

@@ -17,7 +17,7 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -243,7 +243,7 @@ async function viewTrace(params) {
     el("h1", { text: t.trace_name + " · " + fmtTime(t.time) }),
     el("p", {}, rating(t.trace_rating), " ",
       t.resource_name ? el("a", { href: historyLink(params, t), id: "history-link", text: "History of " + t.resource_type + "/" + t.resource_name }) : ""),
-    fields, bodies,
+    fields, ...bodies.flat(),
     el("h2", {}, "Whole trace ", copy),
     el("pre", { id: "json", text: json }));
 }
@@ -310,10 +310,10 @@ function chart(o) {
   return s;
 }
 
-function topTable(id, title, rows, make) {
+function topTable(id, title, column, rows, make) {
   return el("div", {}, el("h2", { text: title }),
     el("table", { id },
-      el("thead", {}, el("tr", {}, el("th", { text: title.split(" ").slice(-1)[0] }), el("th", { text: "Traces" }))),
+      el("thead", {}, el("tr", {}, el("th", { text: column }), el("th", { text: "Traces" }))),
       el("tbody", {}, rows.map(([k, n]) => el("tr", { class: "top" }, el("td", {}, make(k)), el("td", { text: String(n) }))))));
 }
 
@@ -337,8 +337,8 @@ async function viewOverview(params) {
     el("div", { class: "legend" }, ["normal", "warning", "incident"].map((r) => el("span", {}, el("i", { class: r }), r))),
     chart(o),
     el("div", { class: "cards" },
-      topTable("top-users", "Top users", o.topUsers, userLink),
-      topTable("top-denied", "Top denied operations", o.topDenied, opLink)));
+      topTable("top-users", "Top users", "User", o.topUsers, userLink),
+      topTable("top-denied", "Top denied operations", "Operation", o.topDenied, opLink)));
 }
 
 const VIEWS = { traces: viewTraces, trace: viewTrace, history: viewHistory, overview: viewOverview };
