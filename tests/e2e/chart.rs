@@ -579,3 +579,97 @@ async fn chart_renders_the_admission_and_audit_log_sources() {
         assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
     }
 }
+
+/// The console: its port and flag, a Service, the review permissions it needs,
+/// an optional Ingress (a host is required), and a NetworkPolicy rule only for
+/// the peers named. The apiserver accepts them all.
+#[tokio::test]
+async fn chart_renders_the_console_and_its_ingress() {
+    let h = Harness::start().await;
+    let docs = render(
+        &h.namespace,
+        &[
+            "destination.bucket=audit-logs".into(),
+            "console.ingress.enabled=true".into(),
+            "console.ingress.host=trail.example.com".into(),
+            "console.ingress.className=nginx".into(),
+            "networkPolicy.enabled=true".into(),
+            "networkPolicy.consoleFrom[0].namespaceSelector.matchLabels.name=ingress".into(),
+        ],
+    );
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let container = &sts["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["args"]
+            .to_string()
+            .contains("--console-addr=0.0.0.0:8082"),
+        "{}",
+        container["args"]
+    );
+    assert!(container["ports"].to_string().contains("8082"));
+    let ingress = docs.iter().find(|d| d["kind"] == "Ingress").expect("an Ingress");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "trail.example.com");
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == backend["name"])
+        .expect("the Ingress names the console Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "console");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap()
+        .to_string();
+    assert!(
+        role.contains("tokenreviews") && role.contains("subjectaccessreviews"),
+        "{role}"
+    );
+    let np = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    let console_rule = np["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 8082)
+        .expect("a rule for the console port");
+    assert!(console_rule["from"].to_string().contains("ingress"));
+    let kinds = dry_run(&h.client, &h.namespace, &docs).await;
+    for k in [
+        "Ingress",
+        "Service",
+        "ClusterRole",
+        "StatefulSet",
+        "NetworkPolicy",
+    ] {
+        assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
+    }
+
+    // An Ingress without a host is refused; the console can be turned off.
+    let (ok, _, err) = run_helm(&[
+        "template",
+        "kt",
+        CHART,
+        "--set",
+        "destination.bucket=audit-logs",
+        "--set",
+        "console.ingress.enabled=true",
+    ]);
+    assert!(!ok && err.contains("console.ingress.host is required"), "{err}");
+    let docs = render(
+        &h.namespace,
+        &[
+            "destination.bucket=audit-logs".into(),
+            "console.enabled=false".into(),
+        ],
+    );
+    let all = serde_json::to_string(&docs).unwrap();
+    assert!(!all.contains("--console-addr"));
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap()
+        .to_string();
+    assert!(!role.contains("tokenreviews"), "{role}");
+    assert!(!docs.iter().any(|d| d["kind"] == "Ingress"));
+}
