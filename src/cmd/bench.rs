@@ -61,6 +61,11 @@ pub struct BenchArgs {
     pub query_traces: usize,
     #[arg(long, default_value_t = 7)]
     pub query_days: usize,
+    /// Traces per trace file in the query benchmark (delivery cuts a file
+    /// every `maxBatchAge` or `maxBatchBytes`; 1,000 per file is a file every
+    /// ~10 minutes at a million traces a week).
+    #[arg(long, default_value_t = 50_000)]
+    pub query_file_traces: usize,
     /// Skip fsync (to see what it costs).
     #[arg(long)]
     pub no_fsync: bool,
@@ -662,7 +667,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     };
     let cluster = format!("bq{}", std::process::id());
     let per_day = args.query_traces / args.query_days.max(1);
-    let per_file = 50_000usize;
+    let per_file = args.query_file_traces.max(1);
     let start_day = jiff::Timestamp::from_second(1_795_132_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH); // 2026-11-20
     eprintln!(
         "writing {} traces over {} days…",
@@ -734,6 +739,14 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             sink.put(&key, body, Compression::Gzip)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // A delivered file is written shortly after its last trace; a local
+            // directory can say so (an S3 server sets its own time).
+            if let Store::Dir(root) = &sink {
+                let written = std::time::UNIX_EPOCH + Duration::from_millis((last_ms + 30_000).max(0) as u64);
+                if let Ok(f) = std::fs::File::options().write(true).open(root.join(&key)) {
+                    let _ = f.set_modified(written);
+                }
+            }
             files += 1;
             written += n;
         }
@@ -827,6 +840,53 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             out.matched
         );
     }
+    // The console's Trace List: one hour (day 4, 13:00) of one namespace,
+    // newest first, pages of 50, each page after the previous one's cursor.
+    let hour = Query {
+        from_ms: from + 3 * 86_400_000 + 13 * 3_600_000,
+        to_ms: from + 3 * 86_400_000 + 14 * 3_600_000,
+        filter: QueryFilter {
+            namespaces: vec!["team-3".into()],
+            ..QueryFilter::default()
+        },
+        limit: 50,
+        ..base.clone()
+    };
+    let mut page = hour.clone();
+    for n in 1..=3 {
+        let started = Instant::now();
+        let out = query::run(&sink, &page, 400)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{:<28} {:>9} traces in {:.3} s; {} objects read, {} rows, {} matched from here on",
+            format!("console page {n}, 1 h, team-3"),
+            out.scanned_traces,
+            secs,
+            out.scanned_objects,
+            out.hits.len(),
+            out.matched
+        );
+        match out.hits.last() {
+            Some(last) if out.matched > out.hits.len() as u64 => {
+                page.cursor = Some((last.time_ms, last.trace_id.clone()));
+            }
+            _ => break,
+        }
+    }
+    let started = Instant::now();
+    let o = query::overview(&sink, &hour, 400, 300_000, 10)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{:<28} {:>9} traces in {:.3} s; {} objects read, {} matched",
+        "console overview, 1 h",
+        o.scanned_traces,
+        started.elapsed().as_secs_f64(),
+        o.scanned_objects,
+        o.total
+    );
     let started = Instant::now();
     let report = kubetrail::integrity::verify::verify(
         &sink,

@@ -238,9 +238,15 @@ impl Params {
             (Some(f), _) => time_ms(f)?,
             (None, last) => {
                 let last = last.as_deref().unwrap_or("1h");
-                let d = crate::controller::delivery::parse_duration(last)
-                    .ok_or_else(|| ApiError::bad(format!("last: cannot parse duration {last:?}")))?;
-                to - d.as_millis() as i64
+                // Days too (`7d`), besides what TraceQuery's `last` takes.
+                let ms = match last.strip_suffix('d').map(str::parse::<i64>) {
+                    Some(Ok(days)) if days > 0 => Some(days.saturating_mul(86_400_000)),
+                    _ => crate::controller::delivery::parse_duration(last).map(|d| d.as_millis() as i64),
+                }
+                .ok_or_else(|| {
+                    ApiError::bad(format!("last: cannot parse duration {last:?} (e.g. 15m, 1h, 7d)"))
+                })?;
+                to - ms
             }
         };
         Ok((from, to))
@@ -530,4 +536,46 @@ pub async fn spawn(addr: SocketAddr, c: Arc<Console>) -> std::io::Result<SocketA
     });
     tracing::info!(addr = %local, "console listening");
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(qs: &str) -> Params {
+        let uri: http::Uri = format!("/?{qs}").parse().unwrap();
+        QueryString::<Params>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn ranges_filters_and_cursors_from_the_query_string() {
+        let now = 1_796_000_000_000;
+        assert_eq!(
+            params("").range(now).unwrap(),
+            (now + 1 - 3_600_000, now + 1),
+            "the last hour"
+        );
+        assert_eq!(params("last=7d").range(now).unwrap().0, now + 1 - 7 * 86_400_000);
+        let (from, to) = params("from=2026-11-28T09:00:00Z&to=1796000000000")
+            .range(now)
+            .unwrap();
+        assert_eq!((from, to), (1_795_856_400_000, 1_796_000_000_000));
+        assert!(params("last=soon").range(now).is_err());
+        assert!(params("from=yesterday").range(now).is_err());
+        let f = params("verb=delete,%20patch&group=core,apps&rating=warning&id=x")
+            .filter()
+            .unwrap();
+        assert_eq!(f.verbs, ["delete", "patch"]);
+        assert_eq!(f.api_groups, ["", "apps"], "core is the empty group");
+        assert_eq!(f.ratings, [Rating::Warning]);
+        assert_eq!(f.trace_ids, ["x"]);
+        let e = params("rating=bad").filter().unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            params("cursor=1796000000000.abc.def").cursor().unwrap(),
+            Some((1_796_000_000_000, "abc.def".to_string()))
+        );
+        assert!(params("cursor=nope").cursor().is_err());
+        assert_eq!(params("cursor=").cursor().unwrap(), None);
+    }
 }

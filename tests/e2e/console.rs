@@ -449,6 +449,15 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     assert_eq!(all.first().map(String::as_str), Some("get-099"), "newest first");
     assert_eq!(all.last().map(String::as_str), Some("get-000"), "oldest last");
 
+    // Every range preset is accepted (the traces' window is fixed, so no rows are counted here).
+    for preset in ["15m", "1h", "6h", "24h", "7d"] {
+        browse(
+            &format!("{base}traces?ns={tenant}&tracker={tracker}&last={preset}"),
+            &profile,
+        )
+        .await;
+    }
+
     // Filters from the URL: deletes only (the other namespace's deletes stay hidden).
     let dom = browse(&format!("{base}traces?{q}&verb=delete"), &profile).await;
     assert_eq!(attrs(&dom, "<tr class=\"trace\"", "data-id"), vec!["db-delete"]);
