@@ -155,6 +155,17 @@ fn chromium() -> String {
 
 /// The page's DOM after its scripts ran, in headless Chromium.
 async fn browse(url: &str, profile: &std::path::Path) -> String {
+    let dom = dom(url, profile).await;
+    assert!(
+        dom.contains("data-state=\"ready\""),
+        "page {url} did not render: {}",
+        between(&dom, "<div id=\"error\"", "</div>").unwrap_or(&dom[..dom.len().min(2000)])
+    );
+    dom
+}
+
+/// The DOM, whatever state the page ended in.
+async fn dom(url: &str, profile: &std::path::Path) -> String {
     let out = tokio::process::Command::new(chromium())
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -163,13 +174,7 @@ async fn browse(url: &str, profile: &std::path::Path) -> String {
         .output()
         .await
         .expect("running chromium (apt-get install chromium; scripts/test-env.sh does)");
-    let dom = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        dom.contains("data-state=\"ready\""),
-        "page {url} did not render: {}",
-        between(&dom, "<div id=\"error\"", "</div>").unwrap_or(&dom[..dom.len().min(2000)])
-    );
-    dom
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// A screenshot of the page (PNG).
@@ -448,6 +453,15 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     );
     assert_eq!(all.first().map(String::as_str), Some("get-099"), "newest first");
     assert_eq!(all.last().map(String::as_str), Some("get-000"), "oldest last");
+
+    // Straight to the operator, without a token: the page asks for one.
+    let direct = dom(&format!("http://{console}/#/traces?{q}"), &profile).await;
+    assert!(direct.contains("data-state=\"error\""), "{direct}");
+    assert!(
+        direct.contains("<form id=\"login\">"),
+        "the sign-in form is shown: {direct}"
+    );
+    assert!(direct.contains("bearer token is required"), "{direct}");
 
     // Every range preset is accepted (the traces' window is fixed, so no rows are counted here).
     for preset in ["15m", "1h", "6h", "24h", "7d"] {
