@@ -58,6 +58,19 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsoleLabels {
+    /// `traces`, `history`, `overview`, `whoami`.
+    pub endpoint: &'static str,
+    /// `ok`, `bad_request`, `unauthorized`, `forbidden`, `not_found`, `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
 /// The operator's metrics. Labels are fixed words or tracker names, never
 /// request data.
 pub struct Metrics {
@@ -115,6 +128,10 @@ pub struct Metrics {
     pub notify_failed: Family<NotificationLabels, Counter>,
     /// Seconds from a matching batch's acknowledgement to its message's delivery.
     pub notify_latency: Histogram,
+    /// Console API calls by endpoint and result.
+    pub console_requests: Family<ConsoleLabels, Counter>,
+    /// Seconds a console API call took, by endpoint.
+    pub console_duration: Family<EndpointLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -288,7 +305,23 @@ impl Default for Metrics {
             "From a matching batch's acknowledgement to the delivery of its message",
             notify_latency.clone(),
         );
+        let console_requests = Family::<ConsoleLabels, Counter>::default();
+        registry.register(
+            "console_requests",
+            "Console API calls by endpoint and result",
+            console_requests.clone(),
+        );
+        let console_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+        });
+        registry.register(
+            "console_duration_seconds",
+            "Seconds a console API call took, by endpoint",
+            console_duration.clone(),
+        );
         Self {
+            console_requests,
+            console_duration,
             admission_dropped,
             notify_matched,
             notify_sent,

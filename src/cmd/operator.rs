@@ -121,6 +121,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             },
             max_days: ctx.settings.max_query_days,
             slots: tokio::sync::Semaphore::new(args.console_concurrency.max(1)),
+            metrics: ctx.metrics.clone(),
         };
         kubetrail::console::spawn(addr, Arc::new(console)).await?;
     }

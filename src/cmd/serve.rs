@@ -248,6 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let metrics = Arc::new(Metrics::default());
+    let console_metrics = metrics.clone();
     let readiness = Readiness::default();
     telemetry::spawn_admin(args.admin_addr, metrics.clone(), readiness.clone()).await?;
     let webhook = WebhookArgs {
@@ -317,6 +318,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             max_days: 31,
             slots: tokio::sync::Semaphore::new(2),
+            metrics: console_metrics,
         };
         kubetrail::console::spawn(addr, Arc::new(console)).await?;
     }

@@ -120,6 +120,7 @@ pub struct Console {
     pub max_days: i64,
     /// Console queries running at once; more wait.
     pub slots: tokio::sync::Semaphore,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// A refusal or failure, as JSON `{"error", "reason"}`.
@@ -494,6 +495,41 @@ async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -> Re
     r
 }
 
+/// Counts each API call by endpoint and result, and times it.
+async fn measure(
+    State(c): State<Arc<Console>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = match req.uri().path() {
+        "/api/v1/traces" => "traces",
+        "/api/v1/history" => "history",
+        "/api/v1/overview" => "overview",
+        "/api/v1/whoami" => "whoami",
+        _ => return next.run(req).await,
+    };
+    let started = std::time::Instant::now();
+    let r = next.run(req).await;
+    let result = match r.status() {
+        s if s.is_success() => "ok",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        _ => "error",
+    };
+    use crate::telemetry::{ConsoleLabels, EndpointLabels};
+    c.metrics
+        .console_requests
+        .get_or_create(&ConsoleLabels { endpoint, result })
+        .inc();
+    c.metrics
+        .console_duration
+        .get_or_create(&EndpointLabels { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+    r
+}
+
 /// The console's routes.
 pub fn router(c: Arc<Console>) -> Router {
     Router::new()
@@ -513,6 +549,7 @@ pub fn router(c: Arc<Console>) -> Router {
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/history", get(history))
         .route("/api/v1/overview", get(overview))
+        .layer(axum::middleware::from_fn_with_state(c.clone(), measure))
         .with_state(c)
         .layer(axum::middleware::from_fn(harden))
 }

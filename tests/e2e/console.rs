@@ -56,6 +56,11 @@ fn line(t: &Tr) -> Value {
 
 /// Trace files as delivery names them, `per_file` traces each.
 async fn put_files(sink: &Store, tracker: &str, traces: &[Tr], per_file: usize) {
+    put_files_of(sink, "e2e", tracker, traces, per_file).await
+}
+
+/// The same, as a writer in another cluster sharing the bucket.
+async fn put_files_of(sink: &Store, cluster: &str, tracker: &str, traces: &[Tr], per_file: usize) {
     let mut sorted: Vec<&Tr> = traces.iter().collect();
     sorted.sort_by_key(|t| t.ms);
     for (n, group) in sorted.chunks(per_file).enumerate() {
@@ -66,7 +71,7 @@ async fn put_files(sink: &Store, tracker: &str, traces: &[Tr], per_file: usize) 
         }
         let key = object_key(&FileId {
             prefix: "c",
-            cluster: "e2e",
+            cluster,
             tracker,
             writer: "w0",
             epoch: "00000000",
@@ -311,6 +316,22 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
         dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
     };
     put_files(&sink, &tracker, &traces, 40).await;
+    // Another cluster writes to the same bucket and prefix.
+    let east: Vec<Tr> = (0..3)
+        .map(|i| {
+            tr(
+                format!("east-{i}"),
+                t0 + 600_000 + i * 1000,
+                "patch",
+                "deployments",
+                "web",
+                &tenant,
+                "dave",
+                200,
+            )
+        })
+        .collect();
+    put_files_of(&sink, "east", &tracker, &east, 40).await;
     let tenant_ids: BTreeSet<String> = traces
         .iter()
         .filter(|t| t.ns == tenant)
@@ -323,7 +344,7 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     let nobody = user(&client, &tenant, "nobody", None).await;
 
     let console = format!("127.0.0.1:{}", support::free_port());
-    let _op = Operator::start(
+    let op = Operator::start(
         &h.namespace,
         &h.label,
         "w1",
@@ -463,6 +484,21 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     );
     assert!(direct.contains("bearer token is required"), "{direct}");
 
+    // The cluster picker: this cluster by default, another by name, or all.
+    for (cluster, rows) in [
+        ("", 0),
+        ("&cluster=east", 3),
+        ("&cluster=*", 3),
+        ("&cluster=e2e,east", 3),
+    ] {
+        let dom = browse(&format!("{base}traces?{q}&user=dave{cluster}"), &profile).await;
+        assert_eq!(
+            attrs(&dom, "<tr class=\"trace\"", "data-id").len(),
+            rows,
+            "cluster {cluster:?}"
+        );
+    }
+
     // Every range preset is accepted (the traces' window is fixed, so no rows are counted here).
     for preset in ["15m", "1h", "6h", "24h", "7d"] {
         browse(
@@ -550,4 +586,18 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
         "{denied}"
     );
     screenshot(&overview, &profile, &shots.join("console-overview.png")).await;
+
+    // Every API call is counted by endpoint and result.
+    let (_, metrics) = support::http(&op.admin, "GET", "/metrics", b"").await.unwrap();
+    for (endpoint, result) in [
+        ("traces", "unauthorized"),
+        ("traces", "forbidden"),
+        ("traces", "ok"),
+        ("overview", "ok"),
+        ("history", "ok"),
+    ] {
+        let line =
+            format!("kubetrail_console_requests_total{{endpoint=\"{endpoint}\",result=\"{result}\"}} ");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
