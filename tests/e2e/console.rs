@@ -397,10 +397,69 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["matched"], 147, "an admin namespace sees every namespace");
 
-    // The browser, through `kubetrail console` acting as the viewer.
+    // `kubetrail console` refuses a kubeconfig user without a token (the admin
+    // here has a client certificate), and says what to do.
     let dir = tempfile::tempdir().unwrap();
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args([
+            "console",
+            "--url",
+            &format!("http://{console}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", env.cp.admin_kubeconfig())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--token-file"), "{err}");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &viewer).unwrap();
+    std::fs::write(&token_file, &nobody).unwrap();
+    // With --token-file the same kubeconfig is fine: the listener starts.
+    let mut with_file = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args([
+            "console",
+            "--url",
+            "http://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("KUBECONFIG", env.cp.admin_kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncBufReadExt as _;
+        let out = with_file.stdout.take().unwrap();
+        let line = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(out).lines().next_line(),
+        )
+        .await
+        .expect("it starts")
+        .unwrap()
+        .unwrap_or_default();
+        assert!(line.starts_with("kubetrail console: http://127.0.0.1:"), "{line}");
+    }
+    drop(with_file);
+
+    // The browser, through `kubetrail console` acting as the viewer: the token
+    // and the namespace come from the viewer's kubeconfig context.
+    let kubeconfig = dir.path().join("viewer.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]\n\
+             users: [{{name: viewer, user: {{token: '{viewer}'}}}}]\n\
+             contexts: [{{name: v, context: {{cluster: c, user: viewer, namespace: '{tenant}'}}}}]\n\
+             current-context: v\n"
+        ),
+    )
+    .unwrap();
     let listen = format!("127.0.0.1:{}", support::free_port());
     let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
         .args([
@@ -410,10 +469,8 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
             "--listen",
             &listen,
         ])
-        .args(["--as-namespace", &tenant, "--tracker", &tracker])
-        .arg("--token-file")
-        .arg(&token_file)
-        .env("KUBECONFIG", env.cp.admin_kubeconfig())
+        .args(["--tracker", &tracker])
+        .env("KUBECONFIG", &kubeconfig)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
