@@ -119,12 +119,8 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header value")?;
     let upstream = match &args.url {
         Some(url) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
             let tls = rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
+                .with_root_certificates(kubetrail::notify::send::system_roots())
                 .with_no_client_auth();
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)

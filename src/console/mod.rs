@@ -295,15 +295,6 @@ impl Params {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
 /// Who is asking and what they may read.
 async fn scope(
     c: &Console,
@@ -313,7 +304,7 @@ async fn scope(
     let Some(access) = &c.access else {
         return Ok((None, Scope::All));
     };
-    let (who, key) = access.authenticate(bearer(headers)).await?;
+    let (who, key) = access.authenticate(crate::source::bearer(headers)).await?;
     let ns = p.ns.as_deref().unwrap_or("");
     let scope = access.authorize(&who, key, ns).await?;
     Ok((Some(who), scope))

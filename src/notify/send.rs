@@ -52,10 +52,7 @@ impl Target {
         if uri.scheme_str() != Some("https") || uri.host().is_none() {
             return Err(TargetError::Url(w.url.clone()));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
+        let mut roots = system_roots();
         if let Some(pem) = &w.ca_bundle {
             let mut n = 0;
             for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -155,6 +152,15 @@ impl Target {
             retry_after,
         })
     }
+}
+
+/// The system's CA certificates (unreadable ones are skipped).
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    roots
 }
 
 /// The wait before attempt `n + 1` (n ≥ 1): 0.5 s doubling, capped; a

@@ -232,7 +232,8 @@ fn reject(metrics: &Metrics, status: StatusCode, reason: &str, message: String) 
     (status, message).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()

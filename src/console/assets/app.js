@@ -84,7 +84,10 @@ function showError(e) {
   box.hidden = false;
   box.textContent = e.message;
   document.body.dataset.state = "error";
-  if (e.status === 401) document.getElementById("login").hidden = false;
+  // No (valid) token, or no namespace to act in: ask for both.
+  if (e.status === 401 || (e.status === 400 && /namespace is required/.test(e.message))) {
+    document.getElementById("login").hidden = false;
+  }
 }
 
 let me = null;
