@@ -67,6 +67,9 @@ const CACHE_MAX: usize = 10_000;
 /// Answers with the time they were given.
 type Cache<K, V> = Mutex<HashMap<K, (Instant, V)>>;
 
+/// TokenReviews and SubjectAccessReviews in flight at once.
+const REVIEWS_IN_FLIGHT: usize = 8;
+
 /// The access checks, with their answers cached for [`CACHE_TTL`].
 pub struct Access {
     client: kube::Client,
@@ -75,6 +78,9 @@ pub struct Access {
     tokens: Cache<[u8; 32], Option<Identity>>,
     /// (BLAKE3 of a token, namespace) → allowed.
     reviews: Cache<([u8; 32], String), bool>,
+    /// Reviews asked of the apiserver at once: a flood of made-up tokens
+    /// waits here instead of becoming a flood of TokenReviews.
+    in_flight: tokio::sync::Semaphore,
 }
 
 fn cached<K: std::hash::Hash + Eq, V: Clone>(m: &Cache<K, V>, k: &K) -> Option<V> {
@@ -99,6 +105,7 @@ impl Access {
             admin_namespaces,
             tokens: Mutex::default(),
             reviews: Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT),
         }
     }
 
@@ -109,6 +116,7 @@ impl Access {
         let who = match cached(&self.tokens, &key) {
             Some(who) => who,
             None => {
+                let _turn = self.in_flight.acquire().await;
                 let review = TokenReview {
                     spec: TokenReviewSpec {
                         token: Some(token.to_string()),
@@ -148,6 +156,7 @@ impl Access {
         let allowed = match cached(&self.reviews, &(key, namespace.to_string())) {
             Some(a) => a,
             None => {
+                let _turn = self.in_flight.acquire().await;
                 let review = SubjectAccessReview {
                     spec: SubjectAccessReviewSpec {
                         user: Some(who.user.clone()),

@@ -352,10 +352,33 @@ async fn build(
 }
 
 /// A page of traces (newest first, or oldest first for a history).
+/// Who read what: the console is itself a way into the trail.
+fn log_read(what: &'static str, who: &Option<auth::Identity>, scope: &Scope, q: &Query) {
+    tracing::info!(
+        what,
+        user = who.as_ref().map(|w| w.user.as_str()).unwrap_or("-"),
+        scope = match scope { Scope::All => "all", Scope::Namespace(ns) => ns.as_str() },
+        tracker = %q.tracker,
+        from_ms = q.from_ms,
+        to_ms = q.to_ms,
+        "console read"
+    );
+}
+
 async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Result<Response, ApiError> {
-    let (_, scope) = scope(c, headers, p).await?;
+    let (who, scope) = scope(c, headers, p).await?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let (sink, q) = build(c, p, &scope, order, limit).await?;
+    log_read(
+        if order == Order::NewestFirst {
+            "traces"
+        } else {
+            "history"
+        },
+        &who,
+        &scope,
+        &q,
+    );
     let _slot = c
         .slots
         .acquire()
@@ -420,8 +443,9 @@ async fn overview(
     headers: HeaderMap,
     QueryString(p): QueryString<Params>,
 ) -> Result<Response, ApiError> {
-    let (_, scope) = scope(&c, &headers, &p).await?;
+    let (who, scope) = scope(&c, &headers, &p).await?;
     let (sink, q) = build(&c, &p, &scope, Order::NewestFirst, 1).await?;
+    log_read("overview", &who, &scope, &q);
     let span = q.to_ms - q.from_ms;
     let bucket_ms = match span {
         s if s <= 2 * 3_600_000 => 300_000,

@@ -154,6 +154,27 @@ async fn get(addr: &str, path: &str, token: Option<&str>, host: Option<&str>) ->
     (code, body.to_string(), head.to_lowercase())
 }
 
+/// A GET over a raw HTTP/1.1 connection; the status code.
+async fn raw_status(addr: &str, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 fn chromium() -> String {
     std::env::var("KUBETRAIL_CHROMIUM").unwrap_or_else(|_| "chromium".into())
 }
@@ -392,6 +413,18 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
         seen, tenant_ids,
         "the viewer sees exactly their namespace's traces"
     );
+    // A flood of made-up tokens: each is refused, and a real user is still served.
+    let flood: Vec<_> = (0..100)
+        .map(|i| {
+            let (console, path) = (console.clone(), api(&tenant, ""));
+            tokio::spawn(async move { raw_status(&console, &path, &format!("forged-{i}")).await })
+        })
+        .collect();
+    for f in flood {
+        assert_eq!(f.await.unwrap(), 401, "a forged token");
+    }
+    let (code, _, _) = get(&console, &api(&tenant, ""), Some(&viewer), None).await;
+    assert_eq!(code, 200, "served after the flood");
     let (code, body, _) = get(&console, &api(&admins, ""), Some(&auditor), None).await;
     assert_eq!(code, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
