@@ -8,10 +8,8 @@ use crate::integrity::{IntegritySpec, Signer};
 use crate::route::Filter;
 use crate::store::{self, Credentials};
 use crate::telemetry::Readiness;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,45 +108,18 @@ pub async fn run(
     status_interval: Duration,
     ready: Readiness,
 ) {
-    let api: Api<Tracker> = Api::all(ctx.client.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &ctx.settings.tracker_selector {
-        config = config.labels(selector);
-    }
-    let (store, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, config)).default_backoff();
+    // Again now and then without a Tracker change: a rotated signing key is
+    // picked up, a missing one retried.
+    let mut trackers = super::watch::Watched::<Tracker>::new(&ctx, "tracker", Duration::from_secs(30));
     let status = tokio::spawn(super::report::publish_loop(
         ctx.clone(),
         pipelines.clone(),
         publisher,
         status_interval,
     ));
-    let mut stream = std::pin::pin!(stream);
-    // Again now and then without a Tracker change: a rotated signing key is
-    // picked up, a missing one retried.
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut listed = false;
-    loop {
-        tokio::select! {
-            event = stream.next() => match event {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "tracker watch error");
-                    continue;
-                }
-                // The store is complete only once a (re)list is done.
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
-                Some(Ok(_)) => listed = true,
-            },
-            _ = tick.tick() => if !listed { continue },
-        }
+    while let Some(listed) = trackers.next().await {
         let mut desired: Vec<PipelineSpec> = Vec::new();
-        for t in store
-            .state()
-            .iter()
-            .filter(|t| t.spec.enabled && t.metadata.deletion_timestamp.is_none())
-        {
+        for t in listed.iter().filter(|t| t.spec.enabled) {
             let signer = if t.spec.integrity.digests {
                 match ctx
                     .signing_keys

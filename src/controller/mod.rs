@@ -8,6 +8,7 @@ pub mod report;
 pub mod signing;
 pub mod tracker;
 pub mod trail;
+pub mod watch;
 
 use crate::telemetry::Metrics;
 use kube::Client;

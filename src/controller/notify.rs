@@ -13,12 +13,11 @@ use crate::notify::message::{HMAC_KEY, Message};
 use crate::notify::select::{SelectError, Selection};
 use crate::notify::send::{Target, TargetError};
 use crate::notify::{EventSink, NotifierSpec, Notifiers};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,38 +135,16 @@ fn fingerprint(n: &KeyEventNotification, key: &Option<Vec<u8>>) -> String {
 /// Keeps this replica's notifiers in line with the KeyEventNotifications;
 /// runs until the process stops.
 pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
-    let api: Api<KeyEventNotification> = Api::all(ctx.client.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &ctx.settings.tracker_selector {
-        config = config.labels(selector);
-    }
-    let (store, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, config)).default_backoff();
-    let mut stream = std::pin::pin!(stream);
     // Again now and then: a created or rotated HMAC Secret is picked up.
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut listed = false;
-    loop {
-        tokio::select! {
-            event = stream.next() => match event {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "notification watch error");
-                    continue;
-                }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
-                Some(Ok(_)) => listed = true,
-            },
-            _ = tick.tick() => if !listed { continue },
-        }
+    let mut watched = super::watch::Watched::<KeyEventNotification>::new(
+        &ctx,
+        "keyeventnotification",
+        Duration::from_secs(30),
+    );
+    while let Some(listed) = watched.next().await {
         let mut desired = Vec::new();
         let mut paused = Vec::new();
-        for n in store
-            .state()
-            .iter()
-            .filter(|n| n.metadata.deletion_timestamp.is_none())
-        {
+        for n in listed.iter() {
             let name = n.name_any();
             match setup(&ctx, &n.spec).await {
                 Ok((selection, target, key)) => desired.push(NotifierSpec {
