@@ -80,13 +80,7 @@ pub struct VerifyArgs {
 
 /// `7d`, `24h`, `90m`.
 fn parse_since(s: &str) -> anyhow::Result<i64> {
-    if let Some(days) = s.strip_suffix('d') {
-        let d: i64 = days
-            .parse()
-            .with_context(|| format!("--since {s:?} is not a duration such as 7d"))?;
-        return Ok(d * 86_400_000);
-    }
-    let d = kubetrail::controller::delivery::parse_duration(s)
+    let d = kubetrail::controller::delivery::parse_span(s)
         .with_context(|| format!("--since {s:?} is not a duration such as 7d or 24h"))?;
     Ok(d.as_millis() as i64)
 }

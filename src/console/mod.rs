@@ -239,14 +239,11 @@ impl Params {
             (Some(f), _) => time_ms(f)?,
             (None, last) => {
                 let last = last.as_deref().unwrap_or("1h");
-                // Days too (`7d`), besides what TraceQuery's `last` takes.
-                let ms = match last.strip_suffix('d').map(str::parse::<i64>) {
-                    Some(Ok(days)) if days > 0 => Some(days.saturating_mul(86_400_000)),
-                    _ => crate::controller::delivery::parse_duration(last).map(|d| d.as_millis() as i64),
-                }
-                .ok_or_else(|| {
-                    ApiError::bad(format!("last: cannot parse duration {last:?} (e.g. 15m, 1h, 7d)"))
-                })?;
+                let ms = crate::controller::delivery::parse_span(last)
+                    .map(|d| d.as_millis() as i64)
+                    .ok_or_else(|| {
+                        ApiError::bad(format!("last: cannot parse duration {last:?} (e.g. 15m, 1h, 7d)"))
+                    })?;
                 to - ms
             }
         };

@@ -13,6 +13,16 @@ use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A span back in time for people: whole days (`7d`) or a Go-style duration
+/// (`24h`, `90m`). Used by `query --since`, `verify --since` and the console.
+pub fn parse_span(s: &str) -> Option<Duration> {
+    match s.strip_suffix('d').map(str::parse::<u64>) {
+        Some(Ok(days)) if days > 0 => days.checked_mul(86_400).map(Duration::from_secs),
+        Some(_) => None,
+        None => parse_duration(s),
+    }
+}
+
 /// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `1.5s`, `500ms`).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = 0f64;
@@ -163,5 +173,10 @@ mod tests {
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_span("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_span("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_span("0d"), None);
+        assert_eq!(parse_span("xd"), None);
+        assert_eq!(parse_span("soon"), None);
     }
 }

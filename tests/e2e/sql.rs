@@ -88,8 +88,9 @@ async fn duckdb_counts_match_kubetrail_query() {
         .args([
             "--cluster",
             "lab",
+            // Days are a unit of --since, as the README shows (`--since 7d`).
             "--since",
-            "1h",
+            "1d",
             "--limit",
             "100000",
             "-o",
