@@ -16,6 +16,7 @@ mod integrity;
 mod notify;
 mod operator_binary;
 mod query;
+mod readme;
 mod sources;
 mod sql;
 mod tracker;
