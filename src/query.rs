@@ -47,6 +47,11 @@ pub struct Query {
     /// (oldest first) this `(time ms, trace id)`. Files past it are not read,
     /// so a later page does not rescan the earlier ones.
     pub cursor: Option<(i64, String)>,
+    /// Newest first: stop reading once no file left can hold a trace newer than
+    /// the worst one kept (a file's traces are no later than its last-modified
+    /// time + [`CLOCK_SLACK_MS`]); `matched` then counts only the files read
+    /// and the answer is `truncated`. (Oldest first always stops early.)
+    pub stop_early: bool,
 }
 
 /// The lines of a query's results, in a scratch file removed when dropped.
@@ -821,6 +826,21 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
     let mut matched: IdSet = IdSet::default();
     let mut kept: IdSet = IdSet::default();
     let times: Vec<i64> = objects.iter().map(|(t, _)| *t).collect();
+    // The latest trace time each file can hold, as a maximum over the files
+    // from each position on.
+    let mut newest_left: Vec<i64> = objects
+        .iter()
+        .map(|(_, o)| {
+            if o.modified_ms > 0 {
+                o.modified_ms.saturating_add(CLOCK_SLACK_MS)
+            } else {
+                i64::MAX
+            }
+        })
+        .collect();
+    for i in (0..newest_left.len().saturating_sub(1)).rev() {
+        newest_left[i] = newest_left[i].max(newest_left[i + 1]);
+    }
     // Fetch, decompress and filter several files at once (on blocking threads);
     // results are merged in file order.
     let mut scans = futures::stream::iter(objects.into_iter().map(|(_, o)| {
@@ -900,6 +920,15 @@ pub async fn run(sink: &Store, q: &Query, max_days: i64) -> Result<Outcome, Quer
         // Oldest first: files are in order of their earliest trace (the time in
         // the name), so none of a file's traces is older; once `limit` traces older than the
         // next file's start are in hand, nothing later can displace them.
+        if q.stop_early
+            && q.order == Order::NewestFirst
+            && newest.len() >= limit
+            && let (Some(worst), Some(left)) = (newest.peek(), newest_left.get(index))
+            && *left < worst.0.time_ms
+        {
+            out.truncated = true;
+            break;
+        }
         if q.order == Order::OldestFirst
             && (oldest.len() >= limit || out.memory_capped)
             && let (Some(top), Some(next)) = (oldest.peek(), times.get(index))
@@ -1146,6 +1175,7 @@ mod tests {
             max_hit_bytes: usize::MAX,
             spill_dir: None,
             cursor: None,
+            stop_early: false,
         }
     }
 
@@ -1385,6 +1415,61 @@ mod tests {
         assert_eq!(run(&sink, &later, 31).await.unwrap().scanned_objects, 1);
         let whole = q("2026-11-24T00:00:00Z", "2026-11-24T06:00:00Z");
         assert_eq!(run(&sink, &whole, 31).await.unwrap().hits.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn newest_first_stops_when_no_file_left_can_hold_a_newer_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = files(
+            dir.path(),
+            &[
+                &[("a", "2026-11-24T01:00:00Z", "u", 200)],
+                &[("b", "2026-11-24T05:00:00Z", "u", 200)],
+                &[("c", "2026-11-24T09:00:00Z", "u", 200)],
+            ],
+        )
+        .await;
+        // Each file written 30 s after its trace, as delivery would.
+        for o in sink.list("p/").await.unwrap() {
+            let ms = file_time_ms(&o.key).unwrap() as u64 + 30_000;
+            let f = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(&o.key))
+                .unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+                .unwrap();
+        }
+        let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
+        query.limit = 1;
+        let full = run(&sink, &query, 31).await.unwrap();
+        assert_eq!(
+            (full.scanned_objects, full.matched),
+            (3, 3),
+            "exact counts by default"
+        );
+        query.stop_early = true;
+        let out = run(&sink, &query, 31).await.unwrap();
+        assert_eq!(out.hits[0].trace_id, "c");
+        assert_eq!(
+            out.scanned_objects, 1,
+            "the older files cannot hold anything newer"
+        );
+        assert!(out.truncated, "more may exist: a page shows a next link");
+        // A file rewritten late (a replay) may hold anything: it is read.
+        let a = sink
+            .list("p/")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|o| o.key.contains("T010000Z"))
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&a.key))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(run(&sink, &query, 31).await.unwrap().scanned_objects, 3);
     }
 
     #[tokio::test]

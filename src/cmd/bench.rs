@@ -798,6 +798,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         max_hit_bytes: usize::MAX,
         spill_dir: None,
         cursor: None,
+        stop_early: false,
     };
     let filtered = Query {
         filter: QueryFilter {
@@ -875,6 +876,25 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             _ => break,
         }
     }
+    // The console's first page of the last 7 days, unfiltered: it stops once
+    // no file left can hold a newer trace.
+    let week_page = Query {
+        limit: 50,
+        stop_early: true,
+        ..base.clone()
+    };
+    let started = Instant::now();
+    let out = query::run(&sink, &week_page, 400)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{:<28} {:>9} traces in {:.3} s; {} objects read, {} rows",
+        "console page 1, 7 days",
+        out.scanned_traces,
+        started.elapsed().as_secs_f64(),
+        out.scanned_objects,
+        out.hits.len()
+    );
     let started = Instant::now();
     let o = query::overview(&sink, &hour, 400, 300_000, 10)
         .await

@@ -212,6 +212,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         max_hit_bytes: usize::MAX,
         spill_dir: None,
         cursor: None,
+        stop_early: false,
     };
     let out = query::run(&sink, &q, args.max_days).await?;
     print(&out, args.output);

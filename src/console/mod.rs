@@ -344,6 +344,8 @@ async fn build(
         max_hit_bytes: 64 << 20,
         spill_dir: None,
         cursor: p.cursor()?,
+        // A page needs its rows, not the count of everything older.
+        stop_early: true,
     };
     Ok((sink, q))
 }
@@ -393,7 +395,7 @@ async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Res
         }
     }
     // More beyond this page: the next starts after its last trace.
-    let next = (out.hits.len() >= limit && out.matched > out.hits.len() as u64)
+    let next = (out.hits.len() >= limit && out.truncated)
         .then(|| out.hits.last().map(|h| format!("{}.{}", h.time_ms, h.trace_id)))
         .flatten();
     tracing::debug!(tracker = %q.tracker, objects = out.scanned_objects, ms = started.elapsed().as_millis() as u64, "console page");
@@ -401,6 +403,8 @@ async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Res
         "traces": traces,
         "next": next,
         "matched": out.matched,
+        // `matched` counts only the files read when the page stopped early.
+        "truncated": out.truncated,
         "from": q.from_ms,
         "to": q.to_ms,
         "scanned": {

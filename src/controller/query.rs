@@ -282,6 +282,7 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         max_hit_bytes: ctx.settings.query_max_result_bytes,
         spill_dir: Some(ctx.settings.query_scratch_dir.clone()),
         cursor: None,
+        stop_early: false,
     };
     let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
         .await

@@ -71,6 +71,7 @@ async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &s
         max_hit_bytes: usize::MAX,
         spill_dir: None,
         cursor: None,
+        stop_early: false,
     };
     query::run(&s3_sink(env, bucket), &q, 31)
         .await

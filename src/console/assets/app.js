@@ -79,6 +79,10 @@ function rating(r) {
   return el("span", { class: "rating " + (r || "normal"), text: r || "normal" });
 }
 
+function verbOf(t) {
+  return (t.trace_name || "").split(" ")[0];
+}
+
 function showError(e) {
   const box = document.getElementById("error");
   box.hidden = false;
@@ -198,7 +202,7 @@ async function viewTraces(params) {
     el("td", {}, t.source || ""),
   ));
   const status = el("div", { class: "status", id: "status" },
-    page.traces.length + " traces shown of " + page.matched + " matched · " +
+    page.traces.length + " traces shown" + (page.next ? ", more older ones" : " of " + page.matched + " matched") + " · " +
     page.scanned.objects + " files, " + page.scanned.traces + " traces read in " + page.elapsedMs + " ms");
   const pager = el("div", { class: "pager" });
   if (params.get("cursor")) {
@@ -243,7 +247,7 @@ async function viewTrace(params) {
   const bodies = ["request", "response", "old_object", "annotations"].filter((k) => t[k] !== undefined)
     .map((k) => [el("h2", { text: k }), el("pre", { class: "body", "data-body": k, text: JSON.stringify(t[k], null, 2) })]);
   view.replaceChildren(
-    el("h1", { text: t.trace_name + " · " + fmtTime(t.time) }),
+    el("h1", { text: (t.trace_name || t.trace_type || "trace") + " · " + fmtTime(t.time) }),
     el("p", {}, rating(t.trace_rating), " ",
       t.resource_name ? el("a", { href: historyLink(params, t), id: "history-link", text: "History of " + t.resource_type + "/" + t.resource_name }) : ""),
     fields, ...bodies.flat(),
@@ -263,9 +267,9 @@ async function viewHistory(params) {
   const page = await api("history", q);
   const items = page.traces.map((t) => {
     const failed = (t.code || 0) >= 400;
-    return el("li", { class: "event " + (t.trace_rating === "incident" ? "incident" : failed ? "failed" : "ok"), "data-verb": t.trace_name.split(" ")[0] },
+    return el("li", { class: "event " + (t.trace_rating === "incident" ? "incident" : failed ? "failed" : "ok"), "data-verb": verbOf(t) },
       el("div", { class: "when" }, el("a", { href: traceLink(params, t), text: fmtTime(t.time) })),
-      el("div", {}, el("strong", { text: t.trace_name.split(" ")[0] }), " by ", t.user,
+      el("div", {}, el("strong", { text: verbOf(t) }), " by ", t.user || "",
         t.code !== undefined ? " → " + t.code : "", failed && t.message ? " (" + t.message + ")" : ""));
   });
   view.append(
