@@ -107,10 +107,11 @@ async function whoami(params) {
   return me;
 }
 
-// Fills the tracker when the link has none: the `default` tracker if there is one.
+// Fills the tracker when the link has none: the chart's default tracker
+// (`system`) if there is one, else the first.
 function withTracker(params, who) {
   if (!params.get("tracker") && who.trackers.length) {
-    params.set("tracker", who.trackers.includes("default") ? "default" : who.trackers[0]);
+    params.set("tracker", who.trackers.includes("system") ? "system" : who.trackers[0]);
   }
   return params;
 }
