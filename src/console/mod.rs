@@ -350,7 +350,6 @@ async fn build(
     Ok((sink, q))
 }
 
-/// A page of traces (newest first, or oldest first for a history).
 /// Who read what: the console is itself a way into the trail.
 fn log_read(what: &'static str, who: &Option<auth::Identity>, scope: &Scope, q: &Query) {
     tracing::info!(
@@ -364,6 +363,7 @@ fn log_read(what: &'static str, who: &Option<auth::Identity>, scope: &Scope, q: 
     );
 }
 
+/// A page of traces (newest first, or oldest first for a history).
 async fn page(c: &Console, headers: &HeaderMap, p: &Params, order: Order) -> Result<Response, ApiError> {
     let (who, scope) = scope(c, headers, p).await?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
