@@ -1044,6 +1044,16 @@ fn scan_overview(q: &Query, key: &str, bytes: &[u8], origin: i64, bucket_ms: i64
     out
 }
 
+/// Adds one to `key`'s count, copying the key only the first time.
+fn count(m: &mut std::collections::HashMap<String, u64>, key: &str) {
+    match m.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            m.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// Counts traces per time bucket and rating, and the top users and denied
 /// operations, over every trace the query matches (its limit and cursor are
 /// not used). Files are read as for [`run`], several at once.
@@ -1098,9 +1108,9 @@ pub async fn overview(
             if let Some(b) = out.buckets.get_mut(item.bucket as usize) {
                 b[item.rating as usize] += 1;
             }
-            *users.entry(scan.users[item.user as usize].clone()).or_default() += 1;
+            count(&mut users, &scan.users[item.user as usize]);
             if let Some(d) = item.denied {
-                *denied.entry(scan.denied[d as usize].clone()).or_default() += 1;
+                count(&mut denied, &scan.denied[d as usize]);
             }
         }
     }

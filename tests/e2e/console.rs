@@ -10,10 +10,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
-use kubetrail::api::{Compression, Tracker};
-use kubetrail::deliver::batch::{Batch, tracker_suffix};
-use kubetrail::deliver::key::{FileId, object_key};
-use kubetrail::spool::Position;
+use kubetrail::api::Tracker;
 use kubetrail::store::Store;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -64,27 +61,11 @@ async fn put_files_of(sink: &Store, cluster: &str, tracker: &str, traces: &[Tr],
     let mut sorted: Vec<&Tr> = traces.iter().collect();
     sorted.sort_by_key(|t| t.ms);
     for (n, group) in sorted.chunks(per_file).enumerate() {
-        let mut b = Batch::new(Compression::Gzip);
-        let suffix = tracker_suffix(tracker);
-        for t in group {
-            b.push(&serde_json::to_vec(&line(t)).unwrap(), &suffix).unwrap();
-        }
-        let key = object_key(&FileId {
-            prefix: "c",
-            cluster,
-            tracker,
-            writer: "w0",
-            epoch: "00000000",
-            start: Position {
-                seq: n as u64,
-                idx: 0,
-            },
-            earliest_ms: group[0].ms,
-            compression: Compression::Gzip,
-        });
-        sink.put(&key, b.finish().unwrap(), Compression::Gzip)
-            .await
-            .unwrap();
+        let lines: Vec<Vec<u8>> = group
+            .iter()
+            .map(|t| serde_json::to_vec(&line(t)).unwrap())
+            .collect();
+        support::put_trace_file(sink, "c", cluster, tracker, n as u64, group[0].ms, &lines).await;
     }
 }
 

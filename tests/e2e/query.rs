@@ -4,10 +4,7 @@ use crate::Harness;
 use crate::support::{self, eventually};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use kubetrail::api::{Compression, QueryPhase, TraceQuery, Tracker};
-use kubetrail::deliver::batch::{Batch, tracker_suffix};
-use kubetrail::deliver::key::{FileId, object_key};
-use kubetrail::spool::Position;
+use kubetrail::api::{QueryPhase, TraceQuery, Tracker};
 use kubetrail::store::Store;
 use serde_json::json;
 use std::time::Duration;
@@ -57,27 +54,8 @@ async fn write_files_of(sink: &Store, cluster: &str, tracker: &str, files: &[Vec
             .map(|t| kubetrail::trace::parse_time_ms(t.time).unwrap())
             .min()
             .unwrap();
-        let mut b = Batch::new(Compression::Gzip);
-        let suffix = tracker_suffix(tracker);
-        for t in group {
-            b.push(&line(t), &suffix).unwrap();
-        }
-        let key = object_key(&FileId {
-            prefix: "q",
-            cluster,
-            tracker,
-            writer: "w0",
-            epoch: "00000000",
-            start: Position {
-                seq: n as u64,
-                idx: 0,
-            },
-            earliest_ms: first,
-            compression: Compression::Gzip,
-        });
-        sink.put(&key, b.finish().unwrap(), Compression::Gzip)
-            .await
-            .unwrap();
+        let lines: Vec<Vec<u8>> = group.iter().map(|t| line(t)).collect();
+        support::put_trace_file(sink, "q", cluster, tracker, n as u64, first, &lines).await;
     }
 }
 

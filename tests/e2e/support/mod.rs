@@ -246,3 +246,38 @@ impl Operator {
         let _ = self.child.kill().await;
     }
 }
+
+/// Writes one gzip trace file of `lines` into `sink`, keyed as delivery names
+/// it: under `prefix` for `cluster` and `tracker`, the `seq`-th file of writer
+/// `w0`, named after its earliest trace (`earliest_ms`).
+pub async fn put_trace_file(
+    sink: &kubetrail::store::Store,
+    prefix: &str,
+    cluster: &str,
+    tracker: &str,
+    seq: u64,
+    earliest_ms: i64,
+    lines: &[Vec<u8>],
+) {
+    use kubetrail::api::Compression;
+    use kubetrail::deliver::batch::{Batch, tracker_suffix};
+    use kubetrail::deliver::key::{FileId, object_key};
+    let mut b = Batch::new(Compression::Gzip);
+    let suffix = tracker_suffix(tracker);
+    for line in lines {
+        b.push(line, &suffix).unwrap();
+    }
+    let key = object_key(&FileId {
+        prefix,
+        cluster,
+        tracker,
+        writer: "w0",
+        epoch: "00000000",
+        start: kubetrail::spool::Position { seq, idx: 0 },
+        earliest_ms,
+        compression: Compression::Gzip,
+    });
+    sink.put(&key, b.finish().unwrap(), Compression::Gzip)
+        .await
+        .unwrap();
+}
