@@ -89,6 +89,8 @@ pub struct Metrics {
     pub events_delivered: Family<TrackerLabels, Counter>,
     pub files_delivered: Family<TrackerLabels, Counter>,
     pub digests_written: Family<TrackerLabels, Counter>,
+    /// Digests found in the bucket that a writer would not chain onto.
+    pub digests_untrusted: Family<TrackerLabels, Counter>,
     /// 1 when the last verification of a tracker's trail found it whole, 0 when not.
     pub integrity_verified: Family<TrackerLabels, Gauge>,
     pub retention_deleted: Family<TrackerLabels, Counter>,
@@ -188,6 +190,12 @@ impl Default for Metrics {
             "digests_written",
             "Signed digest files written (one per period per writer)",
             digests_written.clone(),
+        );
+        let digests_untrusted = Family::<TrackerLabels, Counter>::default();
+        registry.register(
+            "digests_untrusted",
+            "Digests in the bucket a writer did not chain onto: unverifiable, dated in the future, or not naming its published head",
+            digests_untrusted.clone(),
         );
         let integrity_verified = Family::<TrackerLabels, Gauge>::default();
         registry.register(
@@ -347,6 +355,7 @@ impl Default for Metrics {
             events_delivered,
             files_delivered,
             digests_written,
+            digests_untrusted,
             integrity_verified,
             retention_deleted,
             delivery_errors,

@@ -441,6 +441,13 @@ pub struct TrackerStatus {
     /// Digest signing keys and the last verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<IntegrityStatus>,
+    /// The latest digest of every writer's chain, published where whoever can
+    /// write the bucket cannot reach it: a writer that lost its spool goes on
+    /// from here (never from the bucket's newest object), and `verify --tracker`
+    /// requires each chain to reach its head. Kept after a writer is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["writer"]))]
+    pub chain_heads: Vec<ChainHead>,
     /// How retention is enforced and how far back files are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionStatus>,
@@ -470,8 +477,38 @@ pub struct PublicKeyStatus {
     pub fingerprint: String,
     /// The Ed25519 public key, base64 of its 32 bytes.
     pub public_key: String,
-    /// When the key was first seen.
+    /// When the key was first published: digests ending before it (less a
+    /// few minutes of slack) do not verify with it.
     pub since: Time,
+    /// When another key replaced it: digests ending after it (plus the same
+    /// slack) do not verify with it. Absent while the key signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+}
+
+/// The latest digest of one writer's chain (a chain head).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainHead {
+    /// The writer (replica pod name) whose chain this is.
+    pub writer: String,
+    /// Object key of the digest.
+    pub key: String,
+    /// Hex SHA-256 of the digest (without its signature member).
+    pub sha256: String,
+    /// Its signature (base64).
+    pub signature: String,
+    /// Fingerprint of the key that signed it.
+    pub key_fingerprint: String,
+    /// End of the period it covers (RFC 3339).
+    pub period_end: String,
+    /// The writer's digest period in seconds.
+    #[serde(default)]
+    pub period_seconds: u64,
+    /// The writer still delivers this tracker: its next digest is due within a
+    /// period, and `verify` calls a head older than two periods truncated.
+    #[serde(default)]
+    pub running: bool,
 }
 
 /// Retention as enforced.

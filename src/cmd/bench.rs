@@ -360,7 +360,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
-    pipelines.apply(vec![pipeline_spec("bench", &spec, sink, None)]);
+    pipelines.apply(vec![pipeline_spec(
+        "bench",
+        &spec,
+        sink,
+        None,
+        Default::default(),
+    )]);
     let notified = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let notifiers =
         kubetrail::notify::Notifiers::new(spool.clone(), "bench".into(), metrics.clone(), Default::default());
@@ -922,6 +928,8 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             parallelism: 16,
             known: None,
             skew_ms: kubetrail::integrity::verify::DEFAULT_SKEW_MS,
+            heads: None,
+            period_ms: None,
         },
     )
     .await

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use kubetrail::api::{Delivery, Destination, Integrity, Redaction, TrackerFilter, TrackerSpec};
 use kubetrail::controller::delivery::pipeline_spec;
 use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
+use kubetrail::integrity::{Anchor, HeadFile};
 use kubetrail::store::{self, StaticCredentials, Store};
 use kubetrail::telemetry::{self, Metrics, Readiness};
 use serde::Deserialize;
@@ -188,6 +189,12 @@ pub struct ServeArgs {
     /// half is written next to it (`signing-key.pub.pem`) for `verify`.
     #[arg(long)]
     pub signing_key: Option<PathBuf>,
+    /// Where each writer's latest digest (its chain head) is kept, outside the
+    /// bucket and the spool: a restart without the spool goes on from here,
+    /// and `verify --chain-head` checks the trail against it (default:
+    /// `<spool-dir>.chain-head.json`, beside the spool directory).
+    #[arg(long)]
+    pub chain_head: Option<PathBuf>,
     /// Address of the web console over these trackers, without
     /// authentication: a loopback address only. Off when unset.
     #[arg(long)]
@@ -247,6 +254,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let head_path = args.chain_head.clone().unwrap_or_else(|| {
+        let mut p = args.spool_dir.clone().into_os_string();
+        p.push(".chain-head.json");
+        PathBuf::from(p)
+    });
+    let mut heads = HeadFile::read(&head_path)
+        .with_context(|| format!("reading the chain heads {}", head_path.display()))?
+        .unwrap_or_else(|| HeadFile {
+            cluster: config.cluster.clone(),
+            trackers: Default::default(),
+        });
+    if heads.cluster != config.cluster {
+        anyhow::bail!(
+            "chain-head file {} belongs to cluster {:?}, not {:?}",
+            head_path.display(),
+            heads.cluster,
+            config.cluster
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let console_metrics = metrics.clone();
     let readiness = Readiness::default();
@@ -271,6 +297,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admission_addr: None,
     };
     let started = webhook.start(metrics.clone(), readiness.clone()).await?;
+    let writer = args.writer.clone();
     let pipelines = Pipelines::new(
         started.spool.clone(),
         WriterId {
@@ -294,10 +321,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 retention: Default::default(),
                 redaction: t.redaction.clone(),
             };
-            pipeline_spec(&t.name, &spec, sink, signer.clone())
+            let anchor = Anchor {
+                head: heads.head(&t.name, &writer).cloned(),
+                keys: Vec::new(),
+            };
+            pipeline_spec(&t.name, &spec, sink, signer.clone(), anchor)
         })
         .collect();
     pipelines.apply(desired);
+    let pipelines = Arc::new(pipelines);
+    // Every new chain head goes to the file as soon as its digest is written.
+    let keeper = {
+        let pipelines = pipelines.clone();
+        let path = head_path.clone();
+        let mut heads = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                keep_heads(&pipelines, &mut heads, &path, true);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
     if let Some(addr) = args.console_addr {
         let mut trackers = std::collections::BTreeMap::new();
         for t in config.trackers.iter().filter(|t| t.enabled) {
@@ -329,7 +373,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let began = std::time::Instant::now();
     kubetrail::runtime::stop_ingest(&started.lifecycle, &readiness).await;
     kubetrail::runtime::drain_delivery(&pipelines, drain.saturating_sub(began.elapsed())).await;
+    keeper.abort();
+    // The drain closed every open period: the last heads, and no longer running.
+    if let Ok(Some(latest)) = HeadFile::read(&head_path) {
+        heads = latest;
+    }
+    keep_heads(&pipelines, &mut heads, &head_path, false);
     Ok(())
+}
+
+/// Writes the writers' newest chain heads to `path` when they changed.
+fn keep_heads(pipelines: &Pipelines, heads: &mut HeadFile, path: &std::path::Path, running: bool) {
+    let before = heads.clone();
+    let newest: Vec<(String, kubetrail::integrity::ChainHead)> = pipelines
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(tracker, s)| s.chain_head.clone().map(|h| (tracker.clone(), h)))
+        .collect();
+    for (tracker, head) in newest {
+        heads.set(&tracker, head);
+    }
+    let delivering = pipelines.delivering();
+    for (tracker, list) in heads.trackers.iter_mut() {
+        for h in list.iter_mut() {
+            h.running = running && delivering.contains(tracker);
+        }
+    }
+    if *heads != before
+        && let Err(e) = heads.write(path)
+    {
+        tracing::error!(path = %path.display(), error = %e, "writing the chain heads failed");
+    }
 }
 
 /// The destination and sink of a serve tracker.

@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use kube::api::Api;
 use kubetrail::api::{Destination, Tracker};
 use kubetrail::integrity::verify::{self, DigestState, FileState, Report};
-use kubetrail::integrity::{PublicKey, retention};
+use kubetrail::integrity::{ChainHead, HeadFile, PublicKey, retention};
 use kubetrail::store::{self, Credentials, Store};
 use std::path::PathBuf;
 
@@ -71,6 +71,16 @@ pub struct VerifyArgs {
     /// Objects fetched and hashed at once.
     #[arg(long, default_value_t = 16)]
     pub parallelism: usize,
+    /// With --bucket or --directory: the chain heads `kubetrail serve` keeps
+    /// outside the bucket (its `--chain-head` file). Every writer's chain must
+    /// then reach its head, and only those writers' newest files are pending.
+    #[arg(long)]
+    pub chain_head: Option<PathBuf>,
+    /// With --bucket or --directory: the digest period of the trail (e.g. 1h),
+    /// how long a file may wait for its digest (default: from the chain heads
+    /// or the digests).
+    #[arg(long)]
+    pub digest_period: Option<String>,
     /// Print every file, not only those with a problem.
     #[arg(long)]
     pub all_files: bool,
@@ -100,22 +110,66 @@ fn read_key(arg: &str) -> anyhow::Result<PublicKey> {
     PublicKey::parse(&text).with_context(|| format!("public key {arg:?}"))
 }
 
-/// Where to look, what to trust, and the tracker's retention.
-async fn target(args: &VerifyArgs) -> anyhow::Result<(Store, String, String, Vec<PublicKey>, Option<u32>)> {
+/// Where to look and what to trust.
+struct Target {
+    store: Store,
+    prefix: String,
+    tracker: String,
+    keys: Vec<PublicKey>,
+    retention_days: Option<u32>,
+    heads: Option<Vec<ChainHead>>,
+    period_ms: Option<i64>,
+}
+
+/// The heads of `tracker` in `serve`'s chain-head file.
+fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::Result<Vec<ChainHead>> {
+    let file = HeadFile::read(path)
+        .with_context(|| format!("reading the chain heads {}", path.display()))?
+        .with_context(|| format!("chain-head file {} does not exist", path.display()))?;
+    if file.cluster != cluster {
+        bail!(
+            "chain-head file {} is of cluster {:?}, not {cluster:?}",
+            path.display(),
+            file.cluster
+        );
+    }
+    Ok(file.trackers.get(tracker).cloned().unwrap_or_default())
+}
+
+fn period_arg(args: &VerifyArgs) -> anyhow::Result<Option<i64>> {
+    args.digest_period
+        .as_deref()
+        .map(|p| {
+            kubetrail::controller::delivery::parse_duration(p)
+                .map(|d| d.as_millis() as i64)
+                .with_context(|| format!("--digest-period {p:?} is not a duration such as 1h"))
+        })
+        .transpose()
+}
+
+async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
     let keys = args
         .public_key
         .iter()
         .map(|k| read_key(k))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let period_ms = period_arg(args)?;
+    let name = args.tracker_name.clone().unwrap_or_default();
+    let heads = args
+        .chain_head
+        .as_deref()
+        .map(|p| read_heads(p, &name, &args.cluster))
+        .transpose()?;
     if let Some(dir) = &args.directory {
-        let name = args.tracker_name.clone().unwrap_or_default();
-        return Ok((
-            Store::Dir(dir.clone()),
-            args.prefix.clone(),
-            name,
+        return Ok(Target {
+            store: Store::Dir(dir.clone()),
+            prefix: args.prefix.clone(),
+            tracker: name,
             keys,
-            args.retention_days,
-        ));
+            retention_days: args.retention_days,
+            heads,
+            period_ms,
+        });
     }
     if let Some(bucket) = &args.bucket {
         let dest = Destination::plain(
@@ -126,8 +180,15 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<(Store, String, String, Vec
             args.force_path_style,
         );
         let store = store::open(&dest, Credentials::Default).await?;
-        let name = args.tracker_name.clone().unwrap_or_default();
-        return Ok((store, args.prefix.clone(), name, keys, args.retention_days));
+        return Ok(Target {
+            store,
+            prefix: args.prefix.clone(),
+            tracker: name,
+            keys,
+            retention_days: args.retention_days,
+            heads,
+            period_ms,
+        });
     }
     let Some(name) = &args.tracker else {
         bail!("name a --tracker, or give --bucket or --directory with --tracker-name and --public-key");
@@ -141,18 +202,17 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<(Store, String, String, Vec
         .context("reading the tracker")?
         .with_context(|| format!("tracker {name:?} does not exist"))?;
     let mut keys = keys;
-    for k in tracker
-        .status
+    let status = tracker.status.clone().unwrap_or_default();
+    let published = status
+        .integrity
         .as_ref()
-        .and_then(|s| s.integrity.as_ref())
         .map(|i| i.public_keys.as_slice())
-        .unwrap_or_default()
-    {
-        keys.push(
-            PublicKey::parse(&k.public_key)
-                .with_context(|| format!("public key {} in the tracker's status", k.fingerprint))?,
-        );
+        .unwrap_or_default();
+    for k in published {
+        PublicKey::parse(&k.public_key)
+            .with_context(|| format!("public key {} in the tracker's status", k.fingerprint))?;
     }
+    keys.extend(kubetrail::controller::trail::trusted_keys(published));
     if keys.is_empty() {
         bail!(
             "tracker {name:?} publishes no public key yet (status.integrity.publicKeys); is integrity.digests on and the operator running?"
@@ -167,7 +227,20 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<(Store, String, String, Vec
         .await
         .context("reading the tracker's credentials")?;
     let prefix = dest.prefix.trim_end_matches('/').to_string();
-    Ok((store, prefix, name.clone(), keys, dest.retention_days))
+    let period_ms = match period_ms {
+        Some(p) => Some(p),
+        None => kubetrail::controller::delivery::parse_duration(&tracker.spec.integrity.digest_period)
+            .map(|d| d.max(kubetrail::integrity::MIN_PERIOD).as_millis() as i64),
+    };
+    Ok(Target {
+        store,
+        prefix,
+        tracker: name.clone(),
+        keys,
+        retention_days: dest.retention_days,
+        heads: Some(status.chain_heads),
+        period_ms,
+    })
 }
 
 fn print_text(report: &Report, all_files: bool) {
@@ -182,6 +255,7 @@ fn print_text(report: &Report, all_files: bool) {
             DigestState::InvalidSignature => "INVALID SIGNATURE",
             DigestState::Missing => "MISSING",
             DigestState::ChainBroken => "CHAIN BROKEN",
+            DigestState::Truncated => "TRUNCATED",
         };
         print!(
             "  {} .. {}  {state:<17} {:>5} files  {}",
@@ -209,7 +283,15 @@ fn print_text(report: &Report, all_files: bool) {
 /// Runs `kubetrail verify`; an error (exit status 1) when anything is wrong.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     kubetrail::install_crypto_provider();
-    let (store, prefix, tracker, keys, retention_days) = target(&args).await?;
+    let Target {
+        store,
+        prefix,
+        tracker,
+        keys,
+        retention_days,
+        heads,
+        period_ms,
+    } = target(&args).await?;
     let now = jiff::Timestamp::now().as_millisecond();
     let to_ms = match &args.to {
         Some(t) => parse_time(t)?,
@@ -235,6 +317,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         parallelism: args.parallelism.max(1),
         known: None,
         skew_ms: args.clock_skew_seconds as i64 * 1000,
+        heads,
+        period_ms,
     };
     let report = verify::verify(&store, &req).await.context("reading the trail")?;
     match args.output {

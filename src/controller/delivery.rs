@@ -4,7 +4,7 @@
 use super::Context;
 use crate::api::{Tracker, TrackerSpec};
 use crate::deliver::pipeline::{PipelineSpec, Pipelines, StoreFactory};
-use crate::integrity::{IntegritySpec, Signer};
+use crate::integrity::{Anchor, IntegritySpec, Signer};
 use crate::route::Filter;
 use crate::store::{self, Credentials};
 use crate::telemetry::Readiness;
@@ -52,11 +52,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// The pipeline of a tracker spec; `sink` builds its destination, `signer`
 /// signs its digests (none: no digests, whatever the spec says).
+/// `anchor` is what the writer trusts if it must pick up its chain without its
+/// spool; it is not part of the fingerprint (a new head does not restart it).
 pub fn pipeline_spec(
     name: &str,
     spec: &TrackerSpec,
     sink: StoreFactory,
     signer: Option<Arc<Signer>>,
+    anchor: Anchor,
 ) -> PipelineSpec {
     let integrity = signer
         .filter(|_| spec.integrity.digests)
@@ -65,6 +68,7 @@ pub fn pipeline_spec(
                 .unwrap_or(Duration::from_secs(3600))
                 .max(crate::integrity::MIN_PERIOD),
             signer,
+            anchor,
         });
     let fingerprint = serde_json::to_string(&(
         &spec.destination,
@@ -88,6 +92,19 @@ pub fn pipeline_spec(
         integrity,
         sink,
         fingerprint,
+    }
+}
+
+/// This writer's trust anchor from the Tracker's status: its chain head and
+/// the published keys.
+fn anchor_of(t: &Tracker, writer: &str) -> Anchor {
+    let status = t.status.as_ref();
+    Anchor {
+        head: status.and_then(|s| s.chain_heads.iter().find(|h| h.writer == writer).cloned()),
+        keys: status
+            .and_then(|s| s.integrity.as_ref())
+            .map(|i| super::trail::trusted_keys(&i.public_keys))
+            .unwrap_or_default(),
     }
 }
 
@@ -151,7 +168,13 @@ pub async fn run(
             } else {
                 None
             };
-            desired.push(pipeline_spec(&t.name_any(), &t.spec, s3_store(&ctx, t), signer));
+            desired.push(pipeline_spec(
+                &t.name_any(),
+                &t.spec,
+                s3_store(&ctx, t),
+                signer,
+                anchor_of(t, &ctx.settings.instance),
+            ));
         }
         pipelines.apply(desired);
         ready.set_ready(true);

@@ -10,7 +10,7 @@
 //! stopped and a restarted writer is counted from zero again, never twice.
 
 use super::Context;
-use crate::api::{LastDelivery, Tracker, TrackerStatus, WriterStatus};
+use crate::api::{ChainHead, LastDelivery, Tracker, TrackerStatus, WriterStatus};
 use crate::deliver::pipeline::Pipelines;
 use crate::telemetry::ControllerLabels;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -78,6 +78,10 @@ pub struct TrackerReport {
     /// disabled or deleted). A deleted Tracker's finalizer waits for this to clear.
     #[serde(default)]
     pub active: bool,
+    /// The latest digest this writer wrote (its chain head), for the holder to
+    /// publish in the Tracker's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<crate::api::ChainHead>,
 }
 
 /// A report as the holder reads it.
@@ -192,6 +196,7 @@ impl Publisher {
                         dropped: s.dropped,
                         overflowing: s.overflowing,
                         active: delivering.contains(name),
+                        head: s.chain_head.clone(),
                     };
                     (name.clone(), report)
                 })
@@ -343,7 +348,49 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
     }
     writers.sort_by(|a, b| a.writer.cmp(&b.writer));
     next.writers = writers;
+    next.chain_heads = fold_heads(tracker, &status.chain_heads, reports);
     next
+}
+
+/// The chain heads after `reports`: a newer head replaces a writer's older
+/// one (never the other way round), a writer is `running` while its report
+/// says it delivers the tracker, and the head of a writer that is gone stays.
+pub fn fold_heads(tracker: &str, heads: &[ChainHead], reports: &[WriterReport]) -> Vec<ChainHead> {
+    let mut out: BTreeMap<String, ChainHead> = heads
+        .iter()
+        .map(|h| {
+            let mut h = h.clone();
+            h.running = false;
+            (h.writer.clone(), h)
+        })
+        .collect();
+    let end = |h: &ChainHead| h.period_end.parse::<jiff::Timestamp>().ok();
+    for r in reports {
+        let Some(t) = r.report.trackers.get(tracker) else {
+            continue;
+        };
+        if let Some(new) = &t.head {
+            let mut new = new.clone();
+            new.writer = r.writer.clone();
+            match out.get(&r.writer) {
+                Some(old) if end(old) > end(&new) => {
+                    tracing::warn!(writer = %r.writer, head = %new.key, published = %old.key, "a writer reported a chain head older than the published one; kept the published one");
+                }
+                _ => {
+                    out.insert(r.writer.clone(), new);
+                }
+            }
+        }
+        // Alive: renewed within two heartbeats (a killed replica's report
+        // lingers until it is stale).
+        let alive = r.renewed.is_some_and(|at| {
+            jiff::Timestamp::now().duration_since(at).as_secs() <= 2 * HEARTBEAT.as_secs() as i64 + 30
+        });
+        if let Some(h) = out.get_mut(&r.writer) {
+            h.running = t.active && alive;
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Folds every report into the trackers' status every `interval`. Runs only
@@ -394,6 +441,7 @@ async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
                 "filesDelivered": next.files_delivered,
                 "eventsDropped": next.events_dropped,
                 "writers": next.writers,
+                "chainHeads": next.chain_heads,
             }
         });
         match api
@@ -546,5 +594,39 @@ mod tests {
             "kubetrail-writer-kubetrail-7d9f-abc"
         );
         assert_eq!(lease_name("Replica_A"), "kubetrail-writer-replica-a");
+    }
+
+    fn head(writer: &str, end: &str) -> ChainHead {
+        ChainHead {
+            writer: writer.into(),
+            key: format!("{writer}-{end}"),
+            period_end: end.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heads_only_move_forward_and_outlive_their_writers() {
+        let now = jiff::Timestamp::now().as_second();
+        let mut a = report("a", "a1", 1, 1, now);
+        a.report.trackers.get_mut("t").unwrap().head = Some(head("a", "2026-11-24T10:00:00Z"));
+        a.report.trackers.get_mut("t").unwrap().active = true;
+        let published = vec![
+            head("a", "2026-11-24T09:00:00Z"),
+            head("gone", "2026-11-20T00:00:00Z"),
+        ];
+        let heads = fold_heads("t", &published, &[a.clone()]);
+        assert_eq!(heads.len(), 2, "the gone writer's head stays: {heads:?}");
+        assert_eq!(heads[0].key, "a-2026-11-24T10:00:00Z");
+        assert!(heads[0].running && !heads[1].running, "{heads:?}");
+        // An older head reported (a writer that lost its state) does not win.
+        a.report.trackers.get_mut("t").unwrap().head = Some(head("a", "2026-11-24T08:00:00Z"));
+        let heads = fold_heads("t", &published, &[a.clone()]);
+        assert_eq!(heads[0].key, "a-2026-11-24T09:00:00Z");
+        // A report not renewed for minutes (a killed replica) is not running.
+        let mut stale = report("a", "a1", 1, 1, now - 600);
+        stale.report.trackers.get_mut("t").unwrap().active = true;
+        let heads = fold_heads("t", &published, &[stale]);
+        assert!(!heads[0].running);
     }
 }

@@ -115,8 +115,10 @@ async fn integrity(
             fingerprint: signer.fingerprint().to_string(),
             public_key: signer.public_key_b64(),
             since: now.clone(),
+            until: None,
         });
     }
+    rotate_windows(&mut integ.public_keys, signer.fingerprint(), now);
     let interval = super::delivery::parse_duration(&spec.verify_interval)
         .unwrap_or(Duration::from_secs(3600))
         .max(Duration::from_secs(10));
@@ -129,11 +131,7 @@ async fn integrity(
         }
     };
     if due {
-        let keys: Vec<PublicKey> = integ
-            .public_keys
-            .iter()
-            .filter_map(|k| PublicKey::parse(&k.public_key).ok())
-            .collect();
+        let keys = trusted_keys(&integ.public_keys);
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let window = VERIFY_WINDOW.max(interval * 2).as_millis() as i64;
         let req = verify::Request {
@@ -152,6 +150,9 @@ async fn integrity(
             parallelism: 8,
             known: Some(known.clone()),
             skew_ms: verify::DEFAULT_SKEW_MS,
+            heads: Some(status.chain_heads.clone()),
+            period_ms: super::delivery::parse_duration(&spec.digest_period)
+                .map(|d| d.max(crate::integrity::MIN_PERIOD).as_millis() as i64),
         };
         let started = Instant::now();
         let (result, summary) = match verify::verify(store, &req).boxed().await {
@@ -231,6 +232,35 @@ async fn integrity(
         }
     }
     Some(interval.saturating_sub(at.elapsed()).max(Duration::from_secs(1)))
+}
+
+/// Closes the window of every key but the one signing now, and reopens that
+/// one's (a key rotated back to signs again from now on).
+pub fn rotate_windows(keys: &mut [PublicKeyStatus], signing: &str, now: &Time) {
+    for k in keys.iter_mut() {
+        if k.fingerprint == signing {
+            if k.until.take().is_some() {
+                tracing::info!(fingerprint = %k.fingerprint, "a rotated-away key signs again");
+            }
+        } else if k.until.is_none() {
+            tracing::info!(fingerprint = %k.fingerprint, "digest key rotated away: its window closes now");
+            k.until = Some(now.clone());
+        }
+    }
+}
+
+/// The published keys, each trusted only within its window.
+pub fn trusted_keys(keys: &[PublicKeyStatus]) -> Vec<PublicKey> {
+    keys.iter()
+        .filter_map(|k| {
+            PublicKey::parse(&k.public_key).ok().map(|p| {
+                p.with_window(
+                    Some(k.since.0.as_millisecond()),
+                    k.until.as_ref().map(|u| u.0.as_millisecond()),
+                )
+            })
+        })
+        .collect()
 }
 
 async fn retain(

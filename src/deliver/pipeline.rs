@@ -89,6 +89,9 @@ pub struct DeliveryStats {
     pub corrupt: u64,
     /// Times the pipeline was restarted after a failure.
     pub restarts: u64,
+    /// The latest digest this process wrote: the chain head to publish outside
+    /// the bucket.
+    pub chain_head: Option<crate::integrity::ChainHead>,
 }
 
 /// Delivery statistics of every tracker, shared with the status writer.
@@ -911,11 +914,12 @@ impl Worker {
         });
     }
 
-    /// Picks up the writer's chain: from the cursor file, or else from the
-    /// bucket (the writer's latest digest, for a spool that was lost or a tracker
-    /// enabled again), or else starts a new chain now. Digests turned off: the
-    /// chain is dropped, and turned on again it resumes from the bucket, its
-    /// first digest covering the time they were off.
+    /// Picks up the writer's chain: from the cursor file, or else from its
+    /// published head (Tracker status, `serve`'s chain-head file) and the
+    /// verified digests that follow it, or else (no head published) from its
+    /// newest digest in the bucket if that verifies, or else starts a new chain
+    /// now. Digests turned off: the chain is dropped, and turned on again it
+    /// resumes from the head, its first digest covering the time they were off.
     fn resume_chain(&self, state: &mut TrackerCursor, sink: &mut Option<Store>) -> Result<(), PipelineError> {
         let Some(spec) = &self.spec.integrity else {
             if state.chain.take().is_some() {
@@ -926,43 +930,51 @@ impl Worker {
         if state.chain.is_some() {
             return Ok(());
         }
+        let mut keys = spec.anchor.keys.clone();
+        keys.push(
+            crate::integrity::PublicKey::parse(&spec.signer.public_key_b64())
+                .map_err(|e| PipelineError::Chain(e.to_string()))?,
+        );
         let found = self.handle.block_on(async {
             if sink.is_none() {
                 *sink = Some((self.spec.sink)().await?);
             }
             let store = sink.as_ref().ok_or_else(String::new)?;
-            crate::integrity::verify::latest_digest(
+            crate::integrity::verify::resume_point(
                 store,
                 &self.spec.prefix,
                 &self.id.cluster,
                 &self.spec.name,
                 &self.id.writer,
+                spec.anchor.head.as_ref(),
+                &keys,
                 now_ms(),
             )
             .await
             .map_err(|e| e.to_string())
         });
         // An unreachable bucket must not hold up delivery (nor the backlog
-        // accounting): the chain starts anew, and `verify` shows where.
+        // accounting): the chain goes on from the head if there is one, else
+        // starts anew, and `verify` shows where.
         let found = found.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading back the last digest failed; starting a new chain");
-            None
+            tracing::warn!(error = %e, "reading the digests after the chain head failed");
+            crate::integrity::verify::Resume {
+                from: spec.anchor.head.as_ref().and_then(|h| {
+                    digest_file::parse_time(&h.period_end).map(|end| (crate::integrity::previous_of(h), end))
+                }),
+                untrusted: Vec::new(),
+            }
         });
-        let chain = match found {
-            Some((key, d)) => {
-                let public = crate::integrity::PublicKey::parse(&spec.signer.public_key_b64())
-                    .map_err(|e| PipelineError::Chain(e.to_string()))?;
-                if !digest_file::check_signature(&d, &key, &public) {
-                    tracing::warn!(%key, fingerprint = %d.digest.key_fingerprint, "the last digest is not signed by the current key (rotated?); the chain goes on from it");
-                }
-                tracing::info!(%key, "digest chain resumed from the bucket");
+        for why in &found.untrusted {
+            tracing::warn!(digest = %why, "a digest in the bucket is not trusted; the chain does not follow it");
+            self.metrics.digests_untrusted.get_or_create(&self.labels).inc();
+        }
+        let chain = match found.from {
+            Some((previous, end)) => {
+                tracing::info!(key = %previous.key, from_head = spec.anchor.head.is_some(), "digest chain resumed");
                 Chain {
-                    period_start_ms: digest_file::parse_time(&d.digest.period_end).unwrap_or_else(now_ms),
-                    previous: Some(crate::integrity::Previous {
-                        key,
-                        sha256: d.sha256,
-                        signature: d.signature,
-                    }),
+                    period_start_ms: end.min(now_ms()),
+                    previous: Some(previous),
                     files: Vec::new(),
                 }
             }
@@ -1026,6 +1038,14 @@ impl Worker {
         }
         tracing::info!(%key, files = digest.files.len(), "digest written");
         self.metrics.digests_written.get_or_create(&self.labels).inc();
+        let head = crate::integrity::head_of(
+            &self.id.writer,
+            &signed,
+            spec.signer.fingerprint(),
+            end_ms,
+            spec.period,
+        );
+        self.stats(|s| s.chain_head = Some(head));
         state.chain = Some(Chain {
             period_start_ms: end_ms,
             previous: Some(signed),

@@ -243,11 +243,22 @@ impl Signer {
     }
 }
 
-/// A public key that verifies digests.
+/// Slack before a key's `since`: writers may sign with a new key before the
+/// lease holder's next round publishes it (at most its recheck interval).
+pub const KEY_SINCE_SLACK_MS: i64 = 10 * 60_000;
+/// Slack after a key's `until`: a writer picks up a rotated key within half a
+/// minute of the lease holder.
+pub const KEY_UNTIL_SLACK_MS: i64 = 60_000;
+
+/// A public key that verifies digests, with the window in which it signed.
 #[derive(Clone, Debug)]
 pub struct PublicKey {
     raw: Vec<u8>,
     pub fingerprint: String,
+    /// Published at (Unix ms): digests ending earlier do not verify with it.
+    pub since_ms: Option<i64>,
+    /// Replaced at (Unix ms): digests ending later do not verify with it.
+    pub until_ms: Option<i64>,
 }
 
 impl PublicKey {
@@ -266,7 +277,37 @@ impl PublicKey {
         Ok(PublicKey {
             fingerprint: fingerprint(&raw),
             raw,
+            since_ms: None,
+            until_ms: None,
         })
+    }
+
+    /// The same key, trusted only for digests ending within `[since, until]`
+    /// (give or take [`KEY_SINCE_SLACK_MS`] and [`KEY_UNTIL_SLACK_MS`]).
+    pub fn with_window(mut self, since_ms: Option<i64>, until_ms: Option<i64>) -> Self {
+        self.since_ms = since_ms;
+        self.until_ms = until_ms;
+        self
+    }
+
+    /// Whether a digest whose period ends at `period_end_ms` may be signed by
+    /// this key; `Err` says why not.
+    pub fn covers(&self, period_end_ms: i64) -> Result<(), String> {
+        let early = self
+            .since_ms
+            .is_some_and(|s| period_end_ms < s - KEY_SINCE_SLACK_MS);
+        let late = self
+            .until_ms
+            .is_some_and(|u| period_end_ms > u + KEY_UNTIL_SLACK_MS);
+        if early || late {
+            return Err(format!(
+                "signed by key {} outside its validity window ({} .. {})",
+                self.fingerprint,
+                self.since_ms.map(rfc3339).unwrap_or_else(|| "-".into()),
+                self.until_ms.map(rfc3339).unwrap_or_else(|| "-".into()),
+            ));
+        }
+        Ok(())
     }
 
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {

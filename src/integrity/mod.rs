@@ -10,6 +10,7 @@ pub mod digest;
 pub mod retention;
 pub mod verify;
 
+pub use crate::api::ChainHead;
 pub use digest::{Digest, DigestFile, Previous, PublicKey, Signer};
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,16 @@ pub struct IntegritySpec {
     /// Length of a digest period (aligned to the Unix epoch: hours start on the hour).
     pub period: Duration,
     pub signer: Arc<Signer>,
+    /// What the writer trusts when it picks up its chain without its spool.
+    pub anchor: Anchor,
+}
+
+/// A writer's trust anchor, kept outside the bucket: its published chain head
+/// and the published keys (with their windows).
+#[derive(Clone, Debug, Default)]
+pub struct Anchor {
+    pub head: Option<ChainHead>,
+    pub keys: Vec<PublicKey>,
 }
 
 /// A file delivered in the open period, waiting for its digest.
@@ -43,6 +54,82 @@ pub struct Chain {
     /// Files delivered since `period_start_ms`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<Delivered>,
+}
+
+/// The head a digest makes once written: what the next digest names, and what
+/// is published outside the bucket.
+pub fn head_of(
+    writer: &str,
+    previous: &Previous,
+    fingerprint: &str,
+    period_end_ms: i64,
+    period: Duration,
+) -> ChainHead {
+    ChainHead {
+        writer: writer.to_string(),
+        key: previous.key.clone(),
+        sha256: previous.sha256.clone(),
+        signature: previous.signature.clone(),
+        key_fingerprint: fingerprint.to_string(),
+        period_end: digest::rfc3339(period_end_ms),
+        period_seconds: period.as_secs(),
+        running: false,
+    }
+}
+
+/// The [`Previous`] a chain head stands for.
+pub fn previous_of(head: &ChainHead) -> Previous {
+    Previous {
+        key: head.key.clone(),
+        sha256: head.sha256.clone(),
+        signature: head.signature.clone(),
+    }
+}
+
+/// The chain heads `serve` keeps outside the bucket (`--chain-head FILE`), by
+/// tracker; `verify --chain-head FILE` reads the same file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadFile {
+    pub cluster: String,
+    #[serde(default)]
+    pub trackers: std::collections::BTreeMap<String, Vec<ChainHead>>,
+}
+
+impl HeadFile {
+    /// Reads the file; `Ok(None)` when there is none yet.
+    pub fn read(path: &std::path::Path) -> std::io::Result<Option<HeadFile>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the file atomically (a temporary file, fsynced, renamed).
+    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The head of `writer` for `tracker`.
+    pub fn head(&self, tracker: &str, writer: &str) -> Option<&ChainHead> {
+        self.trackers.get(tracker)?.iter().find(|h| h.writer == writer)
+    }
+
+    /// Records a head, replacing the writer's earlier one.
+    pub fn set(&mut self, tracker: &str, head: ChainHead) {
+        let heads = self.trackers.entry(tracker.to_string()).or_default();
+        heads.retain(|h| h.writer != head.writer);
+        heads.push(head);
+        heads.sort_by(|a, b| a.writer.cmp(&b.writer));
+    }
 }
 
 /// The end of the period that contains `start`: the next multiple of `period`.

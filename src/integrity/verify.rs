@@ -55,6 +55,105 @@ pub async fn latest_digest(
     Ok(None)
 }
 
+/// Where a writer without its spool picks up its chain.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// The digest to chain onto and where its period ended; `None`: a new chain.
+    pub from: Option<(digest::Previous, i64)>,
+    /// Digests found and not followed (unverifiable, or dated in the future).
+    pub untrusted: Vec<String>,
+}
+
+/// Where the writer's chain goes on when its spool lost it: from its published
+/// head (never from the bucket's newest object), following only successors
+/// that name it and verify with `keys`. With no head published (a first start,
+/// or an older operator), the writer's newest digest in the bucket, if it
+/// verifies and is not dated in the future.
+#[allow(clippy::too_many_arguments)]
+pub async fn resume_point(
+    store: &Store,
+    prefix: &str,
+    cluster: &str,
+    tracker: &str,
+    writer: &str,
+    head: Option<&super::ChainHead>,
+    keys: &[PublicKey],
+    now_ms: i64,
+) -> Result<Resume, DestinationError> {
+    let keys: HashMap<&str, &PublicKey> = keys.iter().map(|k| (k.fingerprint.as_str(), k)).collect();
+    let req = Request {
+        prefix: prefix.to_string(),
+        cluster: cluster.to_string(),
+        tracker: tracker.to_string(),
+        from_ms: 0,
+        to_ms: 0,
+        keys: Vec::new(),
+        oldest_kept_ms: None,
+        now_ms,
+        parallelism: 1,
+        known: None,
+        skew_ms: DEFAULT_SKEW_MS,
+        heads: None,
+        period_ms: None,
+    };
+    let mut out = Resume::default();
+    let Some(head) = head else {
+        let Some((key, d)) = latest_digest(store, prefix, cluster, tracker, writer, now_ms).await? else {
+            return Ok(out);
+        };
+        match trust_problem(&req, &keys, &key, &d) {
+            Some(why) => out.untrusted.push(format!("{key}: {why}")),
+            None => {
+                let end = digest::parse_time(&d.digest.period_end).unwrap_or(now_ms);
+                out.from = Some((
+                    digest::Previous {
+                        key,
+                        sha256: d.sha256,
+                        signature: d.signature,
+                    },
+                    end,
+                ));
+            }
+        }
+        return Ok(out);
+    };
+    let mut prev = super::previous_of(head);
+    let Some(mut end) = digest::parse_time(&head.period_end) else {
+        out.untrusted
+            .push(format!("{}: the published head has no period end", head.key));
+        return Ok(out);
+    };
+    // Successors are named by their period start, the end of the one before.
+    while end <= now_ms {
+        let next = digest::digest_key(prefix, cluster, tracker, writer, end);
+        let Some(bytes) = store.get_opt(&next).await? else {
+            break;
+        };
+        let d = match digest::decode(&bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                out.untrusted.push(format!("{next}: {e}"));
+                break;
+            }
+        };
+        let names_prev = d.digest.previous.as_ref() == Some(&prev) && d.digest.writer == writer;
+        let problem = trust_problem(&req, &keys, &next, &d)
+            .or_else(|| (!names_prev).then(|| "it does not name the published head".to_string()));
+        if let Some(why) = problem {
+            out.untrusted.push(format!("{next}: {why}"));
+            break;
+        }
+        end = digest::parse_time(&d.digest.period_end).unwrap_or(now_ms);
+        prev = digest::Previous {
+            key: next,
+            sha256: d.sha256,
+            signature: d.signature,
+        };
+    }
+    out.from = Some((prev, end));
+    Ok(out)
+}
+
 fn ymd(ms: i64) -> (i16, i8, i8) {
     let dt = jiff::Timestamp::from_millisecond(ms)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
@@ -121,6 +220,15 @@ pub struct Request {
     /// lists is pending, not added, while it is younger than its writer's last
     /// digest by less than this.
     pub skew_ms: i64,
+    /// Every writer's published chain head (Tracker status or `serve`'s
+    /// `--chain-head` file), when known: each chain must reach its head, a
+    /// running writer's head must be recent, and only these writers' files can
+    /// be pending. `None`: heads unknown, the newest valid digest of each writer
+    /// stands in (a deleted tail cannot be seen then).
+    pub heads: Option<Vec<super::ChainHead>>,
+    /// The tracker's digest period, when known (else taken from the heads or
+    /// the digests): how long a file may wait for its digest.
+    pub period_ms: Option<i64>,
 }
 
 /// The default [`Request::skew_ms`].
@@ -137,6 +245,9 @@ pub enum DigestState {
     InvalidSignature,
     Missing,
     ChainBroken,
+    /// The chain does not reach its published head (a deleted or replaced
+    /// tail), or a running writer's head is more than two periods old.
+    Truncated,
 }
 
 /// The state of one trace file.
@@ -200,6 +311,7 @@ pub struct Summary {
     pub invalid_signature: usize,
     pub missing: usize,
     pub chain_broken: usize,
+    pub truncated: usize,
 }
 
 /// Thousands separators: 2,304.
@@ -225,6 +337,7 @@ impl Report {
                 DigestState::InvalidSignature => s.invalid_signature += 1,
                 DigestState::Missing => s.missing += 1,
                 DigestState::ChainBroken => s.chain_broken += 1,
+                DigestState::Truncated => s.truncated += 1,
             }
         }
         for f in &self.files {
@@ -250,13 +363,14 @@ impl Report {
     }
 
     /// The first problem, as a condition reason (`FileModified`, `FileMissing`,
-    /// `FileAdded`, `DigestInvalid`, `ChainBroken`), with a message.
+    /// `FileAdded`, `DigestInvalid`, `ChainBroken`, `ChainTruncated`), with a message.
     pub fn first_problem(&self) -> Option<(&'static str, String)> {
         for d in &self.digests {
             let reason = match d.state {
                 DigestState::Valid => continue,
                 DigestState::InvalidSignature => "DigestInvalid",
                 DigestState::Missing | DigestState::ChainBroken => "ChainBroken",
+                DigestState::Truncated => "ChainTruncated",
             };
             return Some((
                 reason,
@@ -289,6 +403,7 @@ impl Report {
             (s.invalid_signature, "invalid signature"),
             (s.missing, "missing"),
             (s.chain_broken, "chain broken"),
+            (s.truncated, "truncated"),
             (s.modified, "modified"),
             (s.deleted, "deleted"),
             (s.added, "added"),
@@ -313,8 +428,18 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
     let floor = req.oldest_kept_ms.unwrap_or(i64::MIN).max(day_start(req.from_ms));
     let first_day = day_start(floor.max(req.from_ms.min(req.to_ms)));
     let last_day = day_start(req.to_ms.max(req.from_ms));
-    // Digests of two more days: files late in the range may be listed there.
-    let digest_last_day = day_start(req.now_ms).min(last_day + 2 * DAY_MS).max(last_day);
+    // Digests of two more days: files late in the range may be listed there;
+    // and up to every published head, so each chain is followed to it.
+    let heads_last = req
+        .heads
+        .iter()
+        .flatten()
+        .filter_map(|h| digest::parse_time(&previous_period_start(&h.key)))
+        .max()
+        .map_or(last_day, day_start);
+    let digest_last_day = day_start(req.now_ms)
+        .min((last_day + 2 * DAY_MS).max(heads_last))
+        .max(last_day);
     let parallelism = req.parallelism.max(1);
 
     let digest_days: Vec<i64> = (0..)
@@ -371,15 +496,17 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
     let keys: HashMap<&str, &PublicKey> = req.keys.iter().map(|k| (k.fingerprint.as_str(), k)).collect();
     let mut report = Report::default();
     let in_range = |start: i64, end: i64| start < req.to_ms && end > req.from_ms;
+    // An untrusted digest is reported when its content or its name falls in
+    // the range, or either lies in the future (a plant meant to sort last).
+    let reportable = |key: &str, start: i64, end: i64| {
+        let named = digest::parse_time(&previous_period_start(key));
+        in_range(start, end)
+            || end > req.now_ms + req.skew_ms
+            || named.is_some_and(|t| (t < req.to_ms && t >= req.from_ms) || t > req.now_ms)
+    };
 
-    // Signatures, then chains per writer.
-    struct Good {
-        key: String,
-        d: SignedDigest,
-        start: i64,
-        end: i64,
-        valid: bool,
-    }
+    // Signatures (by a trusted key, within its window, not from the future),
+    // then chains per writer.
     let mut by_writer: BTreeMap<String, Vec<Good>> = BTreeMap::new();
     let fetched_keys: HashSet<&str> = fetched.iter().map(|f| f.key.as_str()).collect();
     for f in &fetched {
@@ -400,22 +527,9 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         };
         let start = digest::parse_time(&d.digest.period_start).unwrap_or(0);
         let end = digest::parse_time(&d.digest.period_end).unwrap_or(0);
-        let expected_key =
-            digest::digest_key(&req.prefix, &req.cluster, &req.tracker, &d.digest.writer, start);
-        let problem =
-            if expected_key != f.key || d.digest.cluster != req.cluster || d.digest.tracker != req.tracker {
-                Some("its content does not belong under its key".to_string())
-            } else {
-                match keys.get(d.digest.key_fingerprint.as_str()) {
-                    None => Some(format!("signed by unknown key {}", d.digest.key_fingerprint)),
-                    Some(k) if !digest::check_signature(d, &f.key, k) => {
-                        Some("the signature does not verify".into())
-                    }
-                    Some(_) => None,
-                }
-            };
+        let problem = trust_problem(req, &keys, &f.key, d);
         if let Some(reason) = &problem
-            && in_range(start, end)
+            && reportable(&f.key, start, end)
         {
             report.digests.push(DigestReport {
                 writer: d.digest.writer.clone(),
@@ -438,57 +552,58 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
 
     let mut listed: HashMap<String, (String, digest::DigestFile)> = HashMap::new();
     let mut latest_end: HashMap<String, i64> = HashMap::new();
+    let mut shortest: HashMap<String, i64> = HashMap::new();
     for (writer, chain) in by_writer.iter_mut() {
         chain.sort_by_key(|g| (g.start, g.end));
-        for i in 0..chain.len() {
-            let g = &chain[i];
-            if g.valid {
-                let e = latest_end.entry(writer.clone()).or_insert(g.end);
-                *e = (*e).max(g.end);
-                for f in &g.d.digest.files {
-                    listed.insert(f.key.clone(), (g.key.clone(), f.clone()));
-                }
+        let valid: HashMap<&str, &Good> = chain
+            .iter()
+            .filter(|g| g.valid)
+            .map(|g| (g.key.as_str(), g))
+            .collect();
+        for g in chain.iter().filter(|g| g.valid) {
+            let e = latest_end.entry(writer.clone()).or_insert(g.end);
+            *e = (*e).max(g.end);
+            let len = g.end - g.start;
+            if len > 0 {
+                let s = shortest.entry(writer.clone()).or_insert(len);
+                *s = (*s).min(len);
             }
+            for f in &g.d.digest.files {
+                listed.insert(f.key.clone(), (g.key.clone(), f.clone()));
+            }
+        }
+        for g in chain.iter() {
             if !in_range(g.start, g.end) || !g.valid {
                 continue;
             }
-            let link = match (&g.d.digest.previous, i.checked_sub(1).map(|j| &chain[j])) {
-                (None, _) => Ok(()),
-                (Some(p), Some(before)) if p.key == before.key => {
-                    if p.sha256 != before.d.sha256 || p.signature != before.d.signature {
-                        Err(format!(
-                            "the previous digest {} is not the one this digest names",
-                            p.key
-                        ))
-                    } else if before.end != g.start {
-                        Err(format!(
-                            "the previous digest ends at {}, this one starts at {}",
-                            before.d.digest.period_end, g.d.digest.period_start
-                        ))
-                    } else {
-                        Ok(())
+            let link = match &g.d.digest.previous {
+                None => Ok(()),
+                Some(p) => match valid.get(p.key.as_str()) {
+                    Some(before) => link_problem(p, before, g).map_or(Ok(()), Err),
+                    None => {
+                        let p_start = digest::parse_time(&previous_period_start(&p.key)).unwrap_or(i64::MIN);
+                        if fetched_keys.contains(p.key.as_str()) {
+                            Err(format!(
+                                "the previous digest {} is not a valid digest of this chain",
+                                p.key
+                            ))
+                        } else if p_start >= first_day && p_start >= floor {
+                            report.digests.push(DigestReport {
+                                writer: writer.clone(),
+                                key: p.key.clone(),
+                                period_start: previous_period_start(&p.key),
+                                period_end: g.d.digest.period_start.clone(),
+                                state: DigestState::Missing,
+                                reason: Some(format!("named by {} but not in the bucket", g.key)),
+                                files: 0,
+                            });
+                            Err(format!("the previous digest {} is missing", p.key))
+                        } else {
+                            // Before the range (or expired): not checked.
+                            Ok(())
+                        }
                     }
-                }
-                (Some(p), _) => {
-                    let p_start = digest::parse_time(&previous_period_start(&p.key)).unwrap_or(i64::MIN);
-                    if fetched_keys.contains(p.key.as_str()) {
-                        Err(format!("the previous digest {} is out of order", p.key))
-                    } else if p_start >= first_day && p_start >= floor {
-                        report.digests.push(DigestReport {
-                            writer: writer.clone(),
-                            key: p.key.clone(),
-                            period_start: previous_period_start(&p.key),
-                            period_end: g.d.digest.period_start.clone(),
-                            state: DigestState::Missing,
-                            reason: Some(format!("named by {} but not in the bucket", g.key)),
-                            files: 0,
-                        });
-                        Err(format!("the previous digest {} is missing", p.key))
-                    } else {
-                        // Before the range (or expired): not checked.
-                        Ok(())
-                    }
-                }
+                },
             };
             report.digests.push(DigestReport {
                 writer: writer.clone(),
@@ -506,6 +621,44 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         }
     }
 
+    // Each chain must reach its published head, and a running writer's head
+    // must be recent: a deleted or replaced tail, or a stopped chain, shows.
+    let mut head_end: HashMap<String, (i64, i64)> = HashMap::new();
+    for h in req.heads.iter().flatten() {
+        let h_end = digest::parse_time(&h.period_end).unwrap_or(i64::MIN);
+        let period = if h.period_seconds > 0 {
+            h.period_seconds as i64 * 1000
+        } else {
+            req.period_ms.unwrap_or(3_600_000)
+        };
+        let listed_end = latest_end.get(&h.writer).copied().unwrap_or(i64::MIN);
+        head_end.insert(h.writer.clone(), (h_end.max(listed_end), period));
+        if h_end < floor {
+            continue; // expired with retention
+        }
+        let chain = by_writer.get(&h.writer);
+        let problem = match check_head(store, req, &keys, h, chain, first_day).await? {
+            Some(p) => Some(p),
+            None if h.running && h_end.max(listed_end) < req.now_ms - 2 * period - req.skew_ms => {
+                Some(format!(
+                    "the writer is running but its chain stopped: its last digest ends at {}, more than two periods ago",
+                    h.period_end
+                ))
+            }
+            None => None,
+        };
+        if let Some(reason) = problem {
+            report.digests.push(DigestReport {
+                writer: h.writer.clone(),
+                key: h.key.clone(),
+                period_start: previous_period_start(&h.key),
+                period_end: h.period_end.clone(),
+                state: DigestState::Truncated,
+                reason: Some(reason),
+                files: 0,
+            });
+        }
+    }
     // Files listed by a valid digest: present and unchanged?
     let trace_first = first_day;
     let trace_end = last_day + DAY_MS;
@@ -589,14 +742,28 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         report.files.push(h?);
     }
 
-    // Files no digest lists.
+    // Files no digest lists: pending only while a known writer's next digest
+    // may still list them (newer than its head by at most a period plus the
+    // slack); a writer nobody knows has no pending files.
     for (k, o) in &present {
         if listed.contains_key(k) {
             continue;
         }
         let writer = writer_of(k, &req.cluster, &req.tracker).unwrap_or_default();
-        let covered_until = latest_end.get(&writer).copied().unwrap_or(i64::MIN);
-        let state = if o.modified_ms >= covered_until.saturating_sub(req.skew_ms) {
+        let head = match &req.heads {
+            Some(_) => head_end.get(&writer).copied(),
+            None => latest_end.get(&writer).map(|end| {
+                let period = req
+                    .period_ms
+                    .or_else(|| shortest.get(&writer).copied())
+                    .unwrap_or(3_600_000);
+                (*end, period)
+            }),
+        };
+        let pending = head.is_some_and(|(end, period)| {
+            o.modified_ms >= end.saturating_sub(req.skew_ms) && o.modified_ms <= end + period + req.skew_ms
+        });
+        let state = if pending {
             FileState::Pending
         } else {
             FileState::Added
@@ -613,6 +780,143 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         .sort_by(|a, b| (&a.writer, &a.period_start, &a.key).cmp(&(&b.writer, &b.period_start, &b.key)));
     report.files.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(report)
+}
+
+/// A digest as checked: where it is, what it says, and whether it is trusted.
+struct Good {
+    key: String,
+    d: SignedDigest,
+    start: i64,
+    end: i64,
+    valid: bool,
+}
+
+/// Why a digest is not trusted: not where its content says it belongs, an
+/// unknown key, a bad signature, a key outside its window, or a period that
+/// has not ended yet.
+fn trust_problem(
+    req: &Request,
+    keys: &HashMap<&str, &PublicKey>,
+    key: &str,
+    d: &SignedDigest,
+) -> Option<String> {
+    let start = digest::parse_time(&d.digest.period_start);
+    let end = digest::parse_time(&d.digest.period_end);
+    let (Some(start), Some(end)) = (start, end) else {
+        return Some("its period is not a pair of RFC 3339 times".into());
+    };
+    let expected = digest::digest_key(&req.prefix, &req.cluster, &req.tracker, &d.digest.writer, start);
+    if expected != key || d.digest.cluster != req.cluster || d.digest.tracker != req.tracker || end <= start {
+        return Some("its content does not belong under its key".into());
+    }
+    let Some(k) = keys.get(d.digest.key_fingerprint.as_str()) else {
+        return Some(format!("signed by unknown key {}", d.digest.key_fingerprint));
+    };
+    if !digest::check_signature(d, key, k) {
+        return Some("the signature does not verify".into());
+    }
+    if let Err(e) = k.covers(end) {
+        return Some(e);
+    }
+    if end > req.now_ms + req.skew_ms {
+        return Some(format!(
+            "dated in the future: its period ends at {}",
+            d.digest.period_end
+        ));
+    }
+    None
+}
+
+/// Why `g` does not follow `before`, the digest its `previous` names.
+fn link_problem(p: &digest::Previous, before: &Good, g: &Good) -> Option<String> {
+    if p.sha256 != before.d.sha256 || p.signature != before.d.signature {
+        Some(format!(
+            "the previous digest {} is not the one this digest names",
+            p.key
+        ))
+    } else if before.end != g.start {
+        Some(format!(
+            "the previous digest ends at {}, this one starts at {}",
+            before.d.digest.period_end, g.d.digest.period_start
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether the writer's chain reaches its published head `h`: the head digest
+/// is in the bucket, is the one published, and links back, digest by digest,
+/// to the range checked. `Some(reason)` when not.
+async fn check_head(
+    store: &Store,
+    req: &Request,
+    keys: &HashMap<&str, &PublicKey>,
+    h: &super::ChainHead,
+    chain: Option<&Vec<Good>>,
+    first_day: i64,
+) -> Result<Option<String>, DestinationError> {
+    let fetched = chain.and_then(|c| c.iter().find(|g| g.key == h.key));
+    let replaced = || {
+        Some(format!(
+            "the digest at the published head {} is not the one published: the chain's tail was replaced",
+            h.key
+        ))
+    };
+    let head = match fetched {
+        Some(g) if g.valid => g.d.clone(),
+        Some(_) => return Ok(replaced()),
+        None => match store.get_opt(&h.key).await? {
+            None => {
+                return Ok(Some(format!(
+                    "the published head {} is not in the bucket: the chain's tail was deleted",
+                    h.key
+                )));
+            }
+            Some(bytes) => match digest::decode(&bytes) {
+                Ok(d) if trust_problem(req, keys, &h.key, &d).is_none() => d,
+                _ => return Ok(replaced()),
+            },
+        },
+    };
+    if head.sha256 != h.sha256 || head.signature != h.signature {
+        return Ok(replaced());
+    }
+    // Back from the head to the range: every link present and the one named.
+    let Some(chain) = chain else { return Ok(None) };
+    let by_key: HashMap<&str, &Good> = chain
+        .iter()
+        .filter(|g| g.valid)
+        .map(|g| (g.key.as_str(), g))
+        .collect();
+    let mut cur = head;
+    loop {
+        let start = digest::parse_time(&cur.digest.period_start).unwrap_or(i64::MIN);
+        if start < req.to_ms {
+            return Ok(None);
+        }
+        let Some(p) = &cur.digest.previous else {
+            return Ok(None);
+        };
+        let p_start = digest::parse_time(&previous_period_start(&p.key)).unwrap_or(i64::MIN);
+        match by_key.get(p.key.as_str()) {
+            Some(before) if before.d.sha256 == p.sha256 && before.d.signature == p.signature => {
+                cur = before.d.clone();
+            }
+            Some(_) => {
+                return Ok(Some(format!(
+                    "between the range and the published head, {} is not the digest its successor names",
+                    p.key
+                )));
+            }
+            None if p_start < first_day => return Ok(None),
+            None => {
+                return Ok(Some(format!(
+                    "between the range and the published head, {} is missing or invalid",
+                    p.key
+                )));
+            }
+        }
+    }
 }
 
 /// The period start a digest key names (`…_{yyyymmddTHHMMSSZ}_{writer}_digest.json`),
@@ -659,5 +963,350 @@ mod tests {
         assert_eq!(grouped(2304), "2,304");
         assert_eq!(grouped(168), "168");
         assert_eq!(grouped(1_000_000), "1,000,000");
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    //! Chains written into a real directory store, then verified as an
+    //! auditor would: with and without published heads, with key windows.
+    use super::*;
+    use crate::integrity::{ChainHead, Digest, DigestFile, Previous, Signer, head_of};
+    use std::time::Duration;
+
+    const MIN: i64 = 60_000;
+
+    struct Trail {
+        _dir: tempfile::TempDir,
+        store: Store,
+        signer: Signer,
+        heads: Vec<ChainHead>,
+        digests: Vec<String>,
+    }
+
+    fn file_key(writer: &str, ms: i64, n: u32) -> String {
+        let (y, m, d) = ymd(ms);
+        let t = jiff::Timestamp::from_millisecond(ms)
+            .unwrap()
+            .strftime("%Y%m%dT%H%M%SZ");
+        format!(
+            "{}c_t_{t}_{writer}_0a1b-{n:012}-00000.jsonl.gz",
+            key::day_prefix("p", "c", "t", y, m, d)
+        )
+    }
+
+    fn write(store: &Store, key: &str, body: &[u8]) {
+        let Store::Dir(root) = store else { unreachable!() };
+        let path = root.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
+    /// `n` one-minute digests of `writer`, the last ending at `end_ms`, each
+    /// listing one file.
+    fn trail(n: i64, end_ms: i64) -> Trail {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Dir(dir.path().to_path_buf());
+        let signer = Signer::from_bytes(&[3u8; 32]).unwrap();
+        let mut previous: Option<Previous> = None;
+        let mut digests = Vec::new();
+        let mut head = None;
+        for i in 0..n {
+            let start = end_ms - (n - i) * MIN;
+            let fk = file_key("w1", start + 1_000, i as u32);
+            let body = format!("file {i}").into_bytes();
+            write(&store, &fk, &body);
+            let d = Digest {
+                version: 1,
+                cluster: "c".into(),
+                tracker: "t".into(),
+                writer: "w1".into(),
+                period_start: digest::rfc3339(start),
+                period_end: digest::rfc3339(start + MIN),
+                key_fingerprint: signer.fingerprint().into(),
+                previous: previous.clone(),
+                files: vec![DigestFile {
+                    key: fk,
+                    size: body.len() as u64,
+                    sha256: digest::sha256_hex(&body),
+                    events: 1,
+                    earliest: digest::rfc3339(start),
+                    latest: digest::rfc3339(start),
+                }],
+            };
+            let key = digest::digest_key("p", "c", "t", "w1", start);
+            let (bytes, signed) = signer.sign(&d, &key).unwrap();
+            write(&store, &key, &bytes);
+            head = Some(head_of(
+                "w1",
+                &signed,
+                signer.fingerprint(),
+                start + MIN,
+                Duration::from_secs(60),
+            ));
+            previous = Some(signed);
+            digests.push(key);
+        }
+        Trail {
+            _dir: dir,
+            store,
+            signer,
+            heads: head.into_iter().collect(),
+            digests,
+        }
+    }
+
+    fn request(t: &Trail, now_ms: i64, heads: Option<Vec<ChainHead>>) -> Request {
+        Request {
+            prefix: "p".into(),
+            cluster: "c".into(),
+            tracker: "t".into(),
+            from_ms: now_ms - 60 * MIN,
+            to_ms: now_ms,
+            keys: vec![PublicKey::parse(&t.signer.public_key_b64()).unwrap()],
+            oldest_kept_ms: None,
+            now_ms,
+            parallelism: 4,
+            known: None,
+            skew_ms: 2_000,
+            heads,
+            period_ms: Some(MIN),
+        }
+    }
+
+    fn now() -> i64 {
+        // Mid-day, so a trail of a few minutes stays within one UTC day.
+        let t = jiff::Timestamp::now().as_millisecond();
+        t - t.rem_euclid(DAY_MS) + DAY_MS / 2
+    }
+
+    fn states(r: &Report) -> Vec<(DigestState, String)> {
+        r.digests
+            .iter()
+            .filter(|d| d.state != DigestState::Valid)
+            .map(|d| (d.state, d.key.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_chain_that_reaches_its_head_verifies() {
+        let now = now();
+        let t = trail(4, now - MIN);
+        let r = verify(&t.store, &request(&t, now, Some(t.heads.clone())))
+            .await
+            .unwrap();
+        assert!(r.ok(), "{r:#?}");
+        assert_eq!(r.summary().digests_valid, 4);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_tail_is_truncated_even_when_the_range_ends_before_it() {
+        let now = now();
+        let t = trail(4, now - MIN);
+        let last = t.digests.last().unwrap().clone();
+        let Store::Dir(root) = &t.store else {
+            unreachable!()
+        };
+        let listed = digest::decode(&std::fs::read(root.join(&last)).unwrap()).unwrap();
+        std::fs::remove_file(root.join(&listed.digest.files[0].key)).unwrap();
+        std::fs::remove_file(root.join(&last)).unwrap();
+        // Without the head the deletion is invisible: what the head is for.
+        let r = verify(&t.store, &request(&t, now, None)).await.unwrap();
+        assert!(r.ok(), "{r:#?}");
+        let r = verify(&t.store, &request(&t, now, Some(t.heads.clone())))
+            .await
+            .unwrap();
+        assert_eq!(states(&r), vec![(DigestState::Truncated, last.clone())]);
+        assert_eq!(r.first_problem().unwrap().0, "ChainTruncated");
+        let mut early = request(&t, now, Some(t.heads.clone()));
+        early.to_ms = now - 3 * MIN;
+        let r = verify(&t.store, &early).await.unwrap();
+        assert_eq!(states(&r), vec![(DigestState::Truncated, last)]);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_head_and_a_broken_link_to_it_are_truncated() {
+        let now = now();
+        let t = trail(5, now - MIN);
+        // The head as published names another signature: a replaced tail.
+        let mut heads = t.heads.clone();
+        heads[0].signature = "AAAA".into();
+        let r = verify(&t.store, &request(&t, now, Some(heads))).await.unwrap();
+        assert!(
+            states(&r).contains(&(DigestState::Truncated, t.digests[4].clone())),
+            "{r:#?}"
+        );
+        // The range ends early; a digest between it and the head is deleted.
+        let Store::Dir(root) = &t.store else {
+            unreachable!()
+        };
+        std::fs::remove_file(root.join(&t.digests[3])).unwrap();
+        let mut early = request(&t, now, Some(t.heads.clone()));
+        early.to_ms = now - 4 * MIN - MIN / 2;
+        let r = verify(&t.store, &early).await.unwrap();
+        assert!(
+            r.digests.iter().any(|d| d.state == DigestState::Truncated
+                && d.reason.as_deref().unwrap_or_default().contains(&t.digests[3])),
+            "{r:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_writer_whose_chain_stopped_is_truncated() {
+        let now = now();
+        let t = trail(3, now - 10 * MIN);
+        let mut heads = t.heads.clone();
+        let r = verify(&t.store, &request(&t, now, Some(heads.clone())))
+            .await
+            .unwrap();
+        assert!(r.ok(), "a stopped writer's old head is fine: {r:#?}");
+        heads[0].running = true;
+        let r = verify(&t.store, &request(&t, now, Some(heads.clone())))
+            .await
+            .unwrap();
+        assert_eq!(states(&r), vec![(DigestState::Truncated, t.digests[2].clone())]);
+        // Two periods old at most is fine.
+        let r = verify(&t.store, &request(&t, now - 8 * MIN - 30_000, Some(heads)))
+            .await
+            .unwrap();
+        assert!(r.ok(), "{r:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_key_outside_its_window_does_not_verify() {
+        let now = now();
+        let t = trail(4, now - MIN);
+        let mut req = request(&t, now, Some(t.heads.clone()));
+        let public = PublicKey::parse(&t.signer.public_key_b64()).unwrap();
+        // Rotated away before the last two periods ended (beyond the slack).
+        req.keys = vec![
+            public
+                .clone()
+                .with_window(Some(now - 60 * MIN), Some(now - 5 * MIN)),
+        ];
+        let r = verify(&t.store, &req).await.unwrap();
+        let bad: Vec<&DigestReport> = r
+            .digests
+            .iter()
+            .filter(|d| d.state == DigestState::InvalidSignature)
+            .collect();
+        assert_eq!(bad.len(), 3, "{r:#?}");
+        assert!(
+            bad[0].reason.as_deref().unwrap().contains("validity window"),
+            "{bad:?}"
+        );
+        // Published after the chain was signed (beyond the slack).
+        req.keys = vec![public.with_window(Some(now + 20 * MIN), None)];
+        let r = verify(&t.store, &req).await.unwrap();
+        assert_eq!(r.summary().invalid_signature, 4, "{r:#?}");
+    }
+
+    fn set_mtime(t: &Trail, key: &str, ms: i64) {
+        let Store::Dir(root) = &t.store else {
+            unreachable!()
+        };
+        let f = std::fs::File::options().write(true).open(root.join(key)).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_a_known_writers_newest_files_are_pending() {
+        let now = now();
+        let t = trail(3, now - MIN);
+        let head_end = now - MIN;
+        let fresh = file_key("w1", head_end + 1_000, 90);
+        write(&t.store, &fresh, b"fresh");
+        set_mtime(&t, &fresh, head_end + 5_000);
+        let stale = file_key("w1", head_end + 1_000, 91);
+        write(&t.store, &stale, b"stale");
+        // Newer than the head by more than a period (plus slack): its digest
+        // was due, so nothing will list it.
+        set_mtime(&t, &stale, head_end + MIN + 10_000);
+        let bob = file_key("bob", head_end + 1_000, 92);
+        write(&t.store, &bob, b"bob deleted secrets shop/db");
+        set_mtime(&t, &bob, head_end + 5_000);
+        for heads in [Some(t.heads.clone()), None] {
+            let r = verify(&t.store, &request(&t, now, heads)).await.unwrap();
+            let state = |k: &str| r.files.iter().find(|f| f.key == k).unwrap().state;
+            assert_eq!(state(&fresh), FileState::Pending);
+            assert_eq!(state(&stale), FileState::Added);
+            assert_eq!(
+                state(&bob),
+                FileState::Added,
+                "an unknown writer has nothing pending"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_planted_digest_is_reported_and_never_followed() {
+        let now = now();
+        let t = trail(3, now - MIN);
+        let head = &t.heads[0];
+        // A plant named as the head's successor, unsigned, ending in 2099.
+        let end = digest::parse_time(&head.period_end).unwrap();
+        let next = digest::digest_key("p", "c", "t", "w1", end);
+        let plant = format!(
+            "{{\"version\":1,\"cluster\":\"c\",\"tracker\":\"t\",\"writer\":\"w1\",\"periodStart\":\"{}\",\"periodEnd\":\"2099-01-01T00:00:00Z\",\"keyFingerprint\":\"{}\",\"previous\":{},\"files\":[],\"signature\":\"AAAA\"}}\n",
+            head.period_end,
+            t.signer.fingerprint(),
+            serde_json::to_string(&crate::integrity::previous_of(head)).unwrap()
+        );
+        write(&t.store, &next, plant.as_bytes());
+        let keys = vec![PublicKey::parse(&t.signer.public_key_b64()).unwrap()];
+        let resume = resume_point(&t.store, "p", "c", "t", "w1", Some(head), &keys, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            resume.from.as_ref().unwrap().0.key,
+            head.key,
+            "goes on from the head"
+        );
+        assert_eq!(resume.untrusted.len(), 1, "{resume:?}");
+        // Without a published head, the newest digest is the plant: not followed.
+        let resume = resume_point(&t.store, "p", "c", "t", "w1", None, &keys, now)
+            .await
+            .unwrap();
+        assert!(resume.from.is_none() && resume.untrusted.len() == 1, "{resume:?}");
+        let r = verify(&t.store, &request(&t, now, Some(t.heads.clone())))
+            .await
+            .unwrap();
+        assert_eq!(states(&r), vec![(DigestState::InvalidSignature, next)]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_follows_its_own_signed_successors_past_a_late_head() {
+        let now = now();
+        let t = trail(4, now - MIN);
+        // The head published lags one digest behind the bucket.
+        let Some(d) = t.digests.get(2) else { unreachable!() };
+        let signed = digest::decode(
+            &std::fs::read(match &t.store {
+                Store::Dir(root) => root.join(d),
+                _ => unreachable!(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let late = head_of(
+            "w1",
+            &Previous {
+                key: d.clone(),
+                sha256: signed.sha256,
+                signature: signed.signature,
+            },
+            t.signer.fingerprint(),
+            now - 2 * MIN,
+            Duration::from_secs(60),
+        );
+        let keys = vec![PublicKey::parse(&t.signer.public_key_b64()).unwrap()];
+        let resume = resume_point(&t.store, "p", "c", "t", "w1", Some(&late), &keys, now)
+            .await
+            .unwrap();
+        let (prev, end) = resume.from.unwrap();
+        assert_eq!(prev.key, t.digests[3]);
+        assert_eq!(end, now - MIN);
+        assert!(resume.untrusted.is_empty());
     }
 }

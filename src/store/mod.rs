@@ -186,6 +186,14 @@ impl Store {
         }
     }
 
+    /// Reads one object, or `None` when there is none under exactly `key`.
+    pub async fn get_opt(&self, key: &str) -> Result<Option<Vec<u8>>, DestinationError> {
+        if !self.list(key).await?.iter().any(|o| o.key == key) {
+            return Ok(None);
+        }
+        self.get(key).await.map(Some)
+    }
+
     /// Removes one object; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), DestinationError> {
         match self {

@@ -5,6 +5,7 @@
 #[allow(dead_code)] // helpers shared with tests of later features
 mod support;
 
+mod adversary;
 mod chart;
 mod console;
 mod crd_validation;
