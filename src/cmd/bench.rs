@@ -929,6 +929,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
             known: None,
             skew_ms: kubetrail::integrity::verify::DEFAULT_SKEW_MS,
             heads: None,
+            known_writers: Vec::new(),
             period_ms: None,
         },
     )

@@ -263,7 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading the chain heads {}", head_path.display()))?
         .unwrap_or_else(|| HeadFile {
             cluster: config.cluster.clone(),
-            trackers: Default::default(),
+            ..Default::default()
         });
     if heads.cluster != config.cluster {
         anyhow::bail!(
@@ -272,6 +272,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             heads.cluster,
             config.cluster
         );
+    }
+    if !heads.writers.contains(&args.writer) {
+        heads.writers.push(args.writer.clone());
+        heads
+            .write(&head_path)
+            .with_context(|| format!("writing the chain heads {}", head_path.display()))?;
     }
     let metrics = Arc::new(Metrics::default());
     let console_metrics = metrics.clone();

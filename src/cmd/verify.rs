@@ -118,11 +118,12 @@ struct Target {
     keys: Vec<PublicKey>,
     retention_days: Option<u32>,
     heads: Option<Vec<ChainHead>>,
+    known_writers: Vec<String>,
     period_ms: Option<i64>,
 }
 
-/// The heads of `tracker` in `serve`'s chain-head file.
-fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::Result<Vec<ChainHead>> {
+/// The heads of `tracker` in `serve`'s chain-head file, and its writers.
+fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::Result<(Vec<ChainHead>, Vec<String>)> {
     let file = HeadFile::read(path)
         .with_context(|| format!("reading the chain heads {}", path.display()))?
         .with_context(|| format!("chain-head file {} does not exist", path.display()))?;
@@ -133,7 +134,7 @@ fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::R
             file.cluster
         );
     }
-    Ok(file.trackers.get(tracker).cloned().unwrap_or_default())
+    Ok((file.trackers.get(tracker).cloned().unwrap_or_default(), file.writers))
 }
 
 fn period_arg(args: &VerifyArgs) -> anyhow::Result<Option<i64>> {
@@ -155,11 +156,13 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let period_ms = period_arg(args)?;
     let name = args.tracker_name.clone().unwrap_or_default();
-    let heads = args
-        .chain_head
-        .as_deref()
-        .map(|p| read_heads(p, &name, &args.cluster))
-        .transpose()?;
+    let (heads, known_writers) = match args.chain_head.as_deref() {
+        Some(p) => {
+            let (heads, writers) = read_heads(p, &name, &args.cluster)?;
+            (Some(heads), writers)
+        }
+        None => (None, Vec::new()),
+    };
     if let Some(dir) = &args.directory {
         return Ok(Target {
             store: Store::Dir(dir.clone()),
@@ -168,6 +171,7 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
             keys,
             retention_days: args.retention_days,
             heads,
+            known_writers: known_writers.clone(),
             period_ms,
         });
     }
@@ -187,6 +191,7 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
             keys,
             retention_days: args.retention_days,
             heads,
+            known_writers: known_writers.clone(),
             period_ms,
         });
     }
@@ -239,6 +244,7 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
         keys,
         retention_days: dest.retention_days,
         heads: Some(status.chain_heads),
+        known_writers: status.writers.iter().map(|w| w.writer.clone()).collect(),
         period_ms,
     })
 }
@@ -290,6 +296,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         keys,
         retention_days,
         heads,
+        known_writers,
         period_ms,
     } = target(&args).await?;
     let now = jiff::Timestamp::now().as_millisecond();
@@ -318,6 +325,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         known: None,
         skew_ms: args.clock_skew_seconds as i64 * 1000,
         heads,
+        known_writers,
         period_ms,
     };
     let report = verify::verify(&store, &req).await.context("reading the trail")?;

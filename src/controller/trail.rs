@@ -151,6 +151,7 @@ async fn integrity(
             known: Some(known.clone()),
             skew_ms: verify::DEFAULT_SKEW_MS,
             heads: Some(status.chain_heads.clone()),
+            known_writers: status.writers.iter().map(|w| w.writer.clone()).collect(),
             period_ms: super::delivery::parse_duration(&spec.digest_period)
                 .map(|d| d.max(crate::integrity::MIN_PERIOD).as_millis() as i64),
         };

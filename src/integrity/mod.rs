@@ -92,6 +92,10 @@ pub fn previous_of(head: &ChainHead) -> Previous {
 #[serde(rename_all = "camelCase")]
 pub struct HeadFile {
     pub cluster: String,
+    /// Writers that deliver into this trail, from their first start (before
+    /// their first digest gives them a head).
+    #[serde(default)]
+    pub writers: Vec<String>,
     #[serde(default)]
     pub trackers: std::collections::BTreeMap<String, Vec<ChainHead>>,
 }

@@ -94,6 +94,7 @@ pub async fn resume_point(
         known: None,
         skew_ms: DEFAULT_SKEW_MS,
         heads: None,
+        known_writers: Vec::new(),
         period_ms: None,
     };
     let mut out = Resume::default();
@@ -226,6 +227,10 @@ pub struct Request {
     /// be pending. `None`: heads unknown, the newest valid digest of each writer
     /// stands in (a deleted tail cannot be seen then).
     pub heads: Option<Vec<super::ChainHead>>,
+    /// Writers known to deliver this tracker that may have no head yet (the
+    /// Tracker's `status.writers`, `serve`'s chain-head file): their files are
+    /// pending for a period after they start, until their first digest.
+    pub known_writers: Vec<String>,
     /// The tracker's digest period, when known (else taken from the heads or
     /// the digests): how long a file may wait for its digest.
     pub period_ms: Option<i64>,
@@ -751,7 +756,14 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
         }
         let writer = writer_of(k, &req.cluster, &req.tracker).unwrap_or_default();
         let head = match &req.heads {
-            Some(_) => head_end.get(&writer).copied(),
+            Some(_) => head_end.get(&writer).copied().or_else(|| {
+                // A known writer before its first digest: that digest is due
+                // within a period of now.
+                let period = req.period_ms.unwrap_or(3_600_000);
+                req.known_writers
+                    .contains(&writer)
+                    .then_some((req.now_ms - period, period))
+            }),
             None => latest_end.get(&writer).map(|end| {
                 let period = req
                     .period_ms
@@ -1070,6 +1082,7 @@ mod chain_tests {
             known: None,
             skew_ms: 2_000,
             heads,
+            known_writers: Vec::new(),
             period_ms: Some(MIN),
         }
     }
@@ -1237,6 +1250,21 @@ mod chain_tests {
                 "an unknown writer has nothing pending"
             );
         }
+        // A writer the status knows, before its first digest: pending for a
+        // period, then added.
+        let newcomer = file_key("w2", now - 1_000, 93);
+        write(&t.store, &newcomer, b"new");
+        set_mtime(&t, &newcomer, now - 30_000);
+        let mut req = request(&t, now, Some(t.heads.clone()));
+        let state = |r: &Report| r.files.iter().find(|f| f.key == newcomer).unwrap().state;
+        let r = verify(&t.store, &req).await.unwrap();
+        assert_eq!(state(&r), FileState::Added);
+        req.known_writers = vec!["w2".into()];
+        let r = verify(&t.store, &req).await.unwrap();
+        assert_eq!(state(&r), FileState::Pending);
+        set_mtime(&t, &newcomer, now - 2 * MIN);
+        let r = verify(&t.store, &req).await.unwrap();
+        assert_eq!(state(&r), FileState::Added);
     }
 
     #[tokio::test]

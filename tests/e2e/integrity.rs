@@ -617,6 +617,65 @@ async fn keys_rotate_and_the_continuous_check_notices_a_modified_file() {
         cond("True", "Verified")
     })
     .await;
+
+    // The head of w1 is published outside the bucket, and the rotated-away key
+    // has a closed window.
+    let status = trackers.get(&name).await.unwrap().status.unwrap();
+    let newest = keys(&bucket, "p/KubeTrail-Digest/").await.pop().unwrap();
+    let head = status.chain_heads.iter().find(|h| h.writer == "w1").expect("w1's chain head");
+    assert_eq!(head.key, newest, "{:?}", status.chain_heads);
+    let until_a = status
+        .integrity
+        .unwrap()
+        .public_keys
+        .iter()
+        .find(|k| k.fingerprint == fp_a)
+        .and_then(|k| k.until.clone())
+        .expect("the old key's window closed")
+        .0
+        .as_millisecond();
+    // A leaked old key signs a later period: outside its window.
+    let wait = until_a + digest::KEY_UNTIL_SLACK_MS + 15_000 - jiff::Timestamp::now().as_millisecond();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    let start = jiff::Timestamp::now().as_millisecond() - 11_000;
+    let forged = digest::Digest {
+        version: digest::VERSION,
+        cluster: "e2e".into(),
+        tracker: name.clone(),
+        writer: "w1".into(),
+        period_start: digest::rfc3339(start),
+        period_end: digest::rfc3339(start + 10_000),
+        key_fingerprint: fp_a.clone(),
+        previous: None,
+        files: Vec::new(),
+    };
+    let forged_key = digest::digest_key("p", "e2e", &name, "w1", start);
+    let (body, _) = Signer::from_bytes(key_a.as_bytes())
+        .unwrap()
+        .sign(&forged, &forged_key)
+        .unwrap();
+    put(&bucket, &forged_key, body).await;
+    let (ok, report) = verify(&h, &name).await;
+    assert!(!ok, "{report:#}");
+    let d = report["digests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == forged_key.as_str())
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(d["state"], "invalidSignature", "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("validity window"), "{d}");
+    delete(&bucket, &forged_key).await;
+    // The newest digest deleted: the chain no longer reaches its head.
+    delete(&bucket, &newest).await;
+    let (ok, report) = verify(&h, &name).await;
+    assert!(!ok, "{report:#}");
+    assert!(
+        states(&report, "digests").contains(&(newest.as_str(), "truncated")),
+        "{report:#}"
+    );
 }
 
 /// Retention in operator mode (the test S3 server has no lifecycle rules):
