@@ -58,6 +58,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A refused request: which listener (`webhook`, `admission`) and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub source: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsoleLabels {
     /// `traces`, `history`, `overview`, `whoami`.
@@ -85,7 +92,7 @@ pub struct Metrics {
     /// Audit events written to the spool (= received, once fsynced).
     pub events_spooled: Counter,
     /// Batches refused, by reason (unauthenticated, too_large, malformed, spool_full…).
-    pub batches_rejected: Family<ReasonLabels, Counter>,
+    pub batches_rejected: Family<RejectLabels, Counter>,
     pub events_delivered: Family<TrackerLabels, Counter>,
     pub files_delivered: Family<TrackerLabels, Counter>,
     pub digests_written: Family<TrackerLabels, Counter>,
@@ -171,10 +178,10 @@ impl Default for Metrics {
             "Audit events durably written to the spool",
             events_spooled.clone(),
         );
-        let batches_rejected = Family::<ReasonLabels, Counter>::default();
+        let batches_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
             "batches_rejected",
-            "Audit batches refused, by reason",
+            "Requests refused by the audit webhook and admission capture, by source and reason",
             batches_rejected.clone(),
         );
         let events_delivered = Family::<TrackerLabels, Counter>::default();

@@ -68,9 +68,6 @@ enum Upstream {
 struct Proxy {
     upstream: Upstream,
     token: HeaderValue,
-    /// Host headers this listener answers to (anything else is a DNS
-    /// rebinding attempt by some web page).
-    hosts: Vec<String>,
 }
 
 /// The kubeconfig user's bearer token and context namespace.
@@ -150,17 +147,13 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
-    let hosts = vec![
-        format!("127.0.0.1:{}", local.port()),
-        format!("localhost:{}", local.port()),
-        format!("[::1]:{}", local.port()),
-    ];
-    let proxy = Arc::new(Proxy {
-        upstream,
-        token,
-        hosts,
-    });
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    let proxy = Arc::new(Proxy { upstream, token });
+    // The listener adds the user's token: a page on a rebound DNS name must
+    // not get to use it.
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(proxy)
+        .layer(axum::middleware::from_fn(kubetrail::console::loopback_only));
     let ns = args
         .as_namespace
         .or(context_ns)
@@ -208,14 +201,6 @@ fn refuse(status: StatusCode, message: String) -> Response {
 
 /// Forwards one request with the token added.
 async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !p.hosts.iter().any(|h| h == host) {
-        return refuse(StatusCode::FORBIDDEN, format!("unexpected Host {host:?}"));
-    }
     let (mut parts, body) = req.into_parts();
     parts.headers.remove(header::COOKIE);
     parts.headers.remove(header::HOST);

@@ -301,6 +301,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_seconds: args.drain_seconds,
         audit_log_file: args.audit_log_file,
         admission_addr: None,
+        admission_allow_unauthenticated: false,
     };
     let started = webhook.start(metrics.clone(), readiness.clone()).await?;
     let writer = args.writer.clone();

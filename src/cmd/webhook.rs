@@ -70,10 +70,18 @@ pub struct WebhookArgs {
     #[arg(long, env = "KUBETRAIL_AUDIT_LOG_FILE")]
     pub audit_log_file: Option<PathBuf>,
     /// Also serve the admission capture webhook (`POST /admission`, always
-    /// allows) on this address, with the same serving certificate; the
-    /// apiserver calls it without a client certificate.
+    /// allows) on this address, with the same serving certificate and the same
+    /// authentication as the audit webhook (--client-ca-file with
+    /// --client-cert-names, --token-file): the apiserver presents them from
+    /// the kubeconfig its `--admission-control-config-file` names.
     #[arg(long, env = "KUBETRAIL_ADMISSION_ADDR")]
     pub admission_addr: Option<SocketAddr>,
+    /// Take admission reviews from anyone who can reach --admission-addr, for
+    /// clusters whose apiserver cannot be given admission webhook credentials
+    /// (managed control planes). Anyone who reaches the port can then forge
+    /// admission traces: only a NetworkPolicy stands in the way.
+    #[arg(long, env = "KUBETRAIL_ADMISSION_ALLOW_UNAUTHENTICATED")]
+    pub admission_allow_unauthenticated: bool,
 }
 
 /// Who may connect, and what a connection or a request may take (shared by
@@ -191,41 +199,8 @@ impl WebhookArgs {
             });
         }
         if let Some(addr) = self.admission_addr {
-            let tls = match (&self.tls_cert_file, &self.tls_key_file) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: None,
-                    client_names: vec!["*".into()],
-                    certificate_optional: true,
-                }),
-                _ if self.insecure_http && addr.ip().is_loopback() => None,
-                _ => bail!(
-                    "--admission-addr needs --tls-cert-file and --tls-key-file (the apiserver calls admission webhooks over HTTPS)"
-                ),
-            };
-            if let Some(files) = &tls {
-                source::check_tls(files).context("loading the admission webhook TLS files")?;
-            }
-            let router = source::admission::app(source::admission::Admission {
-                spool: spool.clone(),
-                dedupe: dedupe.clone(),
-                metrics: metrics.clone(),
-                cluster: self.cluster_name.as_str().into(),
-                max_event_bytes: self.limits.max_event_bytes,
-                lifecycle: lifecycle.clone(),
-            });
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the admission address {addr}"))?;
-            let connections = self.limits.connections();
-            let m = metrics.clone();
-            tokio::spawn(async move {
-                if let Err(e) = source::serve(listener, tls, router, connections, m).await {
-                    tracing::error!(error = %e, "admission webhook stopped");
-                }
-            });
-            tracing::info!(%addr, "admission capture webhook listening");
+            self.start_admission(addr, &tokens, &spool, &dedupe, &metrics, &lifecycle)
+                .await?;
         }
         if !webhook_on {
             tracing::info!("no webhook TLS files: the audit log file is the only source");
@@ -298,5 +273,70 @@ impl WebhookArgs {
         });
         tracing::info!(addr = %self.webhook_addr, tls = tls_on, "audit webhook listening");
         Ok(Webhook { spool, lifecycle })
+    }
+
+    /// Starts admission capture on `addr`: HTTPS always (the apiserver calls
+    /// admission webhooks over HTTPS only), and authenticated like the audit
+    /// webhook unless --admission-allow-unauthenticated says otherwise.
+    async fn start_admission(
+        &self,
+        addr: SocketAddr,
+        tokens: &[String],
+        spool: &Spool,
+        dedupe: &Arc<Window>,
+        metrics: &Arc<Metrics>,
+        lifecycle: &Lifecycle,
+    ) -> anyhow::Result<()> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            bail!(
+                "--admission-addr needs --tls-cert-file and --tls-key-file (the apiserver calls admission webhooks over HTTPS)"
+            );
+        };
+        let authenticated = self.client_ca_file.is_some() || !tokens.is_empty();
+        if !authenticated && !self.admission_allow_unauthenticated {
+            bail!(
+                "--admission-addr needs a way to authenticate the apiserver: --client-ca-file and/or --token-file \
+                 (given to the apiserver by its --admission-control-config-file; see docs/sources.md), \
+                 or --admission-allow-unauthenticated to take reviews from anyone who reaches the port"
+            );
+        }
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.client_ca_file.clone(),
+            client_names: self.limits.client_cert_names.clone(),
+            certificate_optional: !tokens.is_empty() || self.admission_allow_unauthenticated,
+        };
+        source::check_tls(&files).context("loading the admission webhook TLS files")?;
+        if self.admission_allow_unauthenticated {
+            tracing::warn!(
+                %addr,
+                "admission capture takes reviews without authentication (--admission-allow-unauthenticated)"
+            );
+        }
+        let router = source::admission::app(source::admission::Admission {
+            spool: spool.clone(),
+            dedupe: dedupe.clone(),
+            metrics: metrics.clone(),
+            cluster: self.cluster_name.as_str().into(),
+            max_event_bytes: self.limits.max_event_bytes,
+            lifecycle: lifecycle.clone(),
+            auth: Arc::new(AuthPolicy {
+                tokens: tokens.to_vec(),
+                allow_anonymous: self.admission_allow_unauthenticated,
+            }),
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the admission address {addr}"))?;
+        let connections = self.limits.connections();
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = source::serve(listener, Some(files), router, connections, m).await {
+                tracing::error!(error = %e, "admission webhook stopped");
+            }
+        });
+        tracing::info!(%addr, authenticated, "admission capture webhook listening");
+        Ok(())
     }
 }

@@ -549,7 +549,7 @@ async fn measure(
 
 /// The console's routes.
 pub fn router(c: Arc<Console>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
@@ -566,9 +566,64 @@ pub fn router(c: Arc<Console>) -> Router {
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/history", get(history))
         .route("/api/v1/overview", get(overview))
-        .layer(axum::middleware::from_fn_with_state(c.clone(), measure))
-        .with_state(c)
-        .layer(axum::middleware::from_fn(harden))
+        .layer(axum::middleware::from_fn_with_state(c.clone(), measure));
+    // Without Kubernetes authentication the console trusts being on loopback,
+    // which a page on a rebound DNS name would get around.
+    let loopback = c.access.is_none();
+    let r = r.with_state(c);
+    let r = if loopback {
+        r.layer(axum::middleware::from_fn(loopback_only))
+    } else {
+        r
+    };
+    r.layer(axum::middleware::from_fn(harden))
+}
+
+/// Whether a `Host` header names the loopback: `localhost`, `127.0.0.1` or
+/// `[::1]`, with or without a port. A listener that trusts being on loopback
+/// must check it, since a web page whose own name was made to resolve to
+/// 127.0.0.1 (DNS rebinding) reaches the listener with its own name as Host.
+pub fn is_loopback_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, after)) => (ip, after),
+            None => return false,
+        },
+        None => host.split_at(host.find(':').unwrap_or(host.len())),
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = if host.starts_with('[') {
+        name == "::1"
+    } else {
+        name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
+    };
+    port_ok && name_ok
+}
+
+/// Refuses (403) a request whose `Host` is not a loopback name: the check
+/// against DNS rebinding of every listener that trusts being on loopback
+/// (`serve --console-addr`, the `kubetrail console` proxy).
+pub async fn loopback_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if is_loopback_host(host) {
+        return next.run(req).await;
+    }
+    tracing::warn!(host, "console request refused: Host is not a loopback name");
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "unexpected Host {host:?}: this console answers only to localhost, 127.0.0.1 or [::1] \
+             (a guard against DNS rebinding)"
+        ),
+    )
+        .into_response()
 }
 
 /// Serves the console on `addr` until the process ends.
@@ -631,5 +686,36 @@ mod tests {
         );
         assert!(params("cursor=nope").cursor().is_err());
         assert_eq!(params("cursor=").cursor().unwrap(), None);
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LocalHost:8090",
+            "127.0.0.1",
+            "127.0.0.1:7000",
+            "[::1]",
+            "[::1]:7000",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:7000",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:7000",
+            "localhost:",
+            "localhost:70x0",
+            "localhost:7000:1",
+            "127.0.0.2",
+            "[::1",
+            "[::2]:7000",
+            "[::1]7000",
+            "0.0.0.0:7000",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! admitted (for DELETE, the object being deleted), `old_object` the object
 //! before an UPDATE; both go through the same redaction as audit bodies.
 
-use super::{Lifecycle, StoreError, Stored, dedupe, encode, spool_batch};
+use super::{AuthPolicy, Gate, Lifecycle, StoreError, Stored, dedupe, encode, spool_batch};
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
 use crate::trace::Source;
@@ -34,6 +34,9 @@ pub struct Admission {
     pub cluster: Arc<str>,
     pub max_event_bytes: usize,
     pub lifecycle: Lifecycle,
+    /// Who may post reviews: the same check as the audit webhook's, since a
+    /// posted review becomes a trace like any audit event.
+    pub auth: Arc<AuthPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -151,12 +154,19 @@ fn allow(uid: &str) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// The router of the admission endpoint (`POST /admission`).
+/// The router of the admission endpoint (`POST /admission`). The caller is
+/// authenticated before the review's body is read.
 pub fn app(a: Admission) -> Router {
+    let gate = Gate {
+        auth: a.auth.clone(),
+        metrics: a.metrics.clone(),
+        source: Source::Admission,
+    };
     Router::new()
         .route("/admission", axum::routing::post(review))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(Arc::new(a))
+        .layer(axum::middleware::from_fn_with_state(gate, super::authenticate))
 }
 
 #[tracing::instrument(name = "admission", skip_all)]
@@ -165,13 +175,13 @@ async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
     let (uid, list) = match to_event_list(&body, &received.to_string()) {
         Ok(v) => v,
         Err(e) => {
-            a.metrics
-                .batches_rejected
-                .get_or_create(&crate::telemetry::ReasonLabels {
-                    reason: "admission_malformed".into(),
-                })
-                .inc();
-            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+            return super::reject_from(
+                &a.metrics,
+                Source::Admission,
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                e.to_string(),
+            );
         }
     };
     // The cluster must never wait on kubetrail: anything that keeps the trace
@@ -289,6 +299,10 @@ mod tests {
             cluster: "c".into(),
             max_event_bytes: 1 << 20,
             lifecycle: Lifecycle::open(),
+            auth: Arc::new(AuthPolicy {
+                tokens: vec!["t0ken".into()],
+                allow_anonymous: false,
+            }),
         });
         let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": "u-9", "resource": {"group": "", "version": "v1", "resource": "configmaps"},
@@ -297,6 +311,7 @@ mod tests {
         let req = |body: Vec<u8>| {
             axum::http::Request::post("/admission")
                 .header("content-type", "application/json")
+                .header("authorization", "Bearer t0ken")
                 .body(axum::body::Body::from(body))
                 .unwrap()
         };
@@ -313,5 +328,104 @@ mod tests {
         assert_eq!(metrics.admission_dropped.get(), 1);
         let resp = app.oneshot(req(b"not a review".to_vec())).await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let refused = metrics
+            .batches_rejected
+            .get_or_create(&crate::telemetry::RejectLabels {
+                source: "admission",
+                reason: "malformed",
+            })
+            .get();
+        assert_eq!(refused, 1);
+    }
+
+    /// Only a caller with a verified certificate or a valid token is heard; a
+    /// refused review is never parsed or stored, whatever it says, and its
+    /// refusal is counted under the admission source.
+    #[tokio::test]
+    async fn an_unauthenticated_review_is_refused_and_never_stored() {
+        use super::super::PeerAuth;
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(crate::spool::Config {
+            dir: dir.path().into(),
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 20,
+            fsync: false,
+            tracker_budget: 0,
+            dedupe_window_ms: 900_000,
+            dedupe_max: 1000,
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let app = app(Admission {
+            spool: spool.clone(),
+            dedupe: Arc::new(dedupe::Window::new(
+                std::time::Duration::from_secs(900),
+                1000,
+                vec![],
+                0,
+            )),
+            metrics: metrics.clone(),
+            cluster: "c".into(),
+            max_event_bytes: 1 << 20,
+            lifecycle: Lifecycle::open(),
+            auth: Arc::new(AuthPolicy {
+                tokens: vec!["t0ken".into()],
+                allow_anonymous: false,
+            }),
+        });
+        let review = |uid: &str| {
+            serde_json::to_vec(&serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": uid, "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "namespace": "n", "name": "forged", "operation": "DELETE", "userInfo": {"username": "mallory"}}}))
+            .unwrap()
+        };
+        let send = |uid: &str, token: Option<&str>, cert: bool, origin: bool| {
+            let mut req = axum::http::Request::post("/admission").header("content-type", "application/json");
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            if origin {
+                req = req.header("origin", "https://evil.example");
+            }
+            let req = req
+                .extension(PeerAuth { client_cert: cert })
+                .body(axum::body::Body::from(review(uid)))
+                .unwrap();
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let close = resp.headers().get("connection").cloned();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                (status, close, String::from_utf8_lossy(&body).to_string())
+            }
+        };
+        let (code, close, text) = send("u-1", None, false, false).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+        assert_eq!(close.unwrap(), "close");
+        assert!(text.contains("client certificate"), "{text}");
+        let (code, _, _) = send("u-2", Some("wrong"), false, false).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, _, _) = send("u-3", Some("t0ken"), false, true).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "a browser is refused");
+        assert_eq!(spool.head(), 0, "nothing refused was stored");
+        let count = |reason: &'static str| {
+            metrics
+                .batches_rejected
+                .get_or_create(&crate::telemetry::RejectLabels {
+                    source: "admission",
+                    reason,
+                })
+                .get()
+        };
+        assert_eq!(count("unauthenticated"), 2);
+        assert_eq!(count("browser_origin"), 1);
+        assert_eq!(metrics.events_received.get(), 0, "no refused review was parsed");
+        let (code, _, text) = send("u-4", Some("t0ken"), false, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let (code, _, text) = send("u-5", None, true, false).await;
+        assert_eq!(code, StatusCode::OK, "a verified client certificate: {text}");
+        assert_eq!(spool.head(), 2);
     }
 }

@@ -26,7 +26,7 @@ pub mod mutate;
 
 use crate::audit;
 use crate::spool::{AppendError, Spool, entries};
-use crate::telemetry::{Metrics, ReasonLabels};
+use crate::telemetry::{Metrics, ReasonLabels, RejectLabels};
 use crate::trace;
 use axum::Router;
 use axum::body::Bytes;
@@ -214,22 +214,111 @@ const DEDUPE_WAIT: Duration = Duration::from_secs(10);
 
 /// The webhook router; tests drive it without a socket.
 pub fn app(ingest: Ingest) -> Router {
+    let gate = Gate {
+        auth: ingest.auth.clone(),
+        metrics: ingest.metrics.clone(),
+        source: trace::Source::Webhook,
+    };
     Router::new()
         .route("/", post(receive))
         .route("/audit", post(receive))
         .layer(DefaultBodyLimit::disable())
         .with_state(ingest)
+        .layer(axum::middleware::from_fn_with_state(gate, authenticate))
 }
 
-fn reject(metrics: &Metrics, status: StatusCode, reason: &str, message: String) -> Response {
+/// Who may call a listener that takes traces (the audit webhook, admission
+/// capture): one check for both, made before any handler reads the body.
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: Arc<AuthPolicy>,
+    pub metrics: Arc<Metrics>,
+    /// The listener's source, the `source` label of its refusals.
+    pub source: trace::Source,
+}
+
+/// Lets through a caller with a verified client certificate (the TLS layer
+/// already refused one of a subject not allowed) or a valid bearer token;
+/// answers anyone else 401 and closes the connection. Nothing is trusted for
+/// where a connection comes from: a plain loopback connection (a port-forward)
+/// is refused like any other unless the listener was started without
+/// authentication on purpose. A browser (an `Origin` header) is refused too.
+pub async fn authenticate(
+    State(gate): State<Gate>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cert = req.extensions().get::<PeerAuth>().is_some_and(|p| p.client_cert);
+    let token = bearer(req.headers()).is_some_and(|t| {
+        gate.auth
+            .tokens
+            .iter()
+            .any(|ok| constant_time_eq(ok.as_bytes(), t.as_bytes()))
+    });
+    if !(cert || token || gate.auth.allow_anonymous) {
+        // Only a small part of the body is read (and dropped, never parsed or
+        // stored), so a caller with a wrong credential sees the 401 rather
+        // than a reset stream (HTTP/2 resets a stream answered before its body
+        // was read); the connection closes after the answer.
+        drain_stream(
+            &mut req.into_body().into_data_stream(),
+            REFUSAL_DRAIN,
+            Duration::from_secs(1),
+        )
+        .await;
+        let mut r = reject_from(
+            &gate.metrics,
+            gate.source,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a client certificate signed by the configured CA or a valid bearer token is required".into(),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return r;
+    }
+    // A browser can be made to post to a loopback listener; it always says
+    // where from, and cannot send a JSON content type cross-origin without a
+    // preflight this server never answers.
+    if req.headers().contains_key(header::ORIGIN) {
+        drain_stream(
+            &mut req.into_body().into_data_stream(),
+            REFUSAL_DRAIN,
+            Duration::from_secs(1),
+        )
+        .await;
+        return reject_from(
+            &gate.metrics,
+            gate.source,
+            StatusCode::FORBIDDEN,
+            "browser_origin",
+            "requests from a browser (with an Origin header) are refused".into(),
+        );
+    }
+    next.run(req).await
+}
+
+/// Counts and logs a refused request of `source`, and answers it.
+pub fn reject_from(
+    metrics: &Metrics,
+    source: trace::Source,
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+) -> Response {
     metrics
         .batches_rejected
-        .get_or_create(&ReasonLabels {
-            reason: reason.to_string(),
+        .get_or_create(&RejectLabels {
+            source: source.as_str(),
+            reason,
         })
         .inc();
-    tracing::warn!(status = status.as_u16(), reason, %message, "audit batch refused");
+    tracing::warn!(source = source.as_str(), status = status.as_u16(), reason, %message, "request refused");
     (status, message).into_response()
+}
+
+fn reject(metrics: &Metrics, status: StatusCode, reason: &'static str, message: String) -> Response {
+    reject_from(metrics, trace::Source::Webhook, status, reason, message)
 }
 
 /// The token of an `Authorization: Bearer …` header.
@@ -270,60 +359,8 @@ const REFUSAL_DRAIN: usize = 64 * 1024;
 /// How long a request waits for room in the body budget.
 const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
-async fn receive(
-    State(st): State<Ingest>,
-    peer: Option<Extension<PeerAuth>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
+async fn receive(State(st): State<Ingest>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let _in_flight = InFlight::new(&st.lifecycle);
-    let cert = peer.map(|p| p.client_cert).unwrap_or(false);
-    let token = bearer(&headers)
-        .map(|t| {
-            st.auth
-                .tokens
-                .iter()
-                .any(|ok| constant_time_eq(ok.as_bytes(), t.as_bytes()))
-        })
-        .unwrap_or(false);
-    if !(cert || token || st.auth.allow_anonymous) {
-        // Only a small part of the body is read (and dropped), so a caller with
-        // a wrong credential sees the 401 rather than a reset stream (HTTP/2
-        // resets a stream answered before its body was read); the connection
-        // closes after the answer.
-        drain_stream(
-            &mut body.into_data_stream(),
-            REFUSAL_DRAIN,
-            Duration::from_secs(1),
-        )
-        .await;
-        let mut r = reject(
-            &st.metrics,
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a client certificate signed by the configured CA or a valid bearer token is required".into(),
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-        return r;
-    }
-    // A browser can be made to post to a loopback listener; it always says
-    // where from, and cannot send a JSON content type cross-origin without a
-    // preflight this server never answers.
-    if headers.contains_key(header::ORIGIN) {
-        drain_stream(
-            &mut body.into_data_stream(),
-            REFUSAL_DRAIN,
-            Duration::from_secs(1),
-        )
-        .await;
-        return reject(
-            &st.metrics,
-            StatusCode::FORBIDDEN,
-            "browser_origin",
-            "requests from a browser (with an Origin header) are refused".into(),
-        );
-    }
     if !is_json(&headers) {
         drain_stream(
             &mut body.into_data_stream(),
@@ -1255,10 +1292,13 @@ mod tests {
         }
         assert_eq!(spool.head(), 0, "nothing was spooled");
         let metrics = &st.metrics;
-        let count = |r: &str| {
+        let count = |r: &'static str| {
             metrics
                 .batches_rejected
-                .get_or_create(&ReasonLabels { reason: r.into() })
+                .get_or_create(&RejectLabels {
+                    source: "webhook",
+                    reason: r,
+                })
                 .get()
         };
         assert_eq!(count("unauthenticated"), 2);

@@ -548,6 +548,60 @@ async fn chart_renders_the_admission_and_audit_log_sources() {
     let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("--admission-addr=0.0.0.0:9443"), "{args}");
+    assert!(
+        !args.contains("--admission-allow-unauthenticated"),
+        "admission capture is authenticated by default: {args}"
+    );
+    // The apiserver's credentials for the capture webhook, named as the
+    // apiserver looks them up (the Service's DNS name and port).
+    let files = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Secret"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-apiserver-audit"))
+        })
+        .unwrap();
+    let config: serde_json::Value =
+        serde_saphyr::from_str(files["stringData"]["admission-config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["kind"], "AdmissionConfiguration");
+    assert_eq!(config["plugins"][0]["name"], "ValidatingAdmissionWebhook");
+    assert_eq!(
+        config["plugins"][0]["configuration"]["kubeConfigFile"],
+        "/etc/kubernetes/kubetrail/admission-webhooks.kubeconfig"
+    );
+    let kc: serde_json::Value = serde_saphyr::from_str(
+        files["stringData"]["admission-webhooks.kubeconfig"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let service = &w["clientConfig"]["service"];
+    assert_eq!(
+        kc["users"][0]["name"],
+        format!(
+            "{}.{}.svc:9443",
+            service["name"].as_str().unwrap(),
+            service["namespace"].as_str().unwrap()
+        ),
+        "{kc}"
+    );
+    assert!(
+        kc["users"][0]["user"]["client-certificate-data"].is_string(),
+        "{kc}"
+    );
+    let open = render(
+        &h.namespace,
+        &[
+            "destination.bucket=audit-logs".into(),
+            "source.admission.enabled=true".into(),
+            "source.admission.allowUnauthenticated=true".into(),
+        ],
+    );
+    let sts = open.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--admission-allow-unauthenticated"), "{args}");
     let np = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
     assert!(np["spec"]["ingress"].to_string().contains("9443"), "{np}");
 

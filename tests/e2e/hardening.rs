@@ -271,7 +271,10 @@ async fn an_unauthenticated_body_is_never_read() {
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 413"));
     let m = s.metrics().await;
     assert_eq!(
-        counter(&m, "kubetrail_batches_rejected_total{reason=\"unauthenticated\"}"),
+        counter(
+            &m,
+            "kubetrail_batches_rejected_total{source=\"webhook\",reason=\"unauthenticated\"}"
+        ),
         1,
         "{m}"
     );

@@ -760,7 +760,8 @@ async fn https_webhook_refuses_bad_input() {
     assert!(segments_bytes() > 0);
     let (_, metrics) = http(&op.admin, "GET", "/metrics", b"").await.unwrap();
     assert!(
-        metrics.contains("kubetrail_batches_rejected_total{reason=\"unauthenticated\"} 10"),
+        metrics
+            .contains("kubetrail_batches_rejected_total{source=\"webhook\",reason=\"unauthenticated\"} 10"),
         "{metrics}"
     );
     assert!(metrics.contains("kubetrail_events_spooled_total 2"), "{metrics}");

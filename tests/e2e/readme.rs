@@ -82,6 +82,62 @@ async fn the_readme_quick_start_works_as_written() {
     assert_eq!(page["traces"][0]["trace_id"], t["trace_id"], "{body}");
 }
 
+/// `serve`'s console has no authentication and trusts being on loopback: it
+/// answers only to loopback names, so a page whose DNS name was rebound to
+/// 127.0.0.1 cannot read traces through it.
+#[tokio::test]
+async fn serve_console_answers_only_to_loopback_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin, console) = (support::free_port(), support::free_port(), support::free_port());
+    let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--console-addr", &format!("127.0.0.1:{console}")])
+        .current_dir(dir.path())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubetrail serve");
+    eventually(Duration::from_secs(20), "serve is ready", || async {
+        support::http(&format!("127.0.0.1:{admin}"), "GET", "/ready", b"")
+            .await
+            .filter(|(c, _)| *c == 200)
+    })
+    .await;
+    let get = |host: String, path: &'static str| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("host: {host}"))
+            .arg(format!("http://127.0.0.1:{console}{path}"))
+            .output()
+            .await
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    let api = "/api/v1/traces?tracker=system&cluster=local&last=1h";
+    for host in ["evil.example".to_string(), format!("evil.example:{console}")] {
+        for path in ["/", api] {
+            let (code, body) = get(host.clone(), path).await;
+            assert_eq!(code, 403, "{host} {path}: {body}");
+            assert!(body.contains("unexpected Host"), "{body}");
+        }
+    }
+    for host in [
+        format!("127.0.0.1:{console}"),
+        format!("localhost:{console}"),
+        format!("[::1]:{console}"),
+        "localhost".to_string(),
+    ] {
+        let (code, body) = get(host.clone(), api).await;
+        assert_eq!(code, 200, "{host}: {body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(page["traces"].is_array(), "{body}");
+        assert_eq!(get(host, "/").await.0, 200);
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -352,3 +352,245 @@ async fn admission_capture_records_what_the_apiserver_admits() {
     )
     .await;
 }
+
+/// Forwards every connection on a local port to `target`, byte for byte, the
+/// way `kubectl port-forward` delivers a connection to a pod: it arrives from
+/// loopback and carries nothing but what the client sent.
+async fn loopback_relay(target: String) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Admission capture hears only the apiserver: over the real HTTPS listener,
+/// directly and through a loopback relay (as a port-forward reaches it), a post
+/// without credentials or with a wrong token gets 401 and a certificate of a
+/// subject not allowed fails the TLS handshake; none of those forged reviews
+/// is spooled or delivered, and the refusals are counted under the admission
+/// source. The allowed certificate and the token are heard, and their reviews
+/// delivered as traces.
+#[tokio::test]
+async fn admission_capture_refuses_unauthenticated_posts_even_from_loopback() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("admission-auth").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    tracker(
+        &h,
+        &format!("{ns}-adm-auth"),
+        json!({
+            "destination": destination(&bucket, "adm", &env.s3.endpoint),
+            "filter": {"include": [{"namespaces": [ns]}]},
+            "delivery": {"maxBatchAge": "1s"},
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, text: &str| {
+        let p = dir.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca = write("ca.crt", &env.cp.ca_pem);
+    let allowed = env.cp.client_pair("kube-apiserver-audit");
+    let other = env.cp.client_pair("mallory");
+    let (allowed_crt, allowed_key) = (
+        write("allowed.crt", &allowed.cert_pem),
+        write("allowed.key", &allowed.key_pem),
+    );
+    let (other_crt, other_key) = (
+        write("other.crt", &other.cert_pem),
+        write("other.key", &other.key_pem),
+    );
+    let port = support::free_port();
+    let spool = dir.path().join("spool");
+    let op = Operator::start(
+        &ns,
+        &h.label,
+        "adm-auth-0",
+        &[
+            "--webhook-addr".into(),
+            format!("127.0.0.1:{}", support::free_port()),
+            "--admission-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--tls-cert-file".into(),
+            write("tls.crt", &env.cp.webhook_serving.cert_pem),
+            "--tls-key-file".into(),
+            write("tls.key", &env.cp.webhook_serving.key_pem),
+            "--client-ca-file".into(),
+            ca.clone(),
+            "--token-file".into(),
+            write("tokens", "adm-token\n"),
+            "--spool-dir".into(),
+            spool.display().to_string(),
+        ],
+    )
+    .await;
+    let relay = loopback_relay(format!("127.0.0.1:{port}")).await;
+    let review = |uid: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": uid, "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": ns, "name": format!("cm-{uid}"), "operation": "DELETE",
+            "userInfo": {"username": "someone-else"},
+            "oldObject": {"kind": "ConfigMap", "metadata": {"name": format!("cm-{uid}")}}}})
+        .to_string()
+    };
+    // curl: (status, body); 0 when no HTTP answer came (a refused handshake).
+    let curl = |port: u16, extra: Vec<String>, body: String| {
+        let ca = ca.clone();
+        async move {
+            let mut child = tokio::process::Command::new("curl")
+                .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"])
+                .args(["--cacert", &ca, "-H", "content-type: application/json"])
+                .args(extra)
+                .args(["--data-binary", "@-"])
+                .arg(format!("https://localhost:{port}/admission"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("curl");
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(body.as_bytes()).await.unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+            (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+        }
+    };
+    let cert = |crt: &str, key: &str| vec!["--cert".to_string(), crt.into(), "--key".into(), key.into()];
+    let bearer = |t: &str| vec!["-H".to_string(), format!("authorization: Bearer {t}")];
+    let refused = [
+        ("no credentials", vec![], 401),
+        ("a wrong token", bearer("nope"), 401),
+        (
+            "a token in the wrong scheme",
+            vec!["-H".into(), "authorization: Basic adm-token".into()],
+            401,
+        ),
+        (
+            "a certificate of a subject not allowed",
+            cert(&other_crt, &other_key),
+            0,
+        ),
+    ];
+    let mut n = 0;
+    for target in [port, relay] {
+        for (what, args, code) in &refused {
+            n += 1;
+            let (got, text) = curl(target, args.clone(), review(&format!("forged-{n}"))).await;
+            assert_eq!(got, *code, "{what} via port {target}: {text}");
+            if *code == 401 {
+                assert!(text.contains("client certificate"), "{what}: {text}");
+            }
+        }
+    }
+    let spooled = || {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(spooled(), 0, "no refused review was spooled");
+    let (_, metrics) = support::http(&op.admin, "GET", "/metrics", b"").await.unwrap();
+    assert!(
+        metrics
+            .contains("kubetrail_batches_rejected_total{source=\"admission\",reason=\"unauthenticated\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kubetrail_events_received_total 0"),
+        "no refused review was parsed: {metrics}"
+    );
+
+    // The apiserver's credentials, directly and through the relay.
+    let heard = [
+        ("heard-cert", port, cert(&allowed_crt, &allowed_key)),
+        ("heard-token", port, bearer("adm-token")),
+        ("heard-relay", relay, bearer("adm-token")),
+    ];
+    for (uid, target, args) in &heard {
+        let (code, text) = curl(*target, args.clone(), review(uid)).await;
+        assert_eq!(code, 200, "{uid}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["response"]["uid"], *uid);
+        assert_eq!(v["response"]["allowed"], true);
+    }
+    let delivered = eventually(Duration::from_secs(60), "the heard reviews", || async {
+        let t: Vec<Value> = traces(&env.s3, &bucket, "adm/")
+            .await
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        heard
+            .iter()
+            .all(|(uid, _, _)| t.iter().any(|x| x["trace_id"] == *uid))
+            .then_some(t)
+    })
+    .await;
+    for t in &delivered {
+        assert_eq!(t["source"], "admission", "{t}");
+        assert!(
+            !t["trace_id"].as_str().unwrap_or("").starts_with("forged"),
+            "a refused review was delivered: {t}"
+        );
+    }
+    assert_eq!(delivered.len(), heard.len(), "{delivered:?}");
+}
+
+/// Admission capture without any way to authenticate the apiserver does not
+/// start (unless --admission-allow-unauthenticated says so): the operator
+/// exits and says what is missing.
+#[tokio::test]
+async fn admission_capture_without_authentication_refuses_to_start() {
+    let env = support::env();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, text: &str| {
+        let p = dir.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .arg("operator")
+        .args(["--admin-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--webhook-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--admission-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .args([
+            "--tls-cert-file",
+            &write("tls.crt", &env.cp.webhook_serving.cert_pem),
+        ])
+        .args([
+            "--tls-key-file",
+            &write("tls.key", &env.cp.webhook_serving.key_pem),
+        ])
+        .args(["--spool-dir", &dir.path().join("spool").display().to_string()])
+        .env("KUBECONFIG", env.cp.admin_kubeconfig())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the operator exits at once")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admission-addr needs a way to authenticate the apiserver"),
+        "{err}"
+    );
+}

@@ -84,6 +84,26 @@ impl ControlPlane {
             ),
         )?;
 
+        // Admission webhooks: the apiserver presents the same client
+        // certificate to every one (`*`), as admission capture requires.
+        let admission_kubeconfig = write(
+            "admission-webhooks.kubeconfig",
+            &format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n",
+                crt = audit_crt.display(),
+                key = audit_key.display(),
+            ),
+        )?;
+        let admission_cfg = write(
+            "admission-config.yaml",
+            &format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n\
+                 - name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {k}\n\
+                 - name: MutatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {k}\n",
+                k = admission_kubeconfig.display(),
+            ),
+        )?;
+
         // etcd.
         let etcd_port = free_port();
         let peer_port = free_port();
@@ -119,6 +139,10 @@ impl ControlPlane {
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--authorization-mode=RBAC")
             .arg("--disable-admission-plugins=ServiceAccount")
+            .arg(format!(
+                "--admission-control-config-file={}",
+                admission_cfg.display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!("--service-account-key-file={}", sa_pub.display()))
             .arg(format!("--service-account-signing-key-file={}", sa_key.display()))
