@@ -498,7 +498,9 @@ pub struct ChainHead {
     pub sha256: String,
     /// Its signature (base64).
     pub signature: String,
-    /// Fingerprint of the key that signed it.
+    /// Fingerprint of the key that signed it (empty when a restarted writer
+    /// reports a head it read back from its spool).
+    #[serde(default)]
     pub key_fingerprint: String,
     /// End of the period it covers (RFC 3339).
     pub period_end: String,

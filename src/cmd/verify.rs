@@ -123,7 +123,11 @@ struct Target {
 }
 
 /// The heads of `tracker` in `serve`'s chain-head file, and its writers.
-fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::Result<(Vec<ChainHead>, Vec<String>)> {
+fn read_heads(
+    path: &std::path::Path,
+    tracker: &str,
+    cluster: &str,
+) -> anyhow::Result<(Vec<ChainHead>, Vec<String>)> {
     let file = HeadFile::read(path)
         .with_context(|| format!("reading the chain heads {}", path.display()))?
         .with_context(|| format!("chain-head file {} does not exist", path.display()))?;
@@ -134,7 +138,10 @@ fn read_heads(path: &std::path::Path, tracker: &str, cluster: &str) -> anyhow::R
             file.cluster
         );
     }
-    Ok((file.trackers.get(tracker).cloned().unwrap_or_default(), file.writers))
+    Ok((
+        file.trackers.get(tracker).cloned().unwrap_or_default(),
+        file.writers,
+    ))
 }
 
 fn period_arg(args: &VerifyArgs) -> anyhow::Result<Option<i64>> {

@@ -927,7 +927,18 @@ impl Worker {
             }
             return Ok(());
         };
-        if state.chain.is_some() {
+        if let Some(chain) = &state.chain {
+            // Report the head at once: a new process starts with no report.
+            if let Some(previous) = &chain.previous {
+                let head = crate::integrity::head_of(
+                    &self.id.writer,
+                    previous,
+                    "",
+                    chain.period_start_ms,
+                    spec.period,
+                );
+                self.stats(|s| s.chain_head = Some(head));
+            }
             return Ok(());
         }
         let mut keys = spec.anchor.keys.clone();
@@ -972,6 +983,8 @@ impl Worker {
         let chain = match found.from {
             Some((previous, end)) => {
                 tracing::info!(key = %previous.key, from_head = spec.anchor.head.is_some(), "digest chain resumed");
+                let head = crate::integrity::head_of(&self.id.writer, &previous, "", end, spec.period);
+                self.stats(|s| s.chain_head = Some(head));
                 Chain {
                     period_start_ms: end.min(now_ms()),
                     previous: Some(previous),

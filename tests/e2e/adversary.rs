@@ -124,16 +124,18 @@ impl Site {
         cmd.args(["verify", "--directory", &traces.display().to_string()])
             .args(["--tracker-name", "system", "--cluster", "local"])
             .args(["--public-key", &self.public_key()])
-            .args(["--since", "2h", "-o", "json", "--clock-skew-seconds", "2"]);
+            .args(["-o", "json", "--clock-skew-seconds", "2"]);
         if let Some(h) = chain_head {
             cmd.args(["--chain-head", &h.display().to_string()]);
         }
-        if let Some(to) = to {
-            cmd.args(["--to", to]);
-            cmd.args([
-                "--from",
-                &(to.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_hours(2)).to_string(),
-            ]);
+        match to {
+            Some(to) => {
+                let from = to.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_hours(2);
+                cmd.args(["--to", to, "--from", &from.to_string()]);
+            }
+            None => {
+                cmd.args(["--since", "2h"]);
+            }
         }
         let out = cmd.output().await.expect("running kubetrail verify");
         let report: Value = serde_json::from_slice(&out.stdout)

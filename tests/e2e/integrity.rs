@@ -622,7 +622,11 @@ async fn keys_rotate_and_the_continuous_check_notices_a_modified_file() {
     // has a closed window.
     let status = trackers.get(&name).await.unwrap().status.unwrap();
     let newest = keys(&bucket, "p/KubeTrail-Digest/").await.pop().unwrap();
-    let head = status.chain_heads.iter().find(|h| h.writer == "w1").expect("w1's chain head");
+    let head = status
+        .chain_heads
+        .iter()
+        .find(|h| h.writer == "w1")
+        .expect("w1's chain head");
     assert_eq!(head.key, newest, "{:?}", status.chain_heads);
     let until_a = status
         .integrity

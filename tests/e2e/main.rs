@@ -80,9 +80,12 @@ impl Harness {
         );
         let c = ctx.clone();
         let task = tokio::spawn(async move {
+            // As on the lease holder: reconcilers, and the fold of the
+            // writers' reports (counters, chain heads) into status.
             tokio::join!(
                 kubetrail::controller::tracker::run(c.clone()),
-                kubetrail::controller::query::run(c)
+                kubetrail::controller::query::run(c.clone()),
+                kubetrail::controller::report::fold_loop(c, Duration::from_secs(2))
             );
         });
         Harness {
