@@ -619,13 +619,13 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
 
     // The cluster picker: the viewer's own cluster; another is refused, and
     // the page says why.
-    let dom = browse(&format!("{base}traces?{q}&user=dave"), &profile).await;
-    assert_eq!(attrs(&dom, "<tr class=\"trace\"", "data-id").len(), 0);
+    let own = browse(&format!("{base}traces?{q}&user=dave"), &profile).await;
+    assert_eq!(attrs(&own, "<tr class=\"trace\"", "data-id").len(), 0);
     for cluster in ["east", "*"] {
-        let dom = browse(&format!("{base}traces?{q}&user=dave&cluster={cluster}"), &profile).await;
+        let page = dom(&format!("{base}traces?{q}&user=dave&cluster={cluster}"), &profile).await;
         assert!(
-            dom.contains("data-state=\"error\"") && dom.contains("is not an admin namespace"),
-            "cluster {cluster:?}: {dom}"
+            page.contains("data-state=\"error\"") && page.contains("is not an admin namespace"),
+            "cluster {cluster:?}: {page}"
         );
     }
 
