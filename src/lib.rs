@@ -26,6 +26,8 @@ pub mod query;
 pub mod redact;
 /// Which traces each tracker keeps.
 pub mod route;
+/// Which clusters' trails a reader may search (`--readable-clusters`).
+pub mod scope;
 
 /// Signals and the drain on stop.
 pub mod runtime;

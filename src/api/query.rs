@@ -29,7 +29,9 @@ pub struct TraceQuerySpec {
     pub tracker: String,
     /// Clusters whose traces are searched, when the tracker's bucket holds
     /// several (each cluster's operator writing under its own name); `*`: all
-    /// found. Default: this operator's cluster.
+    /// found. Default: this operator's cluster. Any other cluster is read only
+    /// from an admin namespace, and only if the operator's
+    /// `--readable-clusters` lists it (or is `*`); else the query fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub clusters: Vec<String>,
@@ -139,6 +141,8 @@ pub struct TraceQueryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<TraceRow>,
     /// Object key of the full result set (JSON Lines) in the tracker's bucket.
+    /// For reading only: the operator removes the file by the key it derives
+    /// from the query, never by this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_key: Option<String>,
     /// Why the query failed.

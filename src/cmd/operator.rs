@@ -30,6 +30,11 @@ pub struct OperatorArgs {
     /// Queries elsewhere see only their own namespace's traces.
     #[arg(long, env = "KUBETRAIL_ADMIN_NAMESPACES", value_delimiter = ',')]
     pub admin_namespaces: Vec<String>,
+    /// Other clusters (sharing a tracker's bucket) whose traces TraceQueries and
+    /// the console of an admin namespace may read (comma-separated; `*`: every
+    /// cluster found). Empty: only this cluster's traces are readable, by anyone.
+    #[arg(long, env = "KUBETRAIL_READABLE_CLUSTERS", value_delimiter = ',')]
+    pub readable_clusters: Vec<String>,
     /// Longest time range a TraceQuery may ask for, in days.
     #[arg(long, default_value_t = 31)]
     pub max_query_days: i64,
@@ -96,6 +101,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             recheck_interval: Duration::from_secs(args.recheck_seconds),
             cluster: args.webhook.cluster_name.clone(),
             admin_namespaces: args.admin_namespaces.clone(),
+            readable_clusters: kubetrail::scope::ReadableClusters::from_flag(&args.readable_clusters),
             max_query_days: args.max_query_days,
             query_concurrency: args.query_concurrency.max(1),
             query_timeout: Duration::from_secs(args.query_timeout_seconds.max(1)),
@@ -119,6 +125,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 cluster: ctx.settings.cluster.clone(),
                 stores: Default::default(),
             },
+            readable_clusters: ctx.settings.readable_clusters.clone(),
             max_days: ctx.settings.max_query_days,
             slots: tokio::sync::Semaphore::new(args.console_concurrency.max(1)),
             metrics: ctx.metrics.clone(),

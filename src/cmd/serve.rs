@@ -367,6 +367,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 cluster: config.cluster.clone(),
                 trackers,
             },
+            // No authentication, loopback only: the local user reads what
+            // `serve`'s own configuration opens.
+            readable_clusters: kubetrail::scope::ReadableClusters::All,
             max_days: 31,
             slots: tokio::sync::Semaphore::new(2),
             metrics: console_metrics,

@@ -31,6 +31,16 @@ pub enum Scope {
     Namespace(String),
 }
 
+impl Scope {
+    /// The one namespace the caller is confined to (`None`: every namespace).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Namespace(ns) => Some(ns),
+        }
+    }
+}
+
 /// Why a caller is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -116,6 +116,9 @@ pub struct Console {
     /// `None`: no authentication (only `serve` on a loopback address).
     pub access: Option<Access>,
     pub trails: Trails,
+    /// Other clusters an admin namespace may read (`--readable-clusters`), as
+    /// for TraceQuery.
+    pub readable_clusters: crate::scope::ReadableClusters,
     /// Longest range a query may span, in days (as for TraceQuery).
     pub max_days: i64,
     /// Console queries running at once; more wait.
@@ -159,6 +162,12 @@ impl From<AuthError> for ApiError {
             AuthError::Kube(_) => "KubeError",
         };
         Self::new(e.status(), reason, e.to_string())
+    }
+}
+
+impl From<crate::scope::ClusterDenied> for ApiError {
+    fn from(e: crate::scope::ClusterDenied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, e.reason(), e.to_string())
     }
 }
 
@@ -320,12 +329,13 @@ async fn build(
         .as_deref()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad("tracker is required".into()))?;
+    // Refused before the tracker's store is opened: a refusal costs nothing.
+    let tenant = scope.tenant();
+    let clusters = c
+        .readable_clusters
+        .check(c.trails.cluster(), &list(&p.cluster), tenant)?;
     let (sink, prefix) = c.trails.open(tracker).await?;
     let (from_ms, to_ms) = p.range(jiff::Timestamp::now().as_millisecond())?;
-    let mut clusters = list(&p.cluster);
-    if clusters.is_empty() {
-        clusters.push(c.trails.cluster().to_string());
-    }
     let q = Query {
         prefix,
         clusters,
@@ -335,10 +345,7 @@ async fn build(
         filter: p.filter()?,
         limit,
         order,
-        namespace_scope: match scope {
-            Scope::All => None,
-            Scope::Namespace(ns) => Some(ns.clone()),
-        },
+        namespace_scope: tenant.map(String::from),
         parallelism: 8,
         // A page is small; its lines stay in memory.
         max_hit_bytes: 64 << 20,
@@ -357,6 +364,7 @@ fn log_read(what: &'static str, who: &Option<auth::Identity>, scope: &Scope, q: 
         user = who.as_ref().map(|w| w.user.as_str()).unwrap_or("-"),
         scope = match scope { Scope::All => "all", Scope::Namespace(ns) => ns.as_str() },
         tracker = %q.tracker,
+        clusters = ?q.clusters,
         from_ms = q.from_ms,
         to_ms = q.to_ms,
         "console read"
@@ -475,12 +483,17 @@ async fn whoami(
 ) -> Result<Response, ApiError> {
     let (who, scope) = scope(&c, &headers, &p).await?;
     let trackers = c.trails.names().await?;
+    let clusters = c
+        .readable_clusters
+        .readable_by(c.trails.cluster(), scope.tenant());
     Ok(Json(serde_json::json!({
         "user": who.as_ref().map(|w| w.user.clone()),
         "groups": who.map(|w| w.groups).unwrap_or_default(),
         "namespace": p.ns,
         "scope": match scope { Scope::All => "all".to_string(), Scope::Namespace(ns) => ns },
         "cluster": c.trails.cluster(),
+        // The clusters this caller may name (`*`: every one in the bucket).
+        "clusters": clusters,
         "trackers": trackers,
     }))
     .into_response())

@@ -37,6 +37,8 @@ pub struct Settings {
     pub cluster: String,
     /// Namespaces whose TraceQueries see every namespace's traces.
     pub admin_namespaces: Vec<String>,
+    /// Other clusters' trails an admin namespace's TraceQueries may search.
+    pub readable_clusters: crate::scope::ReadableClusters,
     /// Longest time range a TraceQuery may ask for, in days.
     pub max_query_days: i64,
     /// TraceQueries run at once; the others wait (phase Pending).

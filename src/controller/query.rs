@@ -61,21 +61,24 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
             if left <= 0 {
                 // The result file goes with the query. If the bucket cannot be
                 // reached, try again for ten minutes, then let the query go and say so.
-                if let Some(key) = &status.result_key
-                    && let Err(e) = remove_result(&q, key, &ctx).await
-                {
-                    if left > -600_000 {
-                        tracing::warn!(error = %e, key, "removing the result file failed; retrying");
-                        return Ok(Action::requeue(Duration::from_secs(30)));
+                if status.phase == Some(QueryPhase::Succeeded) {
+                    match remove_result(&q, &ctx).await {
+                        Ok(key) => tracing::debug!(key, "result file removed"),
+                        Err(e) if left > -600_000 => {
+                            tracing::warn!(error = %e, "removing the result file failed; retrying");
+                            return Ok(Action::requeue(Duration::from_secs(30)));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "giving up removing the result file");
+                            warn_event(
+                                &ctx,
+                                &q,
+                                "ResultNotRemoved",
+                                &format!("the result file was not removed: {e}"),
+                            )
+                            .await;
+                        }
                     }
-                    tracing::warn!(error = %e, key, "giving up removing the result file");
-                    warn_event(
-                        &ctx,
-                        &q,
-                        "ResultNotRemoved",
-                        &format!("result file {key} was not removed: {e}"),
-                    )
-                    .await;
                 }
                 tracing::info!("deleting finished query after its TTL");
                 api.delete(&q.name_any(), &DeleteParams::default())
@@ -240,6 +243,13 @@ pub fn time_range(q: &crate::api::TraceQuerySpec, now_ms: i64) -> Result<(i64, i
 /// Runs the query; on failure returns a condition reason and message.
 async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, String), (&'static str, String)> {
     let ns = q.namespace().unwrap_or_default();
+    let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
+    let tenant = (!admin).then_some(ns.as_str());
+    let clusters = ctx
+        .settings
+        .readable_clusters
+        .check(&ctx.settings.cluster, &q.spec.clusters, tenant)
+        .map_err(|e| (e.reason(), e.to_string()))?;
     let trackers: Api<Tracker> = Api::all(ctx.client.clone());
     let tracker = trackers
         .get_opt(&q.spec.tracker)
@@ -263,21 +273,16 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     )
     .await
     .map_err(|e| (e.reason(), e.to_string()))?;
-    let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
     let query = Query {
         prefix: dest.prefix.trim_end_matches('/').to_string(),
-        clusters: if q.spec.clusters.is_empty() {
-            vec![ctx.settings.cluster.clone()]
-        } else {
-            q.spec.clusters.clone()
-        },
+        clusters,
         tracker: tracker.name_any(),
         from_ms,
         to_ms,
         filter: q.spec.filter.clone(),
         limit: q.spec.limit as usize,
         order: q.spec.order,
-        namespace_scope: (!admin).then(|| ns.clone()),
+        namespace_scope: tenant.map(String::from),
         parallelism: 8,
         max_hit_bytes: ctx.settings.query_max_result_bytes,
         spill_dir: Some(ctx.settings.query_scratch_dir.clone()),
@@ -302,26 +307,36 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         }
         gz.finish().unwrap_or_default()
     };
-    let mut key = String::new();
-    if !query.prefix.is_empty() {
-        key.push_str(&query.prefix);
-        key.push('/');
-    }
-    key.push_str(&format!(
-        "KubeTrail-Query/{}/{}/{}-{}.jsonl.gz",
-        ctx.settings.cluster,
-        ns,
-        q.name_any(),
-        q.uid().unwrap_or_default()
-    ));
+    let key = result_key(&query.prefix, &ctx.settings.cluster, q);
     sink.put(&key, body, crate::api::Compression::Gzip)
         .await
         .map_err(|e| (e.reason(), format!("writing the result set: {e}")))?;
     Ok((outcome, key))
 }
 
-/// Removes a finished query's result file from its tracker's bucket.
-async fn remove_result(q: &TraceQuery, key: &str, ctx: &Context) -> Result<(), String> {
+/// Where a query's result file is written: derived from the query itself (its
+/// namespace, name and uid) and the operator's cluster, never read back from
+/// the status — whoever can edit a status must not steer what the operator
+/// deletes.
+pub fn result_key(prefix: &str, cluster: &str, q: &TraceQuery) -> String {
+    let mut key = String::new();
+    let prefix = prefix.trim_end_matches('/');
+    if !prefix.is_empty() {
+        key.push_str(prefix);
+        key.push('/');
+    }
+    key.push_str(&format!(
+        "KubeTrail-Query/{cluster}/{}/{}/{}.jsonl.gz",
+        q.namespace().unwrap_or_default(),
+        q.name_any(),
+        q.uid().unwrap_or_default()
+    ));
+    key
+}
+
+/// Removes a finished query's result file from its tracker's bucket, by the
+/// key derived from the query (see [`result_key`]); returns that key.
+async fn remove_result(q: &TraceQuery, ctx: &Context) -> Result<String, String> {
     let trackers: Api<Tracker> = Api::all(ctx.client.clone());
     let Some(tracker) = trackers
         .get_opt(&q.spec.tracker)
@@ -339,7 +354,9 @@ async fn remove_result(q: &TraceQuery, key: &str, ctx: &Context) -> Result<(), S
     )
     .await
     .map_err(|e| e.to_string())?;
-    sink.delete(key).await.map_err(|e| e.to_string())
+    let key = result_key(&tracker.spec.destination.prefix, &ctx.settings.cluster, q);
+    sink.delete(&key).await.map_err(|e| format!("{key}: {e}"))?;
+    Ok(key)
 }
 
 async fn warn_event(ctx: &Context, q: &TraceQuery, reason: &str, note: &str) {
@@ -396,5 +413,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t - f, 86_400_000);
+    }
+
+    #[test]
+    fn result_keys_come_from_the_query_not_its_status() {
+        let mut q: TraceQuery = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+            "metadata": {"name": "who", "namespace": "team", "uid": "u-1"},
+            "spec": {"tracker": "t"},
+            "status": {"resultKey": "prod/KubeTrail/e2e/2026/11/20/t/some-trace-file.jsonl.gz"},
+        }))
+        .unwrap();
+        assert_eq!(
+            result_key("prod/", "east", &q),
+            "prod/KubeTrail-Query/east/team/who/u-1.jsonl.gz"
+        );
+        assert_eq!(
+            result_key("", "east", &q),
+            "KubeTrail-Query/east/team/who/u-1.jsonl.gz"
+        );
+        q.status = None;
+        assert_eq!(
+            result_key("prod", "east", &q),
+            "prod/KubeTrail-Query/east/team/who/u-1.jsonl.gz"
+        );
     }
 }

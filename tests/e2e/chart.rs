@@ -163,6 +163,7 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
             "serviceMonitor.enabled=true",
             "dashboard.enabled=true",
             "adminNamespaces={ops,security}",
+            "readableClusters={east,west}",
         ]
         .map(String::from),
     );
@@ -180,6 +181,23 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     for k in ["PodDisruptionBudget", "NetworkPolicy", "ConfigMap"] {
         assert!(kinds.contains(k), "{k} accepted: {kinds:?}");
     }
+    // Other clusters are readable only when listed; by default none is.
+    let all_args =
+        docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["args"]
+            .clone();
+    assert!(
+        all_args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--readable-clusters=east,west"),
+        "{all_args}"
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--readable-clusters")),
+        "{args:?}"
+    );
     // The default spool is an emptyDir: no claims.
     let volumes = deploy["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
     assert!(

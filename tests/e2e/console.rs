@@ -358,6 +358,8 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
             console.clone(),
             "--admin-namespaces".into(),
             admins.clone(),
+            "--readable-clusters".into(),
+            "east".into(),
         ],
     )
     .await;
@@ -410,6 +412,66 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     assert_eq!(code, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["matched"], 147, "an admin namespace sees every namespace");
+
+    // Other clusters sharing the bucket: an admin namespace reads the ones the
+    // operator lists (`--readable-clusters east`), a tenant none.
+    let of = |ns: &str, clusters: &str| format!("{}&user=dave&cluster={clusters}", api(ns, ""));
+    let answer = |body: &str| -> Value { serde_json::from_str(body).unwrap() };
+    let ids = |body: &str| -> BTreeSet<String> {
+        answer(body)["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let east_ids: BTreeSet<String> = east.iter().map(|t| t.id.clone()).collect();
+    for clusters in ["east", "*", "e2e,east"] {
+        let (code, body, _) = get(&console, &of(&tenant, clusters), Some(&viewer), None).await;
+        assert_eq!(code, 403, "a tenant asking for {clusters:?}: {body}");
+        let a = answer(&body);
+        assert_eq!(a["reason"], "ClusterNotAllowed", "{body}");
+        let error = a["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("namespace {tenant:?} is not an admin namespace")),
+            "{error}"
+        );
+    }
+    let (code, body, _) = get(&console, &of(&tenant, "e2e"), Some(&viewer), None).await;
+    assert_eq!((code, ids(&body).len()), (200, 0), "its own cluster: {body}");
+    let (code, body, _) = get(&console, &of(&admins, "east"), Some(&auditor), None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ids(&body), east_ids, "an admin reads a listed cluster");
+    let (code, body, _) = get(&console, &of(&admins, "e2e,east"), Some(&auditor), None).await;
+    assert_eq!((code, ids(&body)), (200, east_ids.clone()), "{body}");
+    for (clusters, names) in [("west", "\"west\""), ("*", "\"*\""), ("east,west", "\"west\"")] {
+        let (code, body, _) = get(&console, &of(&admins, clusters), Some(&auditor), None).await;
+        assert_eq!(code, 403, "an admin asking for {clusters:?}: {body}");
+        let a = answer(&body);
+        assert_eq!(a["reason"], "ClusterNotReadable", "{body}");
+        let error = a["error"].as_str().unwrap();
+        assert!(
+            error.contains(names) && error.contains("--readable-clusters") && error.contains("east"),
+            "{error}"
+        );
+    }
+    // The page is told which clusters the caller may name.
+    let (_, body, _) = get(
+        &console,
+        &format!("/api/v1/whoami?ns={admins}"),
+        Some(&auditor),
+        None,
+    )
+    .await;
+    assert_eq!(answer(&body)["clusters"], json!(["e2e", "east"]), "{body}");
+    let (_, body, _) = get(
+        &console,
+        &format!("/api/v1/whoami?ns={tenant}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(answer(&body)["clusters"], json!(["e2e"]), "{body}");
 
     // `kubetrail console` refuses a kubeconfig user without a token (the admin
     // here has a client certificate), and says what to do.
@@ -555,18 +617,15 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
     );
     assert!(direct.contains("bearer token is required"), "{direct}");
 
-    // The cluster picker: this cluster by default, another by name, or all.
-    for (cluster, rows) in [
-        ("", 0),
-        ("&cluster=east", 3),
-        ("&cluster=*", 3),
-        ("&cluster=e2e,east", 3),
-    ] {
-        let dom = browse(&format!("{base}traces?{q}&user=dave{cluster}"), &profile).await;
-        assert_eq!(
-            attrs(&dom, "<tr class=\"trace\"", "data-id").len(),
-            rows,
-            "cluster {cluster:?}"
+    // The cluster picker: the viewer's own cluster; another is refused, and
+    // the page says why.
+    let own = browse(&format!("{base}traces?{q}&user=dave"), &profile).await;
+    assert_eq!(attrs(&own, "<tr class=\"trace\"", "data-id").len(), 0);
+    for cluster in ["east", "*"] {
+        let page = dom(&format!("{base}traces?{q}&user=dave&cluster={cluster}"), &profile).await;
+        assert!(
+            page.contains("data-state=\"error\"") && page.contains("is not an admin namespace"),
+            "cluster {cluster:?}: {page}"
         );
     }
 

@@ -70,6 +70,11 @@ impl Harness {
                 recheck_interval: Duration::from_secs(300),
                 cluster: "e2e".into(),
                 admin_namespaces: vec!["kubetrail-admin".into()],
+                // The query tests' other clusters sharing a bucket.
+                readable_clusters: kubetrail::scope::ReadableClusters::Listed(vec![
+                    "other".into(),
+                    "third".into(),
+                ]),
                 max_query_days: 31,
                 query_concurrency: 2,
                 query_timeout: Duration::from_secs(120),

@@ -66,11 +66,16 @@ async fn ensure_namespace(client: &kube::Client, name: &str) {
 }
 
 async fn run_query(h: &Harness, ns: &str, spec: serde_json::Value) -> TraceQuery {
+    run_query_on(h, &h.label, ns, spec).await
+}
+
+/// The same, answered by the controller that watches `label`.
+async fn run_query_on(h: &Harness, label: &str, ns: &str, spec: serde_json::Value) -> TraceQuery {
     let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), ns);
     let name = support::unique("q");
     let obj: TraceQuery = serde_json::from_value(json!({
         "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
-        "metadata": {"name": name, "labels": {"kubetrail.io/test": h.label}},
+        "metadata": {"name": name, "labels": {"kubetrail.io/test": label}},
         "spec": spec,
     }))
     .unwrap();
@@ -471,23 +476,31 @@ fn bounded_controller(
     timeout: Duration,
     max_bytes: usize,
 ) -> (String, std::sync::Arc<kubetrail::controller::Context>) {
-    use kubetrail::controller::{Context, Settings};
-    let label = support::unique("bounded");
+    own_controller(h, "bounded", |s| {
+        s.admin_namespaces.clear();
+        s.query_concurrency = concurrency;
+        s.query_timeout = timeout;
+        s.query_max_result_bytes = max_bytes;
+    })
+}
+
+/// A query controller of its own, on its own label: the harness's settings
+/// changed by `change`.
+fn own_controller(
+    h: &Harness,
+    name: &str,
+    change: impl FnOnce(&mut kubetrail::controller::Settings),
+) -> (String, std::sync::Arc<kubetrail::controller::Context>) {
+    use kubetrail::controller::Context;
+    let label = support::unique(name);
+    let mut settings = h.ctx.settings.clone();
+    settings.tracker_selector = Some(format!("kubetrail.io/test={label}"));
+    settings.instance = format!("test-{label}");
+    settings.query_scratch_dir = std::env::temp_dir().join(support::unique("kubetrail-query"));
+    change(&mut settings);
     let ctx = Context::new(
         h.client.clone(),
-        Settings {
-            namespace: h.namespace.clone(),
-            tracker_selector: Some(format!("kubetrail.io/test={label}")),
-            instance: format!("test-{label}"),
-            recheck_interval: Duration::from_secs(300),
-            cluster: "e2e".into(),
-            admin_namespaces: vec![],
-            max_query_days: 31,
-            query_concurrency: concurrency,
-            query_timeout: timeout,
-            query_max_result_bytes: max_bytes,
-            query_scratch_dir: std::env::temp_dir().join(support::unique("kubetrail-query")),
-        },
+        settings,
         std::sync::Arc::new(kubetrail::telemetry::Metrics::default()),
     );
     let c = ctx.clone();
@@ -655,8 +668,10 @@ async fn queries_are_bounded_in_number_time_and_memory() {
     assert_eq!(c.reason, "Timeout", "{}", c.message);
 }
 
-/// One bucket, two clusters' trails: a TraceQuery searches its own cluster by
-/// default, the clusters it names, or all of them (`*`); `kubetrail query`
+/// One bucket, three clusters' trails: a TraceQuery searches its own cluster by
+/// default; an admin namespace's the clusters it names or all of them (`*`)
+/// when the operator's `--readable-clusters` opens them; a tenant's nothing
+/// but its own cluster. `kubetrail query` (the caller's own credentials)
 /// likewise with `--cluster a,b` and `--all-clusters`.
 #[tokio::test]
 async fn queries_search_the_clusters_they_name() {
@@ -700,22 +715,60 @@ async fn queries_search_the_clusters_they_name() {
         v.sort();
         v
     };
+    ensure_namespace(&h.client, ADMIN_NS).await;
+    let asking = |clusters: &[&str]| json!({"tracker": tracker, "timeRange": range, "clusters": clusters});
+    // Refused: Failed, with the reason and a message that names what to change.
+    let refused = |q: &TraceQuery| {
+        let s = q.status.clone().unwrap();
+        assert_eq!(s.phase, Some(QueryPhase::Failed), "{s:?}");
+        assert!(s.results.is_empty() && s.result_key.is_none(), "{s:?}");
+        let c = kubetrail::api::condition(&s.conditions, "Complete").unwrap();
+        assert_eq!(s.message.as_deref(), Some(c.message.as_str()));
+        (c.reason.clone(), c.message.clone())
+    };
+
+    // A tenant: its own cluster, by default or by name, and nothing else.
     let q = run_query(&h, &ns, json!({"tracker": tracker, "timeRange": range})).await;
     assert_eq!(sorted(&q), vec!["in-e2e"], "its own cluster by default");
-    let q = run_query(
-        &h,
-        &ns,
-        json!({"tracker": tracker, "timeRange": range, "clusters": ["other", "third"]}),
-    )
-    .await;
+    let q = run_query(&h, &ns, asking(&["e2e"])).await;
+    assert_eq!(sorted(&q), vec!["in-e2e"], "its own cluster by name");
+    for clusters in [&["*"][..], &["other"], &["e2e", "third"]] {
+        let q = run_query(&h, &ns, asking(clusters)).await;
+        let (reason, message) = refused(&q);
+        assert_eq!(reason, "ClusterNotAllowed", "{clusters:?}: {message}");
+        assert!(
+            message.contains(&format!("namespace {ns:?} is not an admin namespace"))
+                && message.contains(&format!("{:?}", clusters[clusters.len() - 1])),
+            "{message}"
+        );
+    }
+
+    // An admin namespace: the listed clusters (here `other` and `third`).
+    let q = run_query(&h, ADMIN_NS, asking(&["other", "third"])).await;
     assert_eq!(sorted(&q), vec!["in-other", "in-third"]);
-    let q = run_query(
-        &h,
-        &ns,
-        json!({"tracker": tracker, "timeRange": range, "clusters": ["*"]}),
-    )
-    .await;
+    let q = run_query(&h, ADMIN_NS, asking(&["e2e", "other"])).await;
+    assert_eq!(sorted(&q), vec!["in-e2e", "in-other"]);
+    let q = run_query(&h, ADMIN_NS, asking(&["other", "fourth"])).await;
+    let (reason, message) = refused(&q);
+    assert_eq!(reason, "ClusterNotReadable", "{message}");
+    assert!(
+        message.contains("\"fourth\"") && message.contains("--readable-clusters (other,third)"),
+        "{message}"
+    );
+    let q = run_query(&h, ADMIN_NS, asking(&["*"])).await;
+    let (reason, message) = refused(&q);
+    assert_eq!(
+        reason, "ClusterNotReadable",
+        "a list does not open every cluster: {message}"
+    );
+    // An operator with `--readable-clusters=*`: every cluster, for admins only.
+    let (every, _ctx) = own_controller(&h, "every", |s| {
+        s.readable_clusters = kubetrail::scope::ReadableClusters::All
+    });
+    let q = run_query_on(&h, &every, ADMIN_NS, asking(&["*"])).await;
     assert_eq!(sorted(&q), vec!["in-e2e", "in-other", "in-third"]);
+    let q = run_query_on(&h, &every, &ns, asking(&["*"])).await;
+    assert_eq!(refused(&q).0, "ClusterNotAllowed");
 
     let base = [
         "--bucket",
@@ -772,4 +825,104 @@ async fn queries_search_the_clusters_they_name() {
     let (ok, out, err) = run(&["--all-clusters"]).await;
     assert!(ok, "{err}");
     assert_eq!(found(&out), vec!["in-e2e", "in-other", "in-third"]);
+}
+
+/// The operator removes a finished query's result file by the key it derives
+/// from the query, so a status edited to name another object (here a trace
+/// file) makes it delete nothing but the result.
+#[tokio::test]
+async fn an_edited_result_key_deletes_only_the_result() {
+    let env = support::env();
+    let h = Harness::start().await;
+    let ns = h.namespace.clone();
+    let bucket = env.s3.bucket("resultkey").await;
+    h.put_credentials("s3", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
+        .await;
+    let tracker = format!("{ns}-rk");
+    let obj: Tracker = serde_json::from_value(h.tracker(
+        &tracker,
+        json!({"destination": {
+        "bucket": bucket, "prefix": "q", "endpoint": env.s3.endpoint, "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3"}}}),
+    ))
+    .unwrap();
+    Api::<Tracker>::all(h.client.clone())
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+    let sink = Store::S3 {
+        client: env.s3.client(),
+        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
+    };
+    let trace = T {
+        id: "kept",
+        time: "2026-11-20T09:00:00Z",
+        verb: "delete",
+        resource: "secrets",
+        name: "db",
+        ns: ns.clone(),
+        user: "alice",
+        code: 200,
+    };
+    write_files(&sink, &tracker, &[vec![&trace]]).await;
+    let trace_files: Vec<String> = sink
+        .list("q/KubeTrail/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(trace_files.len(), 1, "{trace_files:?}");
+    let trace_file = trace_files[0].clone();
+
+    let name = create_query(
+        &h,
+        &h.label,
+        json!({"tracker": tracker, "ttlSecondsAfterFinished": 10,
+               "timeRange": {"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}}),
+    )
+    .await;
+    let q = finished(&h, &name).await;
+    let s = q.status.clone().unwrap();
+    assert_eq!(s.phase, Some(QueryPhase::Succeeded), "{s:?}");
+    assert_eq!(ids(&q), vec!["kept"]);
+    let result = s.result_key.clone().unwrap();
+    assert!(
+        sink.get(&result).await.is_ok(),
+        "the result file {result} was written"
+    );
+
+    // Whoever may write the status points the result key at the trace file.
+    let api: Api<TraceQuery> = Api::namespaced(h.client.clone(), &ns);
+    api.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": {"resultKey": trace_file}})),
+    )
+    .await
+    .expect("editing status.resultKey");
+    let edited = api.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(edited.result_key.as_deref(), Some(trace_file.as_str()));
+
+    // The TTL ends: the operator deletes the query and its own result file.
+    eventually(
+        Duration::from_secs(60),
+        "the query deleted after its TTL",
+        || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        sink.get(&trace_file).await.is_ok(),
+        "the trace file {trace_file} named by the edited status is still there"
+    );
+    assert!(
+        sink.get(&result).await.is_err(),
+        "the result file {result} was removed"
+    );
+    let uid = q.metadata.uid.clone().unwrap();
+    assert_eq!(
+        result,
+        format!("q/KubeTrail-Query/e2e/{ns}/{name}/{uid}.jsonl.gz"),
+        "the result key is derived from the query"
+    );
 }

@@ -134,7 +134,7 @@ function filterForm(view, params, who) {
     el("label", {}, label, el("input", { name, value: params.get(name) || "", placeholder: placeholder || "" }));
   const form = el("form", { class: "filters", id: "filters" },
     el("label", {}, "Tracker", tracker),
-    input("cluster", "Cluster", who.cluster + " (a,b or *)"),
+    input("cluster", "Cluster", (who.clusters || [who.cluster]).join(", ")),
     el("label", {}, "Range", timeControls(view, params)),
     input("from", "From (UTC)", "2026-12-01T03:00:00Z"),
     input("to", "To (UTC)", "now"),
