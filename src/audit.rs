@@ -161,15 +161,124 @@ pub struct ResponseStatus<'a> {
     pub status: Option<Cow<'a, str>>,
 }
 
-/// Why a batch was refused (only a body that is not an EventList at all).
+/// Why a batch was refused (only a body that is not an EventList at all). No
+/// variant quotes the body: this text is the client's answer and is logged.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseError {
+    #[error("malformed JSON: expected a JSON object")]
+    NotAnObject,
+    #[error("malformed JSON: invalid UTF-8 after byte {0}")]
+    Utf8(usize),
     #[error("malformed JSON: {0}")]
-    Json(String),
-    #[error("expected kind EventList, got {0:?}")]
-    WrongKind(String),
-    #[error("expected apiVersion {API_VERSION}, got {0:?}")]
-    WrongApiVersion(String),
+    Json(#[source] JsonError),
+    #[error("expected kind EventList")]
+    WrongKind,
+    #[error("expected apiVersion {API_VERSION}")]
+    WrongApiVersion,
+}
+
+/// A JSON parse failure told by what and where, never by the input's bytes.
+///
+/// serde_json's own message can quote them (`invalid type: string "hunter2",
+/// expected i32`), and a parse failure's text reaches the client's answer, the
+/// log, metrics and the stored malformed-event trace. This is the one place
+/// that text is made: kept are serde_json's fixed syntax messages, the type of
+/// the value found, what was expected and field names of our own schema
+/// (`missing field`, `duplicate field`); the line and column say where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at line {line} column {column}")]
+pub struct JsonError {
+    pub what: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// How serde names the type of a value it did not expect (`serde::de::Unexpected`).
+const VALUE_TYPES: &[&str] = &[
+    "string",
+    "integer",
+    "floating point",
+    "boolean",
+    "null",
+    "unit value",
+    "map",
+    "sequence",
+    "character",
+    "byte array",
+    "Option value",
+    "newtype struct",
+    "enum",
+    "unit variant",
+    "newtype variant",
+    "tuple variant",
+    "struct variant",
+    "number",
+];
+
+impl From<&serde_json::Error> for JsonError {
+    fn from(e: &serde_json::Error) -> JsonError {
+        use serde_json::error::Category;
+        let full = e.to_string();
+        let at = format!(" at line {} column {}", e.line(), e.column());
+        let msg = full.strip_suffix(&at).unwrap_or(&full);
+        let what = match e.classify() {
+            Category::Io => "unreadable input".to_string(),
+            Category::Eof => "unexpected end of input".to_string(),
+            // serde_json's fixed messages ("expected value", "trailing
+            // characters"); a quote would mean one that is not.
+            Category::Syntax if !msg.contains('"') => msg.to_string(),
+            Category::Syntax => "invalid JSON".to_string(),
+            Category::Data => data_error(msg),
+        };
+        JsonError {
+            what,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
+/// A data error's message without the value it quotes.
+fn data_error(msg: &str) -> String {
+    // Field names serde quotes for these are our schema's.
+    for prefix in ["missing field `", "duplicate field `"] {
+        if let Some(rest) = msg.strip_prefix(prefix)
+            && let Some((field, _)) = rest.split_once('`')
+            && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return format!("{prefix}{field}`");
+        }
+    }
+    // "invalid type: string \"…\", expected i32": the type found, not the
+    // value; what was expected comes after the value, so after its last mention.
+    let expected = msg.rsplit_once(", expected ").map(|(_, e)| e).filter(|e| {
+        e.len() <= 64
+            && e.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" _:".contains(&b))
+    });
+    let with_expected = |what: String| match expected {
+        Some(e) => format!("{what}, expected {e}"),
+        None => what,
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let found = VALUE_TYPES
+                .iter()
+                .filter(|t| {
+                    rest.strip_prefix(**t)
+                        .is_some_and(|r| r.is_empty() || r.starts_with([' ', ',']))
+                })
+                .max_by_key(|t| t.len())
+                .unwrap_or(&"value");
+            return with_expected(format!("{} {found}", prefix.trim_end_matches(": ")));
+        }
+    }
+    for prefix in ["invalid length", "unknown variant", "unknown field"] {
+        if msg.starts_with(prefix) {
+            return with_expected(prefix.to_string());
+        }
+    }
+    "invalid value".to_string()
 }
 
 /// A list of strings borrowed from the body where they have no escapes (serde's
@@ -212,11 +321,11 @@ impl<'a> Event<'a> {
 fn check_kind(kind: Option<&str>, api_version: Option<&str>) -> Result<(), ParseError> {
     match kind {
         Some("EventList") => {}
-        other => return Err(ParseError::WrongKind(other.unwrap_or("").to_string())),
+        _ => return Err(ParseError::WrongKind),
     }
     match api_version {
         Some(API_VERSION) => Ok(()),
-        other => Err(ParseError::WrongApiVersion(other.unwrap_or("").to_string())),
+        _ => Err(ParseError::WrongApiVersion),
     }
 }
 
@@ -227,10 +336,10 @@ fn check_kind(kind: Option<&str>, api_version: Option<&str>) -> Result<(), Parse
 pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList<'_>, ParseError> {
     // An object, not a sequence (which serde would map onto the fields in order).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ParseError::Json("expected a JSON object".into()));
+        return Err(ParseError::NotAnObject);
     }
     // JSON is UTF-8 throughout (the parser does not check fields it skips).
-    let body = std::str::from_utf8(body).map_err(|e| ParseError::Json(format!("invalid UTF-8: {e}")))?;
+    let body = std::str::from_utf8(body).map_err(|e| ParseError::Utf8(e.valid_up_to()))?;
     // One pass when every item is a readable event with an auditID (the
     // apiserver's batches); item by item otherwise.
     if let Ok(list) = serde_json::from_str::<StrictList<'_>>(body) {
@@ -248,7 +357,7 @@ pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList
             return Ok(EventList { items });
         }
     }
-    let list: RawList<'_> = serde_json::from_str(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let list: RawList<'_> = serde_json::from_str(body).map_err(|e| ParseError::Json(JsonError::from(&e)))?;
     check_kind(list.kind.as_deref(), list.api_version.as_deref())?;
     let items = list
         .items
@@ -260,7 +369,10 @@ pub fn parse_event_list(body: &[u8], max_event_bytes: usize) -> Result<EventList
                     Item::Malformed(Malformed::new("event has no auditID", bytes))
                 }
                 Ok(e) => Item::Event(e.limit(max_event_bytes)),
-                Err(err) => Item::Malformed(Malformed::new(format!("unreadable event: {err}"), bytes)),
+                Err(err) => Item::Malformed(Malformed::new(
+                    format!("unreadable event: {}", JsonError::from(&err)),
+                    bytes,
+                )),
             }
         })
         .collect();
@@ -296,15 +408,18 @@ mod tests {
     #[test]
     fn refuses_only_what_is_not_an_event_list() {
         assert!(matches!(parse_event_list(b"{", 1024), Err(ParseError::Json(_))));
-        assert!(matches!(parse_event_list(b"[]", 1024), Err(ParseError::Json(_))));
-        assert!(matches!(parse_event_list(b"7", 1024), Err(ParseError::Json(_))));
+        assert_eq!(
+            parse_event_list(b"[]", 1024).unwrap_err(),
+            ParseError::NotAnObject
+        );
+        assert_eq!(parse_event_list(b"7", 1024).unwrap_err(), ParseError::NotAnObject);
         assert_eq!(
             parse_event_list(
                 br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","items":[]}"#,
                 1024
             )
             .unwrap_err(),
-            ParseError::WrongKind("Event".into())
+            ParseError::WrongKind
         );
         assert_eq!(
             parse_event_list(
@@ -312,7 +427,7 @@ mod tests {
                 1024
             )
             .unwrap_err(),
-            ParseError::WrongApiVersion("audit.k8s.io/v1beta1".into())
+            ParseError::WrongApiVersion
         );
     }
 
@@ -363,5 +478,81 @@ mod tests {
             unreachable!()
         };
         assert_eq!(m.hash, blake3::hash(br#""not an object""#).to_hex().to_string());
+    }
+
+    /// No message about a malformed batch or item quotes the input: a planted
+    /// value in any position is in no refusal and no malformed-event reason,
+    /// while what and where are.
+    #[test]
+    fn malformed_messages_never_quote_the_input() {
+        let p = "hunter2-planted";
+        let batch =
+            |items: &str| format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{items}}}"#);
+        let refused = [
+            batch(&format!(r#""{p}""#)),
+            batch(&format!(r#"[{{"auditID":"{p}" "x"}}]"#)),
+            batch(&format!(r#"[{{"auditID":"{p}\q"}}]"#)),
+            format!(r#"{{"kind":"{p}","apiVersion":"audit.k8s.io/v1","items":[]}}"#),
+            format!(r#"{{"kind":"EventList","apiVersion":"{p}","items":[]}}"#),
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{{"auditID":"{p}""#),
+        ];
+        for body in &refused {
+            let e = parse_event_list(body.as_bytes(), 1 << 20)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(p), "{e}");
+        }
+        let e = parse_event_list(batch(&format!(r#""{p}""#)).as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed JSON: invalid type string, expected a sequence at line 1 column 76"
+        );
+        let items = [
+            format!(r#"{{"auditID":"a","verb":["{p}"]}}"#),
+            format!(r#"{{"auditID":"a","user":{{"groups":"{p}"}}}}"#),
+            format!(r#"{{"auditID":"a","user":{{"groups":["ok",{{"{p}":1}}]}}}}"#),
+            format!(r#"{{"auditID":"a","responseStatus":{{"code":"{p}"}}}}"#),
+            r#"{"auditID":"a","responseStatus":{"code":31337.25}}"#.to_string(),
+            format!(r#"{{"auditID":"a","objectRef":"{p}, expected x"}}"#),
+            format!(r#""{p}""#),
+            format!(r#"{{"auditID":"a","verb":"{p}","verb":"x"}}"#),
+        ];
+        let body = batch(&format!("[{}]", items.join(",")));
+        let list = parse_event_list(body.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(list.items.len(), items.len());
+        for (item, raw) in list.items.iter().zip(&items) {
+            let Item::Malformed(m) = item else {
+                panic!("{raw} was read")
+            };
+            assert!(
+                !m.reason.contains(p) && !m.reason.contains("31337"),
+                "{raw}: {}",
+                m.reason
+            );
+            assert!(m.reason.contains(" at line 1 column "), "{}", m.reason);
+        }
+        let reasons: Vec<&str> = list
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Malformed(m) => m.reason.as_str(),
+                Item::Event(_) => "",
+            })
+            .collect();
+        assert_eq!(
+            reasons[3],
+            "unreadable event: invalid type string, expected i32 at line 1 column 57"
+        );
+        assert!(
+            reasons[4].contains("invalid type floating point, expected i32"),
+            "{}",
+            reasons[4]
+        );
+        assert!(
+            reasons[5].contains("invalid type string, expected struct ObjectReference"),
+            "{}",
+            reasons[5]
+        );
+        assert!(reasons[7].contains("duplicate field `verb`"), "{}", reasons[7]);
     }
 }

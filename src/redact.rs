@@ -24,6 +24,10 @@ pub enum Mask {
     /// A map keeps its keys and each value becomes `"[redacted]"` (which key of a
     /// Secret changed is audit data; its value is not).
     Values,
+    /// An array keeps its length and each element becomes `"[redacted]"` (an
+    /// exec command keeps its shape, as its `command=` parameters in the
+    /// request URI do).
+    Elements,
 }
 
 /// A field of an object: its path from the object's root. An array on the way
@@ -118,6 +122,17 @@ pub fn builtin() -> &'static [Rule] {
                 "tokenreviews",
                 vec![FieldPath::of(&["spec", "token"], Mask::Whole)],
             ),
+            // The command of an exec (a command line can carry a password), as
+            // admission capture sees it: a PodExecOptions object. The request
+            // URI's `command=` parameters are masked by [`redact_uri`].
+            Rule::new("", "pods/exec", vec![FieldPath::of(&["command"], Mask::Elements)]),
+            // PodAttachOptions has no command today; the rule keeps one out if
+            // it ever has, as the URI rule does for `command=`.
+            Rule::new(
+                "",
+                "pods/attach",
+                vec![FieldPath::of(&["command"], Mask::Elements)],
+            ),
         ]
     })
 }
@@ -138,12 +153,50 @@ const SENSITIVE_KINDS: &[(&str, &str, &str)] = &[
     ("SecretList", "", "secrets"),
     ("TokenRequest", "", "serviceaccounts/token"),
     ("TokenReview", "authentication.k8s.io", "tokenreviews"),
+    ("PodExecOptions", "", "pods/exec"),
+    ("PodAttachOptions", "", "pods/attach"),
 ];
 
-/// The built-in fields for a body that names a sensitive kind anywhere
-/// (`"kind":"Secret"`, as the apiserver writes it, or with spaces), found in one
-/// byte search so bodies of other kinds stay unparsed.
+/// The built-in fields for a body whose object is of a sensitive kind.
+///
+/// Only an object's own `kind` counts, where the body's shape puts it (see
+/// [`object_kinds`]): a ConfigMap whose data has a key `kind` with the value
+/// `Secret` is a ConfigMap, and its values stay visible. A byte search finds
+/// bodies that name a sensitive kind anywhere first, so other bodies stay
+/// unparsed; a body that names one and cannot be parsed counts as that kind
+/// (it is then redacted whole).
 pub fn fields_by_kind(raw: &str) -> Vec<&'static FieldPath> {
+    let named = named_kinds(raw);
+    if named.is_empty() {
+        return Vec::new();
+    }
+    let kinds: Vec<&str> = match serde_json::from_str::<Value>(raw) {
+        Ok(v) => {
+            let mut found = Vec::new();
+            body_kinds(&v, &mut found);
+            found
+                .into_iter()
+                .filter_map(|k| SENSITIVE_KINDS.iter().find(|s| s.0 == k).map(|s| s.0))
+                .collect()
+        }
+        Err(_) => named,
+    };
+    let mut out = Vec::new();
+    for (kind, group, resource) in SENSITIVE_KINDS {
+        if kinds.contains(kind) {
+            for f in fields_for(builtin(), group, resource) {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The sensitive kinds named anywhere in `raw` as `"kind":"Secret"` (as the
+/// apiserver writes it, or with spaces), in one byte search.
+fn named_kinds(raw: &str) -> Vec<&'static str> {
     let mut out = Vec::new();
     let bytes = raw.as_bytes();
     for at in memchr::memmem::find_iter(bytes, b"\"kind\"") {
@@ -156,17 +209,56 @@ pub fn fields_by_kind(raw: &str) -> Vec<&'static FieldPath> {
         let Some(rest) = rest.strip_prefix(b"\"") else {
             continue;
         };
-        for (kind, group, resource) in SENSITIVE_KINDS {
-            if rest.starts_with(kind.as_bytes()) && rest.get(kind.len()) == Some(&b'"') {
-                for f in fields_for(builtin(), group, resource) {
-                    if !out.contains(&f) {
-                        out.push(f);
-                    }
-                }
+        for (kind, _, _) in SENSITIVE_KINDS {
+            if rest.starts_with(kind.as_bytes()) && rest.get(kind.len()) == Some(&b'"') && !out.contains(kind)
+            {
+                out.push(*kind);
             }
         }
     }
     out
+}
+
+/// The kinds of the objects a body carries: a JSON patch's whole-object
+/// `value` (path `""`); else the body as an object (see [`object_kinds`]).
+fn body_kinds<'v>(body: &'v Value, out: &mut Vec<&'v str>) {
+    match body {
+        Value::Array(ops) => {
+            for op in ops {
+                if op.get("path").and_then(Value::as_str) == Some("")
+                    && let Some(v) = op.get("value")
+                {
+                    object_kinds(v, out);
+                }
+            }
+        }
+        other => object_kinds(other, out),
+    }
+}
+
+/// The top-level `kind` of an object, and of the objects it holds as a List
+/// (`items[]`), a Table (`rows[].object`) or a watch event (`object`): the
+/// places [`redact_body`] applies a rule to. A `kind` key anywhere else is data.
+fn object_kinds<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+    let Value::Object(map) = v else { return };
+    if let Some(Value::String(k)) = map.get("kind") {
+        out.push(k);
+    }
+    if let Some(Value::Array(items)) = map.get("items") {
+        for item in items {
+            object_kinds(item, out);
+        }
+    }
+    if let Some(Value::Array(rows)) = map.get("rows") {
+        for row in rows {
+            if let Some(obj) = row.get("object") {
+                object_kinds(obj, out);
+            }
+        }
+    }
+    if let Some(obj) = map.get("object") {
+        object_kinds(obj, out);
+    }
 }
 
 /// Redacts `fields` in a body given as JSON text. Text that is not JSON
@@ -255,6 +347,11 @@ fn mask(v: &mut Value, how: Mask) {
                 if !val.is_null() {
                     *val = Value::String(REDACTED.into());
                 }
+            }
+        }
+        (Mask::Elements, Value::Array(items)) => {
+            for item in items {
+                *item = Value::String(REDACTED.into());
             }
         }
         _ => *v = Value::String(REDACTED.into()),
@@ -396,28 +493,83 @@ pub fn redact_event_annotations(raw: &str) -> Value {
     v
 }
 
-/// Masks the `command` parameters of a `pods/exec` or `pods/attach` request URI
-/// (a command line can carry a password); the other parameters stay.
-pub fn redact_exec_command(uri: &str) -> String {
+/// Query parameters whose values are masked in every request URI: a token in
+/// a URL (dashboards and proxies accept `?token=` / `?access_token=`).
+const TOKEN_PARAMS: &[&str] = &["token", "access_token"];
+/// Query parameters of exec and attach requests whose values are masked (each
+/// `command=` is one word of the command line).
+const EXEC_PARAMS: &[&str] = &["command"];
+/// Query parameters of node, pod and service proxy requests whose values are
+/// masked: the kubelet's `/run` and `/exec` endpoints take a command as `cmd`
+/// (or `command`), reached through `nodes/proxy` or a pod's own proxy.
+const PROXY_PARAMS: &[&str] = &["command", "cmd"];
+/// What a masked parameter's value becomes ([`REDACTED`], URL-encoded).
+const REDACTED_PARAM: &str = "%5Bredacted%5D";
+
+/// Masks the values of sensitive query parameters of a request URI, keeping
+/// their names and every other parameter: [`TOKEN_PARAMS`] always,
+/// [`EXEC_PARAMS`] on `pods/exec` and `pods/attach`, [`PROXY_PARAMS`] on
+/// `nodes/proxy`, `pods/proxy` and `services/proxy`. The request is also
+/// recognised by its path (a segment `exec`, `attach` or `proxy`), so an event
+/// with a missing or odd `objectRef` does not slip through. A parameter's name
+/// is compared percent-decoded and in any case (the query is text the client
+/// chose).
+pub fn redact_uri<'u>(uri: &'u str, group: &str, resource: &str) -> std::borrow::Cow<'u, str> {
+    use std::borrow::Cow;
     let Some((path, query)) = uri.split_once('?') else {
-        return uri.to_string();
+        return Cow::Borrowed(uri);
     };
-    let kept: Vec<&str> = query
+    let group = core_group(group);
+    let segment = |name: &str| path.split('/').any(|s| s == name);
+    let exec = is_exec(group, resource) || segment("exec") || segment("attach");
+    let proxy = (group.is_empty() && matches!(resource, "nodes/proxy" | "pods/proxy" | "services/proxy"))
+        || segment("proxy");
+    let sensitive = |name: &str| {
+        let name = percent_decode(name);
+        let is = |list: &[&str]| list.iter().any(|p| p.eq_ignore_ascii_case(&name));
+        is(TOKEN_PARAMS) || (exec && is(EXEC_PARAMS)) || (proxy && is(PROXY_PARAMS))
+    };
+    let mut changed = false;
+    let kept: Vec<Cow<'_, str>> = query
         .split('&')
-        .map(|p| {
-            if p.starts_with("command=") {
-                "command=%5Bredacted%5D"
-            } else {
-                p
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) if sensitive(name) && value != REDACTED_PARAM => {
+                changed = true;
+                Cow::Owned(format!("{name}={REDACTED_PARAM}"))
             }
+            _ => Cow::Borrowed(p),
         })
         .collect();
-    format!("{path}?{}", kept.join("&"))
+    if !changed {
+        return Cow::Borrowed(uri);
+    }
+    Cow::Owned(format!("{path}?{}", kept.join("&")))
+}
+
+/// A query parameter name, `%XX` and `+` decoded (an undecodable escape stays as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+                i += 3;
+                continue;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a request's URI carries an exec or attach command.
 pub fn is_exec(group: &str, resource: &str) -> bool {
-    group.is_empty() && matches!(resource, "pods/exec" | "pods/attach")
+    core_group(group).is_empty() && matches!(resource, "pods/exec" | "pods/attach")
 }
 
 #[cfg(test)]
@@ -443,6 +595,7 @@ mod tests {
             4
         );
         assert!(fields_by_kind(r#"{"kind":"ConfigMap","data":{"a":"Secret"}}"#).is_empty());
+        assert!(fields_by_kind(r#"{"kind":"ConfigMap","data":{"kind":"Secret"}}"#).is_empty());
         assert!(fields_by_kind(r#"{"kind":"SecretStore"}"#).is_empty());
         assert_eq!(fields_by_kind("{\"kind\" :\n \"Secret\"}").len(), 3);
     }
@@ -569,15 +722,134 @@ mod tests {
         assert_eq!(a["authorization.k8s.io/decision"], "allow");
         assert!(!a.to_string().contains("AAA"));
         assert_eq!(redact_event_annotations("[1]"), Value::String(REDACTED.into()));
+        let exec = |u| redact_uri(u, "", "pods/exec").into_owned();
         assert_eq!(
-            redact_exec_command(
-                "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=echo+pw&stdout=true"
-            ),
+            exec("/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=echo+pw&stdout=true"),
             "/api/v1/namespaces/d/pods/p/exec?command=%5Bredacted%5D&command=%5Bredacted%5D&command=%5Bredacted%5D&stdout=true"
         );
         assert_eq!(
-            redact_exec_command("/api/v1/namespaces/d/pods/p/attach"),
+            exec("/api/v1/namespaces/d/pods/p/attach"),
             "/api/v1/namespaces/d/pods/p/attach"
         );
+    }
+
+    /// An exec's command as admission sees it (a PodExecOptions object) is
+    /// masked word by word, as its `command=` parameters are in the URI.
+    #[test]
+    fn exec_options_commands() {
+        let f = fields_for(builtin(), "", "pods/exec");
+        let out = redacted(
+            json!({"kind":"PodExecOptions","apiVersion":"v1","stdout":true,"container":"c","command":["sh","-c","echo AAA"]}),
+            &f,
+        );
+        assert_eq!(out["command"], json!([REDACTED, REDACTED, REDACTED]));
+        assert_eq!(out["container"], "c");
+        assert_eq!(out["stdout"], true);
+        // Not an array: replaced whole.
+        let out = redacted(json!({"command":"echo AAA"}), &f);
+        assert_eq!(out["command"], REDACTED);
+        assert_eq!(fields_for(builtin(), "core", "pods/attach").len(), 1);
+        // Named by its kind, whatever the objectRef says.
+        assert_eq!(
+            fields_by_kind(r#"{"kind":"PodExecOptions","command":["x"]}"#),
+            fields_for(builtin(), "", "pods/exec")
+        );
+    }
+
+    #[test]
+    fn commands_and_tokens_in_request_uris() {
+        let r = |u, g, res| redact_uri(u, g, res).into_owned();
+        // The kubelet's run endpoint through the node proxy.
+        assert_eq!(
+            r(
+                "/api/v1/nodes/n1/proxy/run/ns/pod/c?cmd=cat+/etc/AAA",
+                "",
+                "nodes/proxy"
+            ),
+            "/api/v1/nodes/n1/proxy/run/ns/pod/c?cmd=%5Bredacted%5D"
+        );
+        assert_eq!(
+            r(
+                "/api/v1/namespaces/x/pods/p/proxy/exec?command=AAA&command=BBB&x=1",
+                "",
+                "pods/proxy"
+            ),
+            "/api/v1/namespaces/x/pods/p/proxy/exec?command=%5Bredacted%5D&command=%5Bredacted%5D&x=1"
+        );
+        assert_eq!(
+            r(
+                "/api/v1/namespaces/x/services/s:80/proxy/run?cmd=AAA",
+                "core",
+                "services/proxy"
+            ),
+            "/api/v1/namespaces/x/services/s:80/proxy/run?cmd=%5Bredacted%5D"
+        );
+        // Without an objectRef: known by the path.
+        assert_eq!(
+            r("/api/v1/nodes/n1/proxy/exec/ns/p/c?cmd=AAA", "", ""),
+            "/api/v1/nodes/n1/proxy/exec/ns/p/c?cmd=%5Bredacted%5D"
+        );
+        assert_eq!(
+            r("/api/v1/namespaces/d/pods/p/exec?command=AAA", "", ""),
+            "/api/v1/namespaces/d/pods/p/exec?command=%5Bredacted%5D"
+        );
+        // Tokens in any URI, whatever the name's case or encoding.
+        assert_eq!(
+            r(
+                "/api/v1/namespaces/d/configmaps?token=AAA&limit=5&access_token=BBB",
+                "",
+                "configmaps"
+            ),
+            "/api/v1/namespaces/d/configmaps?token=%5Bredacted%5D&limit=5&access_token=%5Bredacted%5D"
+        );
+        assert_eq!(
+            r(
+                "/apis/x.io/v1/things?Access_Token=AAA&%74oken=BBB",
+                "x.io",
+                "things"
+            ),
+            "/apis/x.io/v1/things?Access_Token=%5Bredacted%5D&%74oken=%5Bredacted%5D"
+        );
+        // Elsewhere `cmd` and `command` are ordinary parameters.
+        assert_eq!(
+            r("/apis/x.io/v1/things?cmd=ls&command=ls", "x.io", "things"),
+            "/apis/x.io/v1/things?cmd=ls&command=ls"
+        );
+        // Nothing to mask: the URI is borrowed as it is.
+        assert!(matches!(
+            redact_uri("/api/v1/pods?watch=1", "", "pods"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(r("/api/v1/pods?token", "", "pods"), "/api/v1/pods?token");
+    }
+
+    /// Only an object's own kind makes it a Secret: a ConfigMap whose data has
+    /// `kind: Secret` keeps its values.
+    #[test]
+    fn a_data_key_named_kind_is_not_the_objects_kind() {
+        let cm = json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c"},"data":{"kind":"Secret","other":"visible"}});
+        for body in [
+            cm.clone(),
+            json!({"kind":"ConfigMapList","items":[cm.clone()]}),
+            json!({"kind":"Table","rows":[{"object":cm.clone()}]}),
+            json!({"type":"ADDED","object":cm.clone()}),
+            json!([{"op":"add","path":"/data","value":{"kind":"Secret"}}]),
+            json!({"data":{"nested":{"kind":"Secret"}}}),
+        ] {
+            assert!(fields_by_kind(&body.to_string()).is_empty(), "{body}");
+        }
+        let secret = json!({"kind":"Secret","data":{"k":"AAA"}});
+        for body in [
+            secret.clone(),
+            json!({"kind":"List","items":[cm.clone(), secret.clone()]}),
+            json!({"kind":"Table","rows":[{"object":secret.clone()}]}),
+            json!({"type":"MODIFIED","object":secret.clone()}),
+            json!([{"op":"add","path":"","value":secret.clone()}]),
+            json!({"kind":"SecretList","items":[]}),
+        ] {
+            assert_eq!(fields_by_kind(&body.to_string()).len(), 3, "{body}");
+        }
+        // Names a Secret and cannot be read: counted as one (and so redacted whole).
+        assert_eq!(fields_by_kind(r#"{"kind":"Secret","data":{"k":"AAA""#).len(), 3);
     }
 }

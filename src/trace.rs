@@ -253,11 +253,8 @@ pub fn build<'a>(
             Body::Rewritten(crate::redact::redact_event_annotations(raw.get()))
         }
     });
-    let request_uri: Cow<'a, str> = if crate::redact::is_exec(group, &resource) {
-        Cow::Owned(crate::redact::redact_exec_command(request_uri))
-    } else {
-        Cow::Borrowed(request_uri)
-    };
+    // Commands and tokens in the query never leave the cluster (crate::redact).
+    let request_uri = crate::redact::redact_uri(request_uri, group, &resource);
     let resource_id = obj
         .and_then(|o| o.uid.as_deref())
         .filter(|u| !u.is_empty())

@@ -82,19 +82,22 @@ struct Gvr<'a> {
     resource: Cow<'a, str>,
 }
 
-/// Why a body is not an AdmissionReview with a request.
+/// Why a body is not an AdmissionReview with a request. The text is the
+/// apiserver's answer (which it logs): it never quotes the body.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     #[error("not an AdmissionReview: {0}")]
-    Json(String),
+    Json(#[source] crate::audit::JsonError),
     #[error("AdmissionReview without a request")]
     NoRequest,
+    #[error("the admission request could not be encoded as an audit event")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// The audit-event form of an admission request (an `EventList` body of one
 /// item), and the request's uid.
 pub fn to_event_list(review: &[u8], now: &str) -> Result<(String, Vec<u8>), ReviewError> {
-    let r: Review<'_> = serde_json::from_slice(review).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let r: Review<'_> = serde_json::from_slice(review).map_err(|e| ReviewError::Json((&e).into()))?;
     let _ = r.api_version;
     let q = r.request.ok_or(ReviewError::NoRequest)?;
     let verb = match q.operation.as_ref() {
@@ -141,7 +144,7 @@ pub fn to_event_list(review: &[u8], now: &str) -> Result<(String, Vec<u8>), Revi
     let body = serde_json::to_vec(&serde_json::json!({
         "kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [event],
     }))
-    .map_err(|e| ReviewError::Json(e.to_string()))?;
+    .map_err(ReviewError::Encode)?;
     Ok((q.uid.into_owned(), body))
 }
 
@@ -274,6 +277,7 @@ mod tests {
     /// trace counted as dropped; a body that is not a review gets 400.
     #[tokio::test]
     async fn a_full_spool_still_allows_and_counts_the_trace_as_dropped() {
+        use serde_json::json;
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(crate::spool::Config {
@@ -326,7 +330,7 @@ mod tests {
         assert_eq!(v["response"]["uid"], "u-9");
         assert_eq!(v["response"]["allowed"], true);
         assert_eq!(metrics.admission_dropped.get(), 1);
-        let resp = app.oneshot(req(b"not a review".to_vec())).await.unwrap();
+        let resp = app.clone().oneshot(req(b"not a review".to_vec())).await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         let refused = metrics
             .batches_rejected
@@ -336,6 +340,24 @@ mod tests {
             })
             .get();
         assert_eq!(refused, 1);
+        // A malformed review's answer says where, and quotes nothing of it.
+        let planted = "hunter2-planted";
+        for bad in [
+            json!({"request": {"uid": "u", "resource": {}, "operation": [planted]}}),
+            json!({"request": {"uid": {"x": planted}, "resource": {}, "operation": "CREATE"}}),
+            json!({"request": {"uid": "u", "resource": planted, "operation": "CREATE"}}),
+        ] {
+            let resp = app
+                .clone()
+                .oneshot(req(serde_json::to_vec(&bad).unwrap()))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+            let text = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            let text = String::from_utf8_lossy(&text);
+            assert!(!text.contains(planted), "{text}");
+            assert!(text.contains("at line 1 column"), "{text}");
+        }
     }
 
     /// Only a caller with a verified certificate or a valid token is heard; a

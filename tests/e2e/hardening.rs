@@ -59,6 +59,7 @@ impl Serve {
             .args(["--spool-dir", &dir.path().join("spool").display().to_string()])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .kill_on_drop(true);
         if let Some(t) = tokens {
             cmd.args(["--token-file", &write("tokens", t)]);
@@ -92,6 +93,11 @@ impl Serve {
             .and_then(|v| v.parse().ok())
             .expect("VmHWM in /proc/pid/status");
         kib / 1024
+    }
+
+    /// What the process has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("serve.log")).unwrap_or_default()
     }
 
     async fn metrics(&self) -> String {
@@ -653,6 +659,72 @@ fn corpus() -> (Vec<Value>, Vec<String>) {
             json!({"verb": "create"}),
         );
     }
+    // An exec's command as an object (PodExecOptions, as admission shows it).
+    let v = plant(&mut n);
+    planted.push(v.clone());
+    push(
+        "corpus-exec-options".into(),
+        json!({"resource": "pods", "subresource": "exec", "namespace": "d", "name": "p", "apiVersion": "v1"}),
+        "/api/v1/namespaces/d/pods/p/exec",
+        Some(
+            json!({"kind": "PodExecOptions", "apiVersion": "v1", "stdout": true, "command": ["sh", "-c", v]}),
+        ),
+        None,
+        json!({"verb": "create"}),
+    );
+    // Commands through the node, pod and service proxies.
+    for (id, resource, uri) in [
+        (
+            "corpus-node-proxy",
+            "nodes",
+            "/api/v1/nodes/n1/proxy/run/d/p/c?cmd=cat+",
+        ),
+        (
+            "corpus-pod-proxy",
+            "pods",
+            "/api/v1/namespaces/d/pods/p/proxy/exec?command=",
+        ),
+        (
+            "corpus-service-proxy",
+            "services",
+            "/api/v1/namespaces/d/services/s:80/proxy/run?cmd=",
+        ),
+    ] {
+        let v = plant(&mut n);
+        planted.push(v.clone());
+        push(
+            id.into(),
+            json!({"resource": resource, "subresource": "proxy", "namespace": "d", "name": "x", "apiVersion": "v1"}),
+            &format!("{uri}{v}&keep=1"),
+            None,
+            None,
+            json!({"verb": "get"}),
+        );
+    }
+    // A token in the URI of any request.
+    let (t1, t2) = (plant(&mut n), plant(&mut n));
+    planted.extend([t1.clone(), t2.clone()]);
+    push(
+        "corpus-uri-token".into(),
+        json!({"resource": "configmaps", "namespace": "d", "apiVersion": "v1"}),
+        &format!("/api/v1/namespaces/d/configmaps?token={t1}&limit=5&access_token={t2}"),
+        None,
+        None,
+        json!({"verb": "list"}),
+    );
+    // A ConfigMap whose data has a key `kind` with the value `Secret`: not a
+    // Secret, so its values stay visible (checked by the test).
+    push(
+        "corpus-configmap-kind".into(),
+        json!({"resource": "configmaps", "namespace": "d", "name": "c", "apiVersion": "v1"}),
+        "/api/v1/namespaces/d/configmaps/c",
+        Some(
+            json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c"},
+                    "data": {"kind": "Secret", "other": "visible-value"}}),
+        ),
+        None,
+        json!({}),
+    );
     // Fail closed: shapes the rule does not expect, and nesting no parser takes.
     let (a, b, c) = (plant(&mut n), plant(&mut n), plant(&mut n));
     planted.extend([a.clone(), b.clone(), c.clone()]);
@@ -712,6 +784,29 @@ async fn no_planted_secret_reaches_a_delivered_byte() {
         token["response"]["status"]["expirationTimestamp"],
         "2030-01-01T00:00:00Z"
     );
+    let proxy = traces
+        .iter()
+        .find(|t| t["trace_id"] == "corpus-node-proxy")
+        .unwrap();
+    assert_eq!(
+        proxy["request_uri"],
+        "/api/v1/nodes/n1/proxy/run/d/p/c?cmd=%5Bredacted%5D&keep=1"
+    );
+    let options = traces
+        .iter()
+        .find(|t| t["trace_id"] == "corpus-exec-options")
+        .unwrap();
+    assert_eq!(
+        options["request"]["command"],
+        json!(["[redacted]", "[redacted]", "[redacted]"])
+    );
+    assert_eq!(options["request"]["stdout"], true);
+    let cm = traces
+        .iter()
+        .find(|t| t["trace_id"] == "corpus-configmap-kind")
+        .unwrap();
+    assert_eq!(cm["request"]["data"]["other"], "visible-value", "{cm}");
+    assert_eq!(cm["request"]["data"]["kind"], "Secret", "{cm}");
     let object = traces.iter().find(|t| t["trace_id"] == "corpus-object").unwrap();
     assert_eq!(object["request"]["data"]["k"], "[redacted]", "keys stay visible");
     eprintln!(
@@ -719,4 +814,70 @@ async fn no_planted_secret_reaches_a_delivered_byte() {
         expected,
         planted.len()
     );
+}
+
+/// A malformed batch is refused, and a malformed item recorded, without any of
+/// their bytes: a planted value is in no answer, log line, metric, delivered
+/// or spooled byte, while the answer still says where the fault is.
+#[tokio::test]
+async fn malformed_input_is_never_quoted() {
+    let s = Serve::start(&[], None).await;
+    let apiserver = s.ca.client(APISERVER, &[]);
+    let mut n = 1000;
+    let (a, b, c, d) = (plant(&mut n), plant(&mut n), plant(&mut n), plant(&mut n));
+    let refused = [
+        format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":"{a}"}}"#),
+        format!(r#"{{"kind":"{b}","apiVersion":"audit.k8s.io/v1","items":[]}}"#),
+    ];
+    let mut answers = String::new();
+    for body in &refused {
+        let (code, text) = s.post(Some(&apiserver), body.as_bytes()).await.unwrap();
+        assert_eq!(code, 400, "{text}");
+        answers.push_str(&text);
+    }
+    assert!(answers.contains("at line 1 column"), "{answers}");
+    let mut broken = event("malformed-planted");
+    broken["responseStatus"] = json!({"code": c});
+    let body = batch(vec![event("malformed-ok"), broken, json!(d)]);
+    let (code, text) = s.post(Some(&apiserver), &body).await.unwrap();
+    assert_eq!(code, 200, "{text}");
+    let traces = eventually(Duration::from_secs(20), "the batch delivered", || async {
+        let t = s.delivered();
+        (t.len() >= 3).then_some(t)
+    })
+    .await;
+    let bad: Vec<&Value> = traces
+        .iter()
+        .filter(|t| t["trace_name"] == "malformed event")
+        .collect();
+    assert_eq!(bad.len(), 2, "{traces:?}");
+    assert!(
+        bad.iter().any(|t| t["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type string, expected i32")),
+        "{bad:?}"
+    );
+    let mut bytes = Vec::new();
+    fn all(dir: &Path, out: &mut Vec<u8>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                all(&p, out)
+            } else {
+                out.extend(std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    all(s._dir.path(), &mut bytes);
+    let everything = format!(
+        "{answers}{}{}{}",
+        s.log(),
+        s.metrics().await,
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(s.log().contains("audit batch refused"), "the refusals are logged");
+    for v in [&a, &b, &c, &d] {
+        assert!(!everything.contains(v.as_str()), "{v} was quoted");
+    }
 }

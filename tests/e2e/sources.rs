@@ -273,14 +273,30 @@ async fn admission_capture_records_what_the_apiserver_admits() {
         201
     );
     // No node runs the pod: the exec fails after admission, which still saw it.
+    // Its command carries a planted value: admission sees it as a
+    // PodExecOptions object, whose command is masked word by word.
+    let planted = format!("pl4nted-{}", support::free_port());
     let exec = send(
         &h.client,
         "POST",
-        format!("/api/v1/namespaces/{ns}/pods/p/exec?command=ls&stdout=true"),
+        format!(
+            "/api/v1/namespaces/{ns}/pods/p/exec?command=sh&command=-c&command=echo+{planted}&stdout=true"
+        ),
         Value::Null,
     )
     .await;
     assert!(exec >= 400, "exec into a pod without a node fails: {exec}");
+    // A ConfigMap whose data has `kind: Secret` is still a ConfigMap.
+    assert_eq!(
+        send(
+            &h.client,
+            "POST",
+            format!("/api/v1/namespaces/{ns}/configmaps"),
+            json!({"metadata": {"name": "looks-like"}, "data": {"kind": "Secret", "other": "visible-value"}})
+        )
+        .await,
+        201
+    );
 
     let want = [
         ("create secrets", "db"),
@@ -289,6 +305,7 @@ async fn admission_capture_records_what_the_apiserver_admits() {
         ("delete secrets", "db"),
         ("create pods", "p"),
         ("connect pods/exec", "p"),
+        ("create configmaps", "looks-like"),
     ];
     let all = eventually(Duration::from_secs(60), "every admitted request", || async {
         let t = traces_now().await;
@@ -323,6 +340,16 @@ async fn admission_capture_records_what_the_apiserver_admits() {
         find("update secrets", "db").get("old_object").is_some(),
         "the update's old object is kept"
     );
+    assert!(!text.contains(&planted), "the exec command is redacted");
+    let exec = find("connect pods/exec", "p");
+    assert_eq!(
+        exec["request"]["command"],
+        json!(["[redacted]", "[redacted]", "[redacted]"]),
+        "{exec}"
+    );
+    assert_eq!(exec["request"]["kind"], "PodExecOptions", "{exec}");
+    let cm = find("create configmaps", "looks-like");
+    assert_eq!(cm["request"]["data"]["other"], "visible-value", "{cm}");
     assert_eq!(find("create configmaps", "dry")["dry_run"], true);
     assert!(find("create secrets", "db").get("dry_run").is_none());
 
