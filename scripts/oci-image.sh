@@ -10,7 +10,13 @@
 #
 # Import without a registry:  ctr -n k8s.io images import OUT.tar
 # Push to a registry (any OCI tool): skopeo copy oci-archive:OUT.tar docker://REGISTRY/kubetrail:TAG
+#
+# The test environment also packs its static `pause` with it: OCI_BIN_PATH=/pause
+# OCI_CMD= OCI_USER=65535:65535 scripts/oci-image.sh pause pause.tar registry.k8s.io/pause:3.10
 set -euo pipefail
+bin_path=${OCI_BIN_PATH:-/usr/local/bin/kubetrail}
+cmd=${OCI_CMD-operator}
+user=${OCI_USER:-65532:65532}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/release/kubetrail}
 out=${2:-$root/target/kubetrail-image.tar}
@@ -21,14 +27,14 @@ name=${3:-ghcr.io/kubetrail/kubetrail:$version}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp" "$rootfs/home/nonroot" "$work/blobs/sha256"
-install -m 0755 "$bin" "$rootfs/usr/local/bin/kubetrail"
+mkdir -p "$rootfs$(dirname "$bin_path")" "$rootfs/etc/ssl/certs" "$rootfs/tmp" "$rootfs/home/nonroot" "$work/blobs/sha256"
+install -m 0755 "$bin" "$rootfs$bin_path"
 # Shared libraries at the paths the dynamic loader looks for them (and the loader itself).
 while read -r lib; do
   [[ -n $lib && -e $lib ]] || continue
   mkdir -p "$rootfs$(dirname "$lib")"
   cp -L "$lib" "$rootfs$lib"
-done < <(ldd "$bin" | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }')
+done < <(ldd "$bin" 2>/dev/null | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }')
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
   cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
 fi
@@ -44,23 +50,23 @@ layer_size=$(stat -c %s "$work/layer.tar")
 layer_digest=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
 mv "$work/layer.tar" "$work/blobs/sha256/$layer_digest"
 
-blob() { # stores stdin as a blob; prints "digest size"
-  local tmp=$work/blob.tmp d
+blob() { # stores stdin as a blob; sets blob_digest and blob_size
+  local tmp=$work/blob.tmp
   cat > "$tmp"
-  d=$(sha256sum "$tmp" | cut -d' ' -f1)
-  echo "$d $(stat -c %s "$tmp")"
-  mv "$tmp" "$work/blobs/sha256/$d"
+  blob_digest=$(sha256sum "$tmp" | cut -d' ' -f1)
+  blob_size=$(stat -c %s "$tmp")
+  mv "$tmp" "$work/blobs/sha256/$blob_digest"
 }
 
 # Same entrypoint, user, ports and paths as the Dockerfile.
-read -r config_digest config_size < <(blob <<JSON
-{"architecture":"amd64","os":"linux","config":{"User":"65532:65532","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["/usr/local/bin/kubetrail"],"Cmd":["operator"],"ExposedPorts":{"8443/tcp":{},"8080/tcp":{}},"WorkingDir":"/home/nonroot"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created_by":"scripts/oci-image.sh"}]}
+blob <<JSON
+{"architecture":"amd64","os":"linux","config":{"User":"$user","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["$bin_path"],${cmd:+"Cmd":["$cmd"],}"ExposedPorts":{"8443/tcp":{},"8080/tcp":{}},"WorkingDir":"/home/nonroot"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created_by":"scripts/oci-image.sh"}]}
 JSON
-)
-read -r manifest_digest manifest_size < <(blob <<JSON
+config_digest=$blob_digest config_size=$blob_size
+blob <<JSON
 {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:$layer_digest","size":$layer_size}]}
 JSON
-)
+manifest_digest=$blob_digest manifest_size=$blob_size
 echo '{"imageLayoutVersion":"1.0.0"}' > "$work/oci-layout"
 cat > "$work/index.json" <<JSON
 {"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"annotations":{"io.containerd.image.name":"$name","org.opencontainers.image.ref.name":"${name##*:}"}}]}
