@@ -59,8 +59,10 @@ blob() { # stores stdin as a blob; sets blob_digest and blob_size
 }
 
 # Same entrypoint, user, ports and paths as the Dockerfile.
+cmd_json=""
+[[ -z $cmd ]] || cmd_json="\"Cmd\":[\"$cmd\"],"
 blob <<JSON
-{"architecture":"amd64","os":"linux","config":{"User":"$user","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["$bin_path"],${cmd:+"Cmd":["$cmd"],}"ExposedPorts":{"8443/tcp":{},"8080/tcp":{}},"WorkingDir":"/home/nonroot"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created_by":"scripts/oci-image.sh"}]}
+{"architecture":"amd64","os":"linux","config":{"User":"$user","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["$bin_path"],$cmd_json"ExposedPorts":{"8443/tcp":{},"8080/tcp":{}},"WorkingDir":"/home/nonroot"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created_by":"scripts/oci-image.sh"}]}
 JSON
 config_digest=$blob_digest config_size=$blob_size
 blob <<JSON

@@ -40,6 +40,7 @@ build_go kubelet kubelet "$k8s_ldflags"
 build_go controller-manager kube-controller-manager "$k8s_ldflags"
 build_go scheduler kube-scheduler "$k8s_ldflags"
 build_go proxy kube-proxy "$k8s_ldflags"
+build_go kubectl kubectl "$k8s_ldflags"
 
 HELM_VERSION=v3.18.6
 # A `go install`ed helm does not know its own patch version: a stamp records it.
