@@ -40,7 +40,8 @@ build_go kubelet kubelet "$k8s_ldflags"
 build_go controller-manager kube-controller-manager "$k8s_ldflags"
 build_go scheduler kube-scheduler "$k8s_ldflags"
 build_go proxy kube-proxy "$k8s_ldflags"
-build_go kubectl kubectl "$k8s_ldflags"
+# kubectl reports its version (and its User-Agent) from client-go's version package.
+build_go kubectl kubectl "$k8s_ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 
 HELM_VERSION=v3.18.6
 # A `go install`ed helm does not know its own patch version: a stamp records it.
@@ -125,6 +126,7 @@ fi
 "$bin/kube-controller-manager" --version
 "$bin/kube-scheduler" --version
 "$bin/kube-proxy" --version
+"$bin/kubectl" version --client | head -n1
 containerd --version
 etcd_version=$("$bin/etcd" --version)
 echo "${etcd_version%%$'\n'*}"

@@ -35,8 +35,19 @@ done
 # The bridge (its veths go with the namespaces).
 if [[ -f $D/bridge ]]; then ip link del "$(cat "$D/bridge")" 2>/dev/null; fi
 # iptables and sysctls as they were.
-[[ -f $D/iptables.saved ]] && iptables-restore < "$D/iptables.saved"
-[[ -s $D/ip6tables.saved ]] && ip6tables-restore < "$D/ip6tables.saved"
+# A table absent from the saved state was empty: restore it as an empty table (an
+# iptables-restore input without it would leave the node's chains in place).
+restore_tables() { # restore-command saved-file
+  local saved=$2 t
+  {
+    cat "$saved"
+    for t in filter nat mangle raw; do
+      grep -q "^\*$t\$" "$saved" || printf '*%s\nCOMMIT\n' "$t"
+    done
+  } | $1
+}
+[[ -f $D/iptables.saved ]] && restore_tables iptables-restore "$D/iptables.saved"
+[[ -f $D/ip6tables.saved ]] && restore_tables ip6tables-restore "$D/ip6tables.saved"
 if [[ -f $D/sysctl.saved ]]; then
   while IFS='=' read -r k v; do sysctl -qw "$k=$v" 2>/dev/null; done < "$D/sysctl.saved"
 fi
