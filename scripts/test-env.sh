@@ -126,7 +126,8 @@ fi
 "$bin/kube-controller-manager" --version
 "$bin/kube-scheduler" --version
 "$bin/kube-proxy" --version
-"$bin/kubectl" version --client | head -n1
+kubectl_version=$("$bin/kubectl" version --client)
+echo "${kubectl_version%%$'\n'*}"
 containerd --version
 etcd_version=$("$bin/etcd" --version)
 echo "${etcd_version%%$'\n'*}"

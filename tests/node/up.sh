@@ -226,4 +226,11 @@ node_ready() {
     | python3 -c 'import json,sys; n=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in n["status"]["conditions"]) else 1)'
 }
 wait_for node 90 node_ready
+cat > "$D/etc/node.env" <<ENV
+NODE_NAME=$NODE
+NODE_GW=$GW
+API_SERVER=https://$GW:$API_PORT
+KUBECONFIG=$KC
+CONTAINERD_ADDRESS=$sock
+ENV
 echo "node: $NODE is Ready; KUBECONFIG=$KC"

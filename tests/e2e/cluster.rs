@@ -1,0 +1,161 @@
+//! Installed for real: the chart on a one-node cluster (containerd, kubelet,
+//! controller-manager, scheduler, kube-proxy; `tests/node/up.sh`), with the image
+//! built from the binary under test and imported without a registry, the
+//! apiserver's audit webhook configured as the chart's NOTES tell a user.
+//!
+//! Not in the default run: it needs root and changes the host while it runs (all
+//! restored when it stops). Run it with
+//! `scripts/test.sh --test e2e cluster -- --ignored --test-threads=1`.
+
+use crate::support::node::{self, Node};
+use crate::support::s3::{ACCESS_KEY, SECRET_KEY};
+use crate::support::{S3Server, eventually, free_port, unique};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kubetrail");
+const NS: &str = "kubetrail";
+
+/// What NOTES.txt step 1 and 2 tell a user, for an apiserver on the host network:
+/// the policy and webhook kubeconfig from the release's Secret, the webhook's
+/// server pointed at the Service's ClusterIP with the Service name kept for TLS,
+/// and the flags.
+async fn configure_audit_webhook(node: &Node, client: &kube::Client) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let audit = secrets
+        .get("kubetrail-apiserver-audit")
+        .await
+        .expect("the release's apiserver-audit Secret");
+    let data = audit.data.unwrap_or_default();
+    let file = |key: &str| {
+        String::from_utf8(data.get(key).unwrap_or_else(|| panic!("{key} in the Secret")).0.clone())
+            .expect("UTF-8")
+    };
+    let etc = node.dir.join("etc/kubetrail");
+    std::fs::create_dir_all(&etc).unwrap();
+    let host = "kubetrail-webhook.kubetrail.svc";
+    let ip = node
+        .kubectl(&["-n", NS, "get", "svc", "kubetrail-webhook", "-o", "jsonpath={.spec.clusterIP}"])
+        .expect("the webhook Service");
+    let kubeconfig = file("audit-webhook.kubeconfig");
+    let from = format!("server: https://{host}:443/audit");
+    assert!(kubeconfig.contains(&from), "webhook kubeconfig names the Service:\n{kubeconfig}");
+    let kubeconfig = kubeconfig.replace(
+        &from,
+        &format!("server: https://{}:443/audit\n      tls-server-name: {host}", ip.trim()),
+    );
+    std::fs::write(etc.join("audit-policy.yaml"), file("audit-policy.yaml")).unwrap();
+    std::fs::write(etc.join("audit-webhook.kubeconfig"), kubeconfig).unwrap();
+    let flags = format!(
+        "--audit-policy-file={etc}/audit-policy.yaml\n\
+         --audit-webhook-config-file={etc}/audit-webhook.kubeconfig\n\
+         --audit-webhook-mode=batch\n--audit-webhook-batch-max-size=400\n\
+         --audit-webhook-batch-max-wait=5s\n--audit-webhook-initial-backoff=5s\n\
+         --audit-webhook-truncate-enabled=true\n\
+         --audit-webhook-truncate-max-batch-size=10485760\n\
+         --audit-webhook-truncate-max-event-size=1048576\n",
+        etc = etc.display()
+    );
+    node.restart_apiserver(&flags)
+        .unwrap_or_else(|e| panic!("restarting kube-apiserver with the audit webhook: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a one-node cluster on this host (root): run with --ignored"]
+async fn helm_install_then_a_secret_deletion_is_traced() {
+    kubetrail::install_crypto_provider();
+    let work = std::env::temp_dir().join(format!("kubetrail-cluster-{}", std::process::id()));
+    let image = node::image_archive(&work).expect("building the kubetrail image");
+    let node = Node::start(&[image]).unwrap_or_else(|e| panic!("one-node cluster: {e}"));
+    let s3 = S3Server::start_at(&work.join("s3"), node::GATEWAY, free_port()).expect("S3 on the bridge");
+    let bucket = s3.bucket("cluster").await;
+
+    node.kubectl(&["create", "namespace", NS]).unwrap();
+    node.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        &format!("--from-literal=AWS_ACCESS_KEY_ID={ACCESS_KEY}"),
+        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}"),
+    ])
+    .unwrap();
+    let install = node.helm(&[
+        "install",
+        "kubetrail",
+        CHART,
+        "-n",
+        NS,
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &format!("destination.bucket={bucket}"),
+        "--set",
+        &format!("destination.endpoint={}", s3.endpoint),
+        "--set",
+        "destination.forcePathStyle=true",
+        "--set",
+        "destination.credentialsSecret=s3-creds",
+        "--set",
+        "defaultTracker.delivery.maxBatchAge=5s",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    if let Err(e) = install {
+        panic!("helm install: {e}\n{}", node.log_tails(20));
+    }
+
+    let client = node.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    eventually(Duration::from_secs(120), "kubetrail-0 Ready", || async {
+        let pod = pods.get("kubetrail-0").await.ok()?;
+        let ready = pod
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+
+    configure_audit_webhook(&node, &client).await;
+
+    // An audited Secret deletion, by the admin, traced into the bucket.
+    let client = node.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let name = unique("doomed");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(30), "creating the Secret", || async {
+        secrets.create(&PostParams::default(), &secret).await.ok()
+    })
+    .await;
+    secrets.delete(&name, &DeleteParams::default()).await.expect("deleting the Secret");
+
+    let trace = eventually(Duration::from_secs(120), "the deletion's trace in the bucket", || async {
+        s3.objects(&bucket, "").await.into_iter().find_map(|(_, text)| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|t| t["trace_name"] == "delete secrets" && t["resource_name"] == name.as_str())
+        })
+    })
+    .await;
+    assert_eq!(trace["user"], "kubetrail-node-admin", "{trace}");
+    assert_eq!(trace["namespace"], "default", "{trace}");
+    assert_eq!(trace["code"], 200, "{trace}");
+
+    s3.stop();
+    drop(node);
+    let _ = std::fs::remove_dir_all(&work);
+}
