@@ -30,21 +30,40 @@ async fn configure_audit_webhook(node: &Node, client: &kube::Client) {
         .expect("the release's apiserver-audit Secret");
     let data = audit.data.unwrap_or_default();
     let file = |key: &str| {
-        String::from_utf8(data.get(key).unwrap_or_else(|| panic!("{key} in the Secret")).0.clone())
-            .expect("UTF-8")
+        String::from_utf8(
+            data.get(key)
+                .unwrap_or_else(|| panic!("{key} in the Secret"))
+                .0
+                .clone(),
+        )
+        .expect("UTF-8")
     };
     let etc = node.dir.join("etc/kubetrail");
     std::fs::create_dir_all(&etc).unwrap();
     let host = "kubetrail-webhook.kubetrail.svc";
     let ip = node
-        .kubectl(&["-n", NS, "get", "svc", "kubetrail-webhook", "-o", "jsonpath={.spec.clusterIP}"])
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "svc",
+            "kubetrail-webhook",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
         .expect("the webhook Service");
     let kubeconfig = file("audit-webhook.kubeconfig");
     let from = format!("server: https://{host}:443/audit");
-    assert!(kubeconfig.contains(&from), "webhook kubeconfig names the Service:\n{kubeconfig}");
+    assert!(
+        kubeconfig.contains(&from),
+        "webhook kubeconfig names the Service:\n{kubeconfig}"
+    );
     let kubeconfig = kubeconfig.replace(
         &from,
-        &format!("server: https://{}:443/audit\n      tls-server-name: {host}", ip.trim()),
+        &format!(
+            "server: https://{}:443/audit\n      tls-server-name: {host}",
+            ip.trim()
+        ),
     );
     std::fs::write(etc.join("audit-policy.yaml"), file("audit-policy.yaml")).unwrap();
     std::fs::write(etc.join("audit-webhook.kubeconfig"), kubeconfig).unwrap();
@@ -141,15 +160,22 @@ async fn helm_install_then_a_secret_deletion_is_traced() {
         secrets.create(&PostParams::default(), &secret).await.ok()
     })
     .await;
-    secrets.delete(&name, &DeleteParams::default()).await.expect("deleting the Secret");
+    secrets
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleting the Secret");
 
-    let trace = eventually(Duration::from_secs(120), "the deletion's trace in the bucket", || async {
-        s3.objects(&bucket, "").await.into_iter().find_map(|(_, text)| {
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|t| t["trace_name"] == "delete secrets" && t["resource_name"] == name.as_str())
-        })
-    })
+    let trace = eventually(
+        Duration::from_secs(120),
+        "the deletion's trace in the bucket",
+        || async {
+            s3.objects(&bucket, "").await.into_iter().find_map(|(_, text)| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|t| t["trace_name"] == "delete secrets" && t["resource_name"] == name.as_str())
+            })
+        },
+    )
     .await;
     assert_eq!(trace["user"], "kubetrail-node-admin", "{trace}");
     assert_eq!(trace["namespace"], "default", "{trace}");
