@@ -12,6 +12,7 @@ use crate::support::s3::{ACCESS_KEY, SECRET_KEY};
 use crate::support::{S3Server, eventually, free_port, unique};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
+use kubetrail::api::{QueryPhase, TraceQuery};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ async fn configure_audit_webhook(node: &Node, client: &kube::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a one-node cluster on this host (root): run with --ignored"]
-async fn helm_install_then_a_secret_deletion_is_traced() {
+async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() {
     kubetrail::install_crypto_provider();
     let work = std::env::temp_dir().join(format!("kubetrail-cluster-{}", std::process::id()));
     let image = node::image_archive(&work).expect("building the kubetrail image");
@@ -180,6 +181,81 @@ async fn helm_install_then_a_secret_deletion_is_traced() {
     assert_eq!(trace["user"], "kubetrail-node-admin", "{trace}");
     assert_eq!(trace["namespace"], "default", "{trace}");
     assert_eq!(trace["code"], 200, "{trace}");
+
+    // A denied request and an exec, traced with who and what.
+    let denied = node.kubectl_as("nobody", &["-n", "default", "get", "secrets"]);
+    assert!(
+        denied
+            .as_ref()
+            .is_err_and(|e| e.contains("Forbidden") || e.contains("forbidden")),
+        "{denied:?}"
+    );
+    let exec = node
+        .kubectl(&[
+            "-n",
+            NS,
+            "exec",
+            "kubetrail-0",
+            "--",
+            "/usr/local/bin/kubetrail",
+            "--version",
+        ])
+        .expect("kubectl exec");
+    assert!(exec.contains("kubetrail"), "{exec}");
+    let traces = |pred: fn(&serde_json::Value) -> bool| {
+        let s3 = &s3;
+        let bucket = &bucket;
+        async move {
+            s3.objects(bucket, "").await.into_iter().find_map(|(_, text)| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|t| pred(t))
+            })
+        }
+    };
+    let forbidden = eventually(Duration::from_secs(120), "the denied request's trace", || {
+        traces(|t| t["user"] == "kubetrail-node-nobody" && t["code"] == 403)
+    })
+    .await;
+    assert_eq!(forbidden["resource_type"], "secrets", "{forbidden}");
+    let exec = eventually(Duration::from_secs(120), "the exec's trace", || {
+        traces(|t| {
+            t["resource_name"] == "kubetrail-0"
+                && t["request_uri"].as_str().is_some_and(|u| u.contains("/exec"))
+        })
+    })
+    .await;
+    assert_eq!(exec["namespace"], NS, "{exec}");
+
+    // "Who deleted that Secret?", asked as a user asks: a TraceQuery.
+    let queries: Api<TraceQuery> = Api::namespaced(client.clone(), "default");
+    let query: TraceQuery = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+        "metadata": {"name": "who-deleted"},
+        "spec": {
+            "tracker": "system",
+            "timeRange": {"last": "1h"},
+            "filter": {"verbs": ["delete"], "resources": ["secrets"], "resourceNames": [name]},
+        },
+    }))
+    .unwrap();
+    queries
+        .create(&PostParams::default(), &query)
+        .await
+        .expect("creating the TraceQuery");
+    let answered = eventually(Duration::from_secs(90), "the TraceQuery's answer", || async {
+        let q = queries.get("who-deleted").await.ok()?;
+        matches!(
+            q.status.as_ref()?.phase,
+            Some(QueryPhase::Succeeded | QueryPhase::Failed)
+        )
+        .then_some(q)
+    })
+    .await;
+    let status = answered.status.expect("status");
+    assert_eq!(status.phase, Some(QueryPhase::Succeeded), "{:?}", status.message);
+    assert_eq!(status.matched, 1, "{:?}", status.results);
+    assert_eq!(status.results[0].user, "kubetrail-node-admin");
 
     s3.stop();
     drop(node);

@@ -67,6 +67,7 @@ if [[ ! -f $pki/ca.crt ]]; then
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
   cert proxy "/CN=system:kube-proxy"
+  cert nobody "/CN=kubetrail-node-nobody"   # no groups, no RBAC: for denied requests
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
@@ -86,7 +87,7 @@ contexts:
 current-context: node
 KC
 }
-for n in admin kubelet controller-manager scheduler proxy; do kubeconfig $n; done
+for n in admin nobody kubelet controller-manager scheduler proxy; do kubeconfig $n; done
 
 start() { # name command... : starts a process logging to logs/name.log, records its pid
   local name=$1; shift

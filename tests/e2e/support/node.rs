@@ -122,9 +122,14 @@ impl Node {
 
     /// Runs the test environment's kubectl against the node as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_as("admin", args)
+    }
+
+    /// Runs kubectl as `user`: `admin` (system:masters) or `nobody` (no RBAC).
+    pub fn kubectl_as(&self, user: &str, args: &[&str]) -> Result<String, String> {
         run(Command::new(super::bin_dir().join("kubectl"))
             .args(args)
-            .env("KUBECONFIG", &self.kubeconfig))
+            .env("KUBECONFIG", self.dir.join(format!("etc/{user}.kubeconfig"))))
     }
 
     /// Runs helm against the node as the admin.
