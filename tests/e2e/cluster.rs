@@ -143,6 +143,19 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
     })
     .await;
 
+    // Digests every minute (the default is hourly), so `kubetrail verify` has a
+    // signed trail to check before the test ends.
+    node.kubectl(&[
+        "patch",
+        "tracker",
+        "system",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"integrity":{"digestPeriod":"1m"}}}"#,
+    ])
+    .expect("patching the default tracker");
+
     configure_audit_webhook(&node, &client).await;
 
     // An audited Secret deletion, by the admin, traced into the bucket.
@@ -256,6 +269,40 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
     assert_eq!(status.phase, Some(QueryPhase::Succeeded), "{:?}", status.message);
     assert_eq!(status.matched, 1, "{:?}", status.results);
     assert_eq!(status.results[0].user, "kubetrail-node-admin");
+
+    // `kubetrail verify --tracker`, as a user runs it: clean once a digest is signed.
+    let summary = eventually(
+        Duration::from_secs(180),
+        "a clean `kubetrail verify --tracker system`",
+        || async {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+                .args(["verify", "--tracker", "system", "--operator-namespace", NS])
+                .env("KUBECONFIG", &node.kubeconfig)
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let summary = text
+                .lines()
+                .rev()
+                .find(|l| l.contains("digests valid"))?
+                .to_string();
+            let counts: Vec<u64> = summary
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            // "A/B digests valid, C/D files valid, …"
+            let clean = out.status.success()
+                && counts.len() >= 4
+                && counts[0] >= 1
+                && counts[0] == counts[1]
+                && counts[2] >= 1
+                && counts[2] == counts[3];
+            clean.then_some(summary)
+        },
+    )
+    .await;
+    eprintln!("verify: {summary}");
 
     s3.stop();
     drop(node);
