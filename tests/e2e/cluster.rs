@@ -82,9 +82,18 @@ async fn configure_audit_webhook(node: &Node, client: &kube::Client) {
         .unwrap_or_else(|e| panic!("restarting kube-apiserver with the audit webhook: {e}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts a one-node cluster on this host (root): run with --ignored"]
-async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() {
+/// The node, the S3 server on its bridge, a bucket, and the chart installed with
+/// the local image (`sets` added), its StatefulSet pod Ready. `prepare` runs on
+/// the node before the install.
+struct Installed {
+    node: Node,
+    s3: S3Server,
+    bucket: String,
+    work: std::path::PathBuf,
+    client: kube::Client,
+}
+
+async fn install(sets: &[String], prepare: impl FnOnce(&Node)) -> Installed {
     kubetrail::install_crypto_provider();
     let work = std::env::temp_dir().join(format!("kubetrail-cluster-{}", std::process::id()));
     let image = node::image_archive(&work).expect("building the kubetrail image");
@@ -92,7 +101,10 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
     let s3 = S3Server::start_at(&work.join("s3"), node::GATEWAY, free_port()).expect("S3 on the bridge");
     let bucket = s3.bucket("cluster").await;
 
+    prepare(&node);
     node.kubectl(&["create", "namespace", NS]).unwrap();
+    let destination_bucket = format!("destination.bucket={bucket}");
+    let destination_endpoint = format!("destination.endpoint={}", s3.endpoint);
     node.kubectl(&[
         "-n",
         NS,
@@ -104,7 +116,7 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
         &format!("--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}"),
     ])
     .unwrap();
-    let install = node.helm(&[
+    let install = [
         "install",
         "kubetrail",
         CHART,
@@ -113,9 +125,9 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
         "--set",
         "image.pullPolicy=Never",
         "--set",
-        &format!("destination.bucket={bucket}"),
+        &destination_bucket,
         "--set",
-        &format!("destination.endpoint={}", s3.endpoint),
+        &destination_endpoint,
         "--set",
         "destination.forcePathStyle=true",
         "--set",
@@ -125,7 +137,12 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
         "--wait",
         "--timeout",
         "3m",
-    ]);
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(sets.iter().map(|s| format!("--set={s}")))
+    .collect::<Vec<_>>();
+    let install = node.helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
     if let Err(e) = install {
         panic!("helm install: {e}\n{}", node.log_tails(20));
     }
@@ -142,6 +159,34 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
         ready.then_some(())
     })
     .await;
+
+    Installed {
+        node,
+        s3,
+        bucket,
+        work,
+        client,
+    }
+}
+
+impl Installed {
+    fn stop(self) {
+        self.s3.stop();
+        drop(self.node);
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a one-node cluster on this host (root): run with --ignored"]
+async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() {
+    let Installed {
+        node,
+        s3,
+        bucket,
+        work,
+        client,
+    } = install(&[], |_| {}).await;
 
     // Digests every minute (the default is hourly), so `kubetrail verify` has a
     // signed trail to check before the test ends.
@@ -304,7 +349,166 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
     .await;
     eprintln!("verify: {summary}");
 
-    s3.stop();
-    drop(node);
-    let _ = std::fs::remove_dir_all(&work);
+    Installed {
+        node,
+        s3,
+        bucket,
+        work,
+        client,
+    }
+    .stop();
+}
+
+/// Secret deletions in the bucket: (object key, trace) for `name`.
+async fn deletions(s3: &S3Server, bucket: &str, name: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (key, text) in s3.objects(bucket, "").await {
+        for line in text.lines() {
+            let Ok(t) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if t["trace_name"] == "delete secrets" && t["resource_name"] == name {
+                out.push((key.clone(), t));
+            }
+        }
+    }
+    out
+}
+
+async fn create_and_delete_secret(client: &kube::Client, name: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(30), "creating the Secret", || async {
+        secrets.create(&PostParams::default(), &secret).await.ok()
+    })
+    .await;
+    secrets
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("deleting the Secret");
+}
+
+/// The audit-log source: the DaemonSet on the (control-plane labelled) node follows
+/// the file the apiserver writes with --audit-log-path, and keeps following it, with
+/// nothing delivered twice, after `helm upgrade` replaces its pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a one-node cluster on this host (root): run with --ignored"]
+async fn audit_log_daemonset_follows_the_apiservers_log_across_an_upgrade() {
+    kubetrail::install_crypto_provider();
+    let base = std::path::PathBuf::from(node::NODE_DIR);
+    let log_dir = base.join("audit");
+    let log = log_dir.join("audit.log");
+    let sets = vec![
+        "source.auditLogFile.enabled=true".to_string(),
+        format!("source.auditLogFile.path={}", log.display()),
+        format!(
+            "source.auditLogFile.spoolHostPath={}",
+            base.join("auditlog-spool").display()
+        ),
+    ];
+    let inst = install(&sets, |node| {
+        std::fs::create_dir_all(&log_dir).unwrap();
+        node.kubectl(&[
+            "label",
+            "node",
+            node::NODE_NAME,
+            "node-role.kubernetes.io/control-plane=",
+        ])
+        .expect("labelling the node");
+    })
+    .await;
+
+    // The apiserver writes its log with the chart's policy (no webhook: only the
+    // file source sees the requests).
+    let secrets: Api<Secret> = Api::namespaced(inst.client.clone(), NS);
+    let audit = secrets
+        .get("kubetrail-apiserver-audit")
+        .await
+        .expect("the release's apiserver-audit Secret");
+    let policy = audit.data.unwrap_or_default()["audit-policy.yaml"].0.clone();
+    let policy_file = inst.node.dir.join("etc/audit-policy.yaml");
+    std::fs::write(&policy_file, policy).unwrap();
+    inst.node
+        .restart_apiserver(&format!(
+            "--audit-policy-file={}\n--audit-log-path={}\n--audit-log-format=json\n\
+             --audit-log-maxsize=1\n--audit-log-maxbackup=20\n",
+            policy_file.display(),
+            log.display()
+        ))
+        .unwrap_or_else(|e| panic!("restarting kube-apiserver with an audit log: {e}"));
+    let client = inst.node.client().await;
+
+    let before = unique("before");
+    create_and_delete_secret(&client, &before).await;
+    let first = eventually(
+        Duration::from_secs(120),
+        "the deletion read from the log",
+        || async {
+            deletions(&inst.s3, &inst.bucket, &before)
+                .await
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert!(
+        first.0.contains("_kubetrail-auditlog-"),
+        "written by the DaemonSet's pod: {}",
+        first.0
+    );
+
+    // A changed value rolls the DaemonSet's pod; the new one resumes from the
+    // position in its spool on the node.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let auditlog_pods = || async {
+        pods.list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=auditlog"))
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let old = auditlog_pods().await;
+    inst.node
+        .helm(&[
+            "upgrade",
+            "kubetrail",
+            CHART,
+            "-n",
+            NS,
+            "--reuse-values",
+            "--set",
+            "logFormat=text",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    let new = auditlog_pods().await;
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(!old.contains(&new[0]), "the pod was replaced: {old:?} -> {new:?}");
+
+    let after = unique("after");
+    create_and_delete_secret(&client, &after).await;
+    let second = eventually(
+        Duration::from_secs(120),
+        "the deletion after the upgrade",
+        || async { deletions(&inst.s3, &inst.bucket, &after).await.into_iter().next() },
+    )
+    .await;
+    assert!(second.0.contains(&new[0]), "written by the new pod: {}", second.0);
+    // Nothing read twice: the first deletion is in the bucket once.
+    assert_eq!(deletions(&inst.s3, &inst.bucket, &before).await.len(), 1);
+
+    inst.stop();
 }

@@ -15,13 +15,19 @@ pub const NODE_DIR: &str = "/tmp/kubetrail-node";
 /// The pod bridge's gateway: the host as pods see it (the apiserver advertises it,
 /// and a server the pods must reach, like the test's S3, listens on it).
 pub const GATEWAY: &str = "10.88.0.1";
+/// The node's name (tests/node/up.sh NODE_NAME).
+pub const NODE_NAME: &str = "ktnode";
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 pub struct Node {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    // Fixed addresses: one node at a time in this process, whatever --test-threads says.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn script(name: &str) -> PathBuf {
     Path::new(ROOT).join("tests/node").join(name)
@@ -80,6 +86,7 @@ impl Node {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let guard = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
         let dir = PathBuf::from(NODE_DIR);
         let _ = run(Command::new("bash").arg(script("down.sh")).arg(&dir));
         let _ = std::fs::remove_dir_all(&dir);
@@ -91,6 +98,7 @@ impl Node {
         let node = Node {
             kubeconfig: dir.join("etc/admin.kubeconfig"),
             dir,
+            _one_at_a_time: guard,
         };
         match up {
             Ok(_) => Ok(node),
