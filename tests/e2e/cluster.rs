@@ -267,7 +267,7 @@ async fn helm_install_then_deletions_denials_and_execs_are_traced_and_queried() 
             s3.objects(bucket, "").await.into_iter().find_map(|(_, text)| {
                 text.lines()
                     .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|t| pred(t))
+                    .find(&pred)
             })
         }
     };
