@@ -2,8 +2,9 @@
 //!
 //! For a time range it lists only the day prefixes the range touches, fetches
 //! and decompresses files with a bounded number in flight, filters each trace as
-//! it streams (from a borrowed view, without building the whole JSON value), drops
-//! duplicate trace IDs, and orders newest first (or oldest first for a resource's
+//! it streams (from a borrowed view, without building the whole JSON value), shows
+//! a trace found twice once (same trace ID, time and size: a file written again
+//! after a crash, an event re-sent in another batch), and orders newest first (or oldest first for a resource's
 //! lifecycle), stopping early where the order allows.
 
 use crate::api::{Order, QueryFilter};

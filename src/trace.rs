@@ -1,4 +1,4 @@
-//! The trace record (DESIGN §3): one JSON line per operation, built from one audit
+//! The trace record (docs/architecture.md, "The trace record"): one JSON line per operation, built from one audit
 //! event, with Secret values removed before anything touches disk.
 
 use crate::api::Rating;

@@ -175,7 +175,7 @@ pub struct ServeArgs {
     /// Most spool bytes one tracker may have undelivered (default: half the spool).
     #[arg(long)]
     pub tracker_backlog_bytes: Option<u64>,
-    /// Seconds within which an identical audit event is stored once.
+    /// Seconds within which a batch re-sent byte for byte is stored once.
     #[arg(long, default_value_t = 900)]
     pub dedupe_window_seconds: u64,
     /// Events remembered for de-duplication (0: off).

@@ -52,8 +52,9 @@ pub struct WebhookArgs {
     /// Default: half of --spool-max-bytes.
     #[arg(long)]
     pub tracker_backlog_bytes: Option<u64>,
-    /// An identical audit event (an apiserver retry) received within this many
-    /// seconds of the first is stored once.
+    /// A batch re-sent byte for byte (an apiserver retry) within this many
+    /// seconds of the first is stored once (the query engine shows a trace
+    /// found twice once).
     #[arg(long, default_value_t = 900)]
     pub dedupe_window_seconds: u64,
     /// At most this many events are remembered for de-duplication (0: off).

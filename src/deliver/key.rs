@@ -1,4 +1,4 @@
-//! Object keys of trace files (DESIGN §5).
+//! Object keys of trace files (docs/architecture.md, "Delivery").
 //!
 //! `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_{seq}.jsonl.gz`
 //!

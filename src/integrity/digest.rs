@@ -1,5 +1,5 @@
 //! Digest files: what one writer delivered for one tracker in one period, chained
-//! to the writer's previous digest and signed with Ed25519 (DESIGN §5).
+//! to the writer's previous digest and signed with Ed25519 (docs/integrity.md).
 //!
 //! A digest file is the JSON of [`Digest`] with one more member, `signature`,
 //! appended last. The digest's SHA-256 is taken over the file *without* that

@@ -755,23 +755,23 @@ pub async fn verify(store: &Store, req: &Request) -> Result<Report, DestinationE
             continue;
         }
         let writer = writer_of(k, &req.cluster, &req.tracker).unwrap_or_default();
-        let head = match &req.heads {
-            Some(_) => head_end.get(&writer).copied().or_else(|| {
-                // A known writer before its first digest: that digest is due
-                // within a period of now.
-                let period = req.period_ms.unwrap_or(3_600_000);
-                req.known_writers
-                    .contains(&writer)
+        let period = req
+            .period_ms
+            .or_else(|| shortest.get(&writer).copied())
+            .unwrap_or(3_600_000);
+        // Its head: the published one (or a newer valid digest: a head is
+        // published a few seconds after its digest); else, without published
+        // heads or before the writer's first one, its newest valid digest; else
+        // a writer the status knows, before its first digest, which is due
+        // within a period of now.
+        let head = head_end
+            .get(&writer)
+            .copied()
+            .or_else(|| latest_end.get(&writer).map(|end| (*end, period)))
+            .or_else(|| {
+                (req.heads.is_some() && req.known_writers.contains(&writer))
                     .then_some((req.now_ms - period, period))
-            }),
-            None => latest_end.get(&writer).map(|end| {
-                let period = req
-                    .period_ms
-                    .or_else(|| shortest.get(&writer).copied())
-                    .unwrap_or(3_600_000);
-                (*end, period)
-            }),
-        };
+            });
         let pending = head.is_some_and(|(end, period)| {
             o.modified_ms >= end.saturating_sub(req.skew_ms) && o.modified_ms <= end + period + req.skew_ms
         });

@@ -3,6 +3,23 @@
 //! --public-key --chain-head`: a planted digest dated 2099, a forged writer's
 //! file, a deleted tail (seen at once, and after a restart without the spool).
 //! Each of these passed verify before chain heads were kept outside the bucket.
+//!
+//! The rest of issue 18's list, each by its own e2e test on the real parts:
+//! - a key used outside its window, and a tail deleted under `verify --tracker`:
+//!   `integrity::keys_rotate_and_the_continuous_check_notices_a_modified_file`;
+//! - admission capture refuses unauthenticated posts, also through a loopback
+//!   relay standing in for a port-forward:
+//!   `sources::admission_capture_refuses_unauthenticated_posts_even_from_loopback`,
+//!   `sources::admission_capture_without_authentication_refuses_to_start`;
+//! - scope by cluster: `query::queries_search_the_clusters_they_name`,
+//!   `console::the_console_shows_each_user_what_their_trace_query_could`;
+//! - the operator deletes only what it wrote:
+//!   `query::an_edited_result_key_deletes_only_the_result`;
+//! - redaction gaps: `hardening::no_planted_secret_reaches_a_delivered_byte`,
+//!   `sources::admission_capture_records_what_the_apiserver_admits`,
+//!   `hardening::malformed_input_is_never_quoted`;
+//! - `serve --console-addr` checks the Host header:
+//!   `readme::serve_console_answers_only_to_loopback_names`.
 
 use crate::ingest::batch;
 use crate::support::{self, eventually, http};
