@@ -7,7 +7,6 @@ mod support;
 
 mod adversary;
 mod chart;
-mod cluster;
 mod console;
 mod crd_validation;
 mod exact;
