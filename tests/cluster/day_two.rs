@@ -10,8 +10,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const OPERATOR: &str = "app.kubernetes.io/name=kubetrail,app.kubernetes.io/component=operator";
@@ -66,7 +66,7 @@ impl Load {
 async fn created(s3: &crate::S3Server, bucket: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for (_, t) in traces_where(s3, bucket, |t| {
-        t["verb"] == "create" && t["resource_type"] == "configmaps" && t["namespace"] == "load"
+        t["trace_name"] == "create configmaps" && t["namespace"] == "load"
     })
     .await
     {
@@ -204,9 +204,10 @@ async fn upgrade_lease_holder_loss_killed_pods_and_uninstall_lose_nothing() {
     // 2. The lease holder's pod deleted under load: the other replica takes the
     //    lease, the StatefulSet brings the pod back, nothing is lost.
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-    let holder = eventually(Duration::from_secs(60), "a lease holder", || async {
-        let lease = leases.get("kubetrail-leader").await.ok()?;
-        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    let (holder, transitions) = eventually(Duration::from_secs(60), "a lease holder", || async {
+        let spec = leases.get("kubetrail-leader").await.ok()?.spec?;
+        let holder = spec.holder_identity.filter(|h| !h.is_empty())?;
+        Some((holder, spec.lease_transitions.unwrap_or(0)))
     })
     .await;
     assert!(
@@ -217,12 +218,11 @@ async fn upgrade_lease_holder_loss_killed_pods_and_uninstall_lose_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     node.kubectl(&["-n", NS, "delete", "pod", &holder])
         .unwrap_or_else(|e| panic!("deleting the lease holder: {e}"));
+    // The StatefulSet's new pod has the same name: a transition counts the hand-over.
     let other = eventually(Duration::from_secs(120), "the lease taken over", || async {
-        let lease = leases.get("kubetrail-leader").await.ok()?;
-        lease
-            .spec?
-            .holder_identity
-            .filter(|h| !h.is_empty() && *h != holder)
+        let spec = leases.get("kubetrail-leader").await.ok()?.spec?;
+        let holder = spec.holder_identity.filter(|h| !h.is_empty())?;
+        (spec.lease_transitions.unwrap_or(0) > transitions).then_some(holder)
     })
     .await;
     ready_pods(&client, OPERATOR, 2).await;

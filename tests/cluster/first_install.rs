@@ -153,7 +153,7 @@ async fn helm_install_then_deletions_rbac_changes_denials_and_execs_are_traced_q
         traces(|t| {
             t["resource_type"] == "rolebindings"
                 && t["resource_name"] == "readers"
-                && (t["verb"] == "update" || t["verb"] == "patch")
+                && (t["trace_name"] == "update rolebindings" || t["trace_name"] == "patch rolebindings")
         })
     })
     .await;
