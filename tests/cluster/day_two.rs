@@ -2,7 +2,7 @@
 //! that rolls both replicas, the lease holder's pod deleted, both pods killed
 //! while the bucket is down (the spool on a PersistentVolume carries what they
 //! held), then `helm uninstall`. Every write is in the bucket exactly once, and
-//! the uninstall deletes nothing there.
+//! the uninstall deletes nothing there (and finishes: the default Tracker is kept).
 
 use crate::support::{eventually, unique};
 use crate::{CHART, NS, apply, configure_audit_webhook, install, node, ready_pods, traces_where};
@@ -290,6 +290,11 @@ async fn upgrade_lease_holder_loss_killed_pods_and_uninstall_lose_nothing() {
     for (key, text) in &before {
         assert_eq!(after.get(key), Some(text), "{key} unchanged after helm uninstall");
     }
+    // The default Tracker is kept, not left Terminating on a finalizer nobody
+    // releases (the operator went in the same uninstall).
+    let trackers: Api<kubetrail::api::Tracker> = Api::all(client.clone());
+    let kept = trackers.get("system").await.expect("the default Tracker is kept");
+    assert!(kept.metadata.deletion_timestamp.is_none(), "{:?}", kept.metadata);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
     let kept = claims.list(&Default::default()).await.expect("listing claims");
     assert_eq!(kept.items.len(), 2, "the spool claims are kept");
