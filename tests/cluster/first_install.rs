@@ -34,13 +34,13 @@ async fn helm_install_then_deletions_rbac_changes_denials_and_execs_are_traced_q
     ])
     .expect("patching the default tracker");
 
-    // A key event notification, as a security team would set one: deleted
-    // Secrets and RBAC changes, as Kubernetes Events.
+    // A key event notification, as a security team would set one: RBAC changes
+    // and deletions (any preset matches), as Kubernetes Events.
     apply(
         &node,
         "apiVersion: kubetrail.io/v1alpha1\nkind: KeyEventNotification\n\
          metadata: {name: secrets-and-rbac}\n\
-         spec:\n  presets: [rbacChanges]\n  operations: [{verbs: [delete], resources: [secrets]}]\n",
+         spec:\n  presets: [rbacChanges, allDeletes]\n",
     );
 
     configure_audit_webhook(&node, &client).await;

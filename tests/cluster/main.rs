@@ -102,8 +102,10 @@ pub struct Installed {
 
 pub async fn install(sets: &[String], prepare: impl FnOnce(&Node)) -> Installed {
     kubetrail::install_crypto_provider();
-    let work = std::env::temp_dir().join(format!("kubetrail-cluster-{}", std::process::id()));
-    let image = node::image_archive(&work).expect("building the kubetrail image");
+    let work = std::env::temp_dir().join(support::unique("kubetrail-cluster"));
+    // One image for the binary's tests, in cargo's scratch space (rebuilt each run).
+    let image = node::image_archive(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-image"))
+        .expect("building the kubetrail image");
     let node = Node::start(&[image]).unwrap_or_else(|e| panic!("one-node cluster: {e}"));
     let s3 = S3Server::start_at(&work.join("s3"), node::GATEWAY, free_port()).expect("S3 on the bridge");
     let bucket = s3.bucket("cluster").await;

@@ -53,10 +53,22 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 /// The kubetrail image as an OCI archive in `dir`: `$KUBETRAIL_IMAGE` when set (e.g.
 /// `scripts/oci-image.sh` of the release binary), else packed from the binary under
 /// test (a stripped copy).
+/// Packed once per test binary: tests that run at the same time share it.
 pub fn image_archive(dir: &Path) -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("KUBETRAIL_IMAGE") {
         return Ok(path.into());
     }
+    static PACKED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = packed.as_ref().filter(|p| p.exists()) {
+        return Ok(path.clone());
+    }
+    let path = pack_image(dir)?;
+    *packed = Some(path.clone());
+    Ok(path)
+}
+
+fn pack_image(dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let bin = dir.join("kubetrail");
     if run(Command::new("strip")
@@ -172,6 +184,22 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failing test: what the pods were doing, before the node goes.
+        if std::thread::panicking() {
+            let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+            eprintln!("--- pods ---\n{}", pods.unwrap_or_else(|e| e));
+            let logs = self.kubectl(&[
+                "-n",
+                "kubetrail",
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=kubetrail",
+                "--prefix",
+                "--tail=150",
+                "--max-log-requests=10",
+            ]);
+            eprintln!("--- kubetrail pods' logs ---\n{}", logs.unwrap_or_else(|e| e));
+        }
         match run(Command::new("bash").arg(script("down.sh")).arg(&self.dir)) {
             Ok(_) => {}
             Err(e) => eprintln!("stopping the one-node cluster: {e}"),
