@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[derive(Debug, clap::Args)]
 pub struct ConsoleArgs {
     /// Namespace kubetrail runs in.
-    #[arg(long, default_value = "kubetrail")]
+    #[arg(short = 'n', long, default_value = "kubetrail")]
     pub namespace: String,
     /// Label selector of the operator's pods.
     #[arg(

@@ -331,6 +331,7 @@ async fn console_through_a_port_forward(node: &crate::Node, s3: &crate::S3Server
         .arg(&token_file)
         .env("KUBECONFIG", &node.kubeconfig)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("kubetrail console");
@@ -346,10 +347,18 @@ async fn console_through_a_port_forward(node: &crate::Node, s3: &crate::S3Server
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         first
     };
-    assert!(
-        first.starts_with(&format!("kubetrail console: http://{listen}/#/traces?ns=shop")),
-        "{first}"
-    );
+    if !first.starts_with(&format!("kubetrail console: http://{listen}/#/traces?ns=shop")) {
+        use tokio::io::AsyncReadExt as _;
+        let _ = console.start_kill();
+        let mut err = String::new();
+        let _ = console.stderr.take().unwrap().read_to_string(&mut err).await;
+        panic!("kubetrail console printed {first:?}; its stderr:\n{err}");
+    }
+    // The logs go to stderr; keep reading them so the pipe never fills.
+    let mut stderr = console.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    });
 
     let traces = "/api/v1/traces?tracker=system&last=1h&limit=500";
     let (code, body) = eventually(
