@@ -25,14 +25,23 @@ build_go() {
     return
   fi
   echo "test-env: building $2 from Go modules (a cold build takes several minutes)"
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .)
+  (cd "$dir" && nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .)
   mv "$out.tmp" "$out"
   echo "$stamp" > "$out.stamp"
 }
 
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 build_go etcd etcd
-build_go apiserver kube-apiserver "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+k8s_ldflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+build_go apiserver kube-apiserver "$k8s_ldflags"
+# The one-node cluster (the `cluster` e2e group): the node and control-plane components
+# from the same k8s.io/kubernetes module. Heavy: built at the lowest CPU priority.
+build_go kubelet kubelet "$k8s_ldflags"
+build_go controller-manager kube-controller-manager "$k8s_ldflags"
+build_go scheduler kube-scheduler "$k8s_ldflags"
+build_go proxy kube-proxy "$k8s_ldflags"
+# kubectl reports its version (and its User-Agent) from client-go's version package.
+build_go kubectl kubectl "$k8s_ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 
 HELM_VERSION=v3.18.6
 # A `go install`ed helm does not know its own patch version: a stamp records it.
@@ -82,7 +91,44 @@ else
   fi
 fi
 
+# The one-node cluster's runtime, from the Debian archive: containerd (1.6 on bookworm),
+# runc, the CNI plugins (/usr/lib/cni) and iptables/conntrack for pod networking.
+node_pkgs=(containerd runc containernetworking-plugins iptables conntrack)
+if command -v containerd >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 \
+  && [[ -x /usr/lib/cni/bridge ]] && command -v iptables >/dev/null 2>&1 && command -v conntrack >/dev/null 2>&1; then
+  echo "test-env: containerd, runc and the CNI plugins are installed"
+else
+  echo "test-env: installing ${node_pkgs[*]} from the Debian archive"
+  sudo=""
+  if [[ $(id -u) != 0 ]]; then sudo=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y --no-install-recommends "${node_pkgs[@]}"; then
+    $sudo apt-get update
+    $sudo apt-get install -y --no-install-recommends "${node_pkgs[@]}"
+  fi
+fi
+
+# The pod sandbox image: a static `pause` from tests/node/pause.c, packed as an OCI
+# archive the node imports (no registry). Its name is the kubelet's default sandbox.
+PAUSE_IMAGE=registry.k8s.io/pause:3.10
+pause_stamp=$(cat "$root/tests/node/pause.c" "$root/scripts/oci-image.sh" <(echo "$PAUSE_IMAGE") | sha256sum | cut -d' ' -f1)
+if [[ -f $cache/pause.tar && -f $cache/pause.tar.stamp && $(cat "$cache/pause.tar.stamp") == "$pause_stamp" ]]; then
+  echo "test-env: pause image is up to date"
+else
+  echo "test-env: building the pause image (gcc -static)"
+  gcc -static -O2 -o "$bin/pause" "$root/tests/node/pause.c"
+  OCI_BIN_PATH=/pause OCI_CMD= OCI_USER=65535:65535 bash "$root/scripts/oci-image.sh" "$bin/pause" "$cache/pause.tar" "$PAUSE_IMAGE"
+  echo "$pause_stamp" > "$cache/pause.tar.stamp"
+fi
+
 "$bin/kube-apiserver" --version
+"$bin/kubelet" --version
+"$bin/kube-controller-manager" --version
+"$bin/kube-scheduler" --version
+"$bin/kube-proxy" --version
+kubectl_version=$("$bin/kubectl" version --client)
+echo "${kubectl_version%%$'\n'*}"
+containerd --version
 etcd_version=$("$bin/etcd" --version)
 echo "${etcd_version%%$'\n'*}"
 "$s3s" --version

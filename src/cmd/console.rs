@@ -23,10 +23,13 @@ use std::sync::Arc;
 #[derive(Debug, clap::Args)]
 pub struct ConsoleArgs {
     /// Namespace kubetrail runs in.
-    #[arg(long, default_value = "kubetrail")]
+    #[arg(short = 'n', long, default_value = "kubetrail")]
     pub namespace: String,
     /// Label selector of the operator's pods.
-    #[arg(long, default_value = "app.kubernetes.io/name=kubetrail")]
+    #[arg(
+        long,
+        default_value = "app.kubernetes.io/name=kubetrail,app.kubernetes.io/component=operator"
+    )]
     pub selector: String,
     /// The console's port in the pod (the operator's `--console-addr`).
     #[arg(long, default_value_t = 8082)]

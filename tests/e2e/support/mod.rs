@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod controlplane;
+pub mod node;
 pub mod s3;
 
 use std::sync::OnceLock;

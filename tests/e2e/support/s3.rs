@@ -11,6 +11,7 @@ pub struct S3Server {
     pub endpoint: String,
     pub root: PathBuf,
     pub port: u16,
+    host: String,
     dir: PathBuf,
     pid: std::sync::atomic::AtomicI32,
 }
@@ -22,6 +23,12 @@ impl S3Server {
 
     /// Starts a server on `port` with its data under `dir` (kept across restarts).
     pub fn start_on(dir: &Path, port: u16) -> Result<S3Server, String> {
+        Self::start_at(dir, "127.0.0.1", port)
+    }
+
+    /// Starts a server on `host:port` (e.g. the one-node cluster's bridge gateway,
+    /// which its pods reach) with its data under `dir`.
+    pub fn start_at(dir: &Path, host: &str, port: u16) -> Result<S3Server, String> {
         let bin = std::env::var("KUBETRAIL_S3S_FS")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
@@ -37,13 +44,13 @@ impl S3Server {
         let root = dir.join("data");
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
         let mut cmd = std::process::Command::new(&bin);
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        cmd.args(["--host", host, "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&root);
         let log = dir.join("s3s-fs.log");
         let mut child = spawn_child(cmd, &log)?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((host, port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("s3s-fs exited with {status}: {}", log_tail(&log, 20)));
             }
@@ -58,9 +65,10 @@ impl S3Server {
         let pid = child.id() as i32;
         std::mem::forget(child);
         Ok(S3Server {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{host}:{port}"),
             root,
             port,
+            host: host.to_string(),
             dir: dir.to_path_buf(),
             pid: pid.into(),
         })
@@ -78,7 +86,7 @@ impl S3Server {
 
     /// Starts the server again on the same port and data.
     pub fn restart(&self) -> Result<(), String> {
-        let again = Self::start_on(&self.dir, self.port)?;
+        let again = Self::start_at(&self.dir, &self.host, self.port)?;
         let pid = again.pid.load(std::sync::atomic::Ordering::SeqCst);
         self.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
         Ok(())
