@@ -5,7 +5,7 @@ use crate::support::{self, eventually};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kubetrail::api::{Tracker, TrackerPhase, condition};
+use kubetrail::api::{ConditionType, Tracker, TrackerPhase, condition};
 use serde_json::json;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ async fn wait_ready(api: &Api<Tracker>, name: &str, status: &str, reason: &str) 
         || async {
             let t = api.get(name).await.ok()?;
             let s = t.status.as_ref()?;
-            let ready = condition(&s.conditions, "Ready")?;
+            let ready = condition(&s.conditions, ConditionType::Ready)?;
             let current = s.observed_generation == t.metadata.generation;
             (current && ready.status == status && ready.reason == reason).then_some(t)
         },
@@ -80,7 +80,8 @@ async fn reachable_bucket_makes_the_tracker_ready() {
     assert_eq!(status.phase, Some(TrackerPhase::Enabled));
     assert_eq!(status.observed_generation, t.metadata.generation);
     assert_eq!(status.last_error, None);
-    let reachable = condition(&status.conditions, "DestinationReachable").expect("DestinationReachable");
+    let reachable =
+        condition(&status.conditions, ConditionType::DestinationReachable).expect("DestinationReachable");
     assert_eq!(reachable.status, "True");
     assert!(
         t.finalizers().iter().any(|f| f == "kubetrail.io/tracker-cleanup"),
@@ -114,7 +115,7 @@ async fn missing_bucket_is_reported_and_clears_once_created() {
         status.last_error
     );
     assert_eq!(
-        condition(&status.conditions, "DestinationReachable")
+        condition(&status.conditions, ConditionType::DestinationReachable)
             .unwrap()
             .reason,
         "BucketNotFound"
