@@ -211,7 +211,8 @@ async fn a_writer_reports_a_missing_credentials_secret_by_its_reason() {
         "names the Secret: {error}"
     );
     assert_eq!(writer.last_error_reason, Some(Reason::CredentialsNotFound));
-    assert!(op.stop().await.success());
+    // Its file cannot be delivered: a clean stop would wait out the drain.
+    op.kill().await;
 }
 
 #[tokio::test]
