@@ -34,9 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Builds the sink of a tracker (reads credentials); called again after failures
-/// that new credentials may fix.
-/// Opens a tracker's store; a failure keeps its reason (a missing credentials
-/// Secret is `CredentialsNotFound`, not a generic one).
+/// that new credentials may fix. A failure keeps the store's own reason (a
+/// missing credentials Secret is `CredentialsNotFound`, not a generic one).
 pub type StoreFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Store, Problem>> + Send + Sync>;
 
 /// How long a pipeline that is replaced (changed spec) or retired (disabled,
