@@ -168,12 +168,12 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::api::Reason {
         match self {
-            Self::EmptyRange => "InvalidTimeRange",
-            Self::RangeTooLarge { .. } => "RangeTooLarge",
+            Self::EmptyRange => crate::api::Reason::InvalidTimeRange,
+            Self::RangeTooLarge { .. } => crate::api::Reason::RangeTooLarge,
             Self::Destination(e) => e.reason(),
-            Self::Scratch(_) => "ScratchError",
+            Self::Scratch(_) => crate::api::Reason::ScratchError,
         }
     }
 }

@@ -134,10 +134,10 @@ pub enum ClusterDenied {
 
 impl ClusterDenied {
     /// A stable reason for a condition, an API answer or a metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::api::Reason {
         match self {
-            Self::NotAdmin { .. } => "ClusterNotAllowed",
-            Self::NotReadable { .. } | Self::AllNotReadable { .. } => "ClusterNotReadable",
+            Self::NotAdmin { .. } => crate::api::Reason::ClusterNotAllowed,
+            Self::NotReadable { .. } | Self::AllNotReadable { .. } => crate::api::Reason::ClusterNotReadable,
         }
     }
 }
@@ -181,7 +181,7 @@ mod tests {
         for readable in [ReadableClusters::All, ReadableClusters::Listed(v(&["east"]))] {
             for asked in [v(&["*"]), v(&["east"]), v(&["here", "east"]), v(&[""])] {
                 let e = readable.check("here", &asked, Some("team")).unwrap_err();
-                assert_eq!(e.reason(), "ClusterNotAllowed", "{asked:?}");
+                assert_eq!(e.reason().as_str(), "ClusterNotAllowed", "{asked:?}");
                 assert!(
                     e.to_string().contains("\"team\" is not an admin namespace"),
                     "{e}"
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(listed.readable_by("here", Some("team")), v(&["here"]));
         assert_eq!(ReadableClusters::All.readable_by("here", None), v(&["here", "*"]));
         let e = listed.check("here", &v(&["*"]), None).unwrap_err();
-        assert_eq!(e.reason(), "ClusterNotReadable");
+        assert_eq!(e.reason().as_str(), "ClusterNotReadable");
         let e = ReadableClusters::none()
             .check("here", &v(&["east"]), None)
             .unwrap_err();

@@ -8,11 +8,13 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod common;
+mod condition;
 mod notification;
 mod query;
 mod tracker;
 
 pub use common::*;
+pub use condition::*;
 pub use notification::*;
 pub use query::*;
 pub use tracker::*;

@@ -550,9 +550,20 @@ pub struct WriterStatus {
     /// The writer's most recent file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery: Option<LastDelivery>,
-    /// Why the writer's latest attempt failed, if it did.
+    /// Why the writer's latest attempt failed, if it did (`Reason: message`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The reason of `lastError` (`CredentialsNotFound`, `AccessDenied`, …): the
+    /// reason `Ready` takes when writes keep failing.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::Reason::lenient"
+    )]
+    // A string in the schema, not an enum: a reason a newer version adds must
+    // not make the apiserver refuse the status during a rolling update.
+    #[schemars(with = "Option<String>")]
+    pub last_error_reason: Option<super::Reason>,
     /// Since when the writer's writes have failed without a success (its reason
     /// is `lastError`); absent while delivering.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -445,7 +445,7 @@ fn sink_of(t: &ServeTracker) -> (Destination, StoreFactory) {
                         Some(c) => store::Credentials::Static(c),
                         None => store::Credentials::Default,
                     };
-                    store::open(&d, creds).await.map_err(|e| e.to_string())
+                    store::open(&d, creds).await.map_err(|e| e.problem())
                 }
                 .boxed()
             });

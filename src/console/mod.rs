@@ -99,7 +99,7 @@ impl Trails {
                     },
                 )
                 .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.reason(), e.to_string()))?;
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.reason().as_str(), e.to_string()))?;
                 let prefix = dest.prefix.trim_end_matches('/').to_string();
                 stores
                     .lock()
@@ -167,7 +167,7 @@ impl From<AuthError> for ApiError {
 
 impl From<crate::scope::ClusterDenied> for ApiError {
     fn from(e: crate::scope::ClusterDenied) -> Self {
-        Self::new(StatusCode::FORBIDDEN, e.reason(), e.to_string())
+        Self::new(StatusCode::FORBIDDEN, e.reason().as_str(), e.to_string())
     }
 }
 
@@ -179,7 +179,7 @@ impl From<query::QueryError> for ApiError {
             }
             _ => StatusCode::BAD_GATEWAY,
         };
-        Self::new(status, e.reason(), e.to_string())
+        Self::new(status, e.reason().as_str(), e.to_string())
     }
 }
 

@@ -120,7 +120,7 @@ fn s3_store(ctx: &Arc<Context>, tracker: &Tracker) -> StoreFactory {
                 client: &ctx.client,
                 namespace: &ctx.settings.namespace,
             };
-            store::open(&dest, creds).await.map_err(|e| e.to_string())
+            store::open(&dest, creds).await.map_err(|e| e.problem())
         }
         .boxed()
     })
@@ -161,7 +161,7 @@ pub async fn run(
                     Err(e) => {
                         // Files are still delivered; the missing digests show
                         // in `verify` and in the Tracker's status.
-                        tracing::warn!(tracker = %t.name_any(), reason = e.reason(), error = %e, "no signing key: delivering without digests");
+                        tracing::warn!(tracker = %t.name_any(), reason = %e.reason(), error = %e, "no signing key: delivering without digests");
                         None
                     }
                 }

@@ -6,8 +6,8 @@
 use super::Context;
 use super::report::WriterReport;
 use crate::api::{
-    FALSE, KeyEventNotification, KeyEventNotificationSpec, KeyEventNotificationStatus, NotifierWriter, TRUE,
-    set_condition,
+    ConditionType, FALSE, KeyEventNotification, KeyEventNotificationSpec, KeyEventNotificationStatus,
+    NotifierWriter, Reason, TRUE, set_condition,
 };
 use crate::notify::message::{HMAC_KEY, Message};
 use crate::notify::select::{SelectError, Selection};
@@ -40,12 +40,12 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::api::Reason {
         match self {
-            Self::Condition(_) => "InvalidCondition",
-            Self::SecretNotFound { .. } => "SecretNotFound",
-            Self::Webhook(_) => "InvalidWebhook",
-            Self::Kube(_) => "KubeError",
+            Self::Condition(_) => crate::api::Reason::InvalidCondition,
+            Self::SecretNotFound { .. } => crate::api::Reason::SecretNotFound,
+            Self::Webhook(_) => crate::api::Reason::InvalidWebhook,
+            Self::Kube(_) => crate::api::Reason::KubeError,
         }
     }
 }
@@ -163,7 +163,7 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
                     fingerprint: fingerprint(n, &key),
                 }),
                 Err(e) => {
-                    tracing::warn!(notification = %name, reason = e.reason(), error = %e, "notification not running");
+                    tracing::warn!(notification = %name, reason = %e.reason(), error = %e, "notification not running");
                     paused.push(name);
                 }
             }
@@ -246,18 +246,18 @@ pub async fn fold_once(ctx: &Context, reports: &[WriterReport]) -> Result<(), ku
             Err(e) => (FALSE, e.reason(), e.to_string()),
             Ok(_) if !failing.is_empty() => (
                 FALSE,
-                "DeliveryFailing",
+                Reason::DeliveryFailing,
                 format!(
                     "{}: {}",
                     failing.join(", "),
                     next.last_error.clone().unwrap_or_default()
                 ),
             ),
-            Ok(_) => (TRUE, "Ready", "matching traces are notified".to_string()),
+            Ok(_) => (TRUE, Reason::Ready, "matching traces are notified".to_string()),
         };
         set_condition(
             &mut next.conditions,
-            "Ready",
+            ConditionType::Ready,
             state,
             reason,
             &message,

@@ -2,7 +2,10 @@
 //! changes, and reports the answer in its status.
 
 use super::{Context, FIELD_MANAGER};
-use crate::api::{FALSE, QueryPhase, TRUE, TraceQuery, TraceQueryStatus, TraceRow, Tracker, set_condition};
+use crate::api::{
+    ConditionType, FALSE, Problem, QueryPhase, Reason, TRUE, TraceQuery, TraceQueryStatus, TraceRow, Tracker,
+    set_condition,
+};
 use crate::controller::delivery::parse_duration;
 use crate::query::{self, Query};
 use crate::store::{self, Credentials};
@@ -103,9 +106,9 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
             };
             set_condition(
                 &mut pending.conditions,
-                "Complete",
+                ConditionType::Complete,
                 FALSE,
-                "Waiting",
+                Reason::Waiting,
                 &format!(
                     "waiting for a query slot ({} queries run at once)",
                     ctx.settings.query_concurrency
@@ -129,9 +132,9 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
     };
     set_condition(
         &mut running.conditions,
-        "Complete",
+        ConditionType::Complete,
         FALSE,
-        "Running",
+        Reason::Running,
         "query is running",
         q.metadata.generation,
         &started,
@@ -142,8 +145,8 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
     let limit = ctx.settings.query_timeout;
     let answer = match tokio::time::timeout(limit, execute(&q, &ctx)).await {
         Ok(answer) => answer,
-        Err(_) => Err((
-            "Timeout",
+        Err(_) => Err(Problem::new(
+            Reason::Timeout,
             format!("the query did not finish within {} s", limit.as_secs()),
         )),
     };
@@ -176,9 +179,9 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
             }
             set_condition(
                 &mut result.conditions,
-                "Complete",
+                ConditionType::Complete,
                 TRUE,
-                "Succeeded",
+                Reason::Succeeded,
                 &msg,
                 q.metadata.generation,
                 &now(),
@@ -189,19 +192,19 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
                 "query succeeded"
             );
         }
-        Err((reason, message)) => {
+        Err(Problem { reason, message }) => {
             result.phase = Some(QueryPhase::Failed);
             result.message = Some(message.clone());
             set_condition(
                 &mut result.conditions,
-                "Complete",
+                ConditionType::Complete,
                 TRUE,
                 reason,
                 &message,
                 q.metadata.generation,
                 &now(),
             );
-            tracing::warn!(reason, %message, "query failed");
+            tracing::warn!(%reason, %message, "query failed");
         }
     }
     result.completion_time = Some(now());
@@ -240,8 +243,8 @@ pub fn time_range(q: &crate::api::TraceQuerySpec, now_ms: i64) -> Result<(i64, i
     Ok((from, to))
 }
 
-/// Runs the query; on failure returns a condition reason and message.
-async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, String), (&'static str, String)> {
+/// Runs the query; on failure returns the problem for its condition.
+async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, String), Problem> {
     let ns = q.namespace().unwrap_or_default();
     let admin = ctx.settings.admin_namespaces.iter().any(|a| a == &ns);
     let tenant = (!admin).then_some(ns.as_str());
@@ -249,20 +252,20 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         .settings
         .readable_clusters
         .check(&ctx.settings.cluster, &q.spec.clusters, tenant)
-        .map_err(|e| (e.reason(), e.to_string()))?;
+        .map_err(|e| Problem::new(e.reason(), e.to_string()))?;
     let trackers: Api<Tracker> = Api::all(ctx.client.clone());
     let tracker = trackers
         .get_opt(&q.spec.tracker)
         .await
-        .map_err(|e| ("KubeError", e.to_string()))?
+        .map_err(|e| Problem::new(Reason::KubeError, e.to_string()))?
         .ok_or_else(|| {
-            (
-                "TrackerNotFound",
+            Problem::new(
+                Reason::TrackerNotFound,
                 format!("tracker {:?} does not exist", q.spec.tracker),
             )
         })?;
-    let (from_ms, to_ms) =
-        time_range(&q.spec, jiff::Timestamp::now().as_millisecond()).map_err(|e| ("InvalidTimeRange", e))?;
+    let (from_ms, to_ms) = time_range(&q.spec, jiff::Timestamp::now().as_millisecond())
+        .map_err(|e| Problem::new(Reason::InvalidTimeRange, e))?;
     let dest = tracker.spec.destination.clone();
     let sink = store::open(
         &dest,
@@ -272,7 +275,7 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         },
     )
     .await
-    .map_err(|e| (e.reason(), e.to_string()))?;
+    .map_err(|e| Problem::new(e.reason(), e.to_string()))?;
     let query = Query {
         prefix: dest.prefix.trim_end_matches('/').to_string(),
         clusters,
@@ -291,7 +294,7 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     };
     let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
         .await
-        .map_err(|e| (e.reason(), e.to_string()))?;
+        .map_err(|e| Problem::new(e.reason(), e.to_string()))?;
     // The full result set, as gzipped JSON Lines, next to the tracker's files:
     // read back from the scratch file one line at a time and compressed as it
     // is written, so only the compressed copy is in memory.
@@ -299,9 +302,12 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         for h in &outcome.hits {
-            let line = outcome
-                .line(h)
-                .map_err(|e| ("ScratchError", format!("reading the result lines back: {e}")))?;
+            let line = outcome.line(h).map_err(|e| {
+                Problem::new(
+                    Reason::ScratchError,
+                    format!("reading the result lines back: {e}"),
+                )
+            })?;
             let _ = gz.write_all(line.as_bytes());
             let _ = gz.write_all(b"\n");
         }
@@ -310,7 +316,7 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     let key = result_key(&query.prefix, &ctx.settings.cluster, q);
     sink.put(&key, body, crate::api::Compression::Gzip)
         .await
-        .map_err(|e| (e.reason(), format!("writing the result set: {e}")))?;
+        .map_err(|e| Problem::new(e.reason(), format!("writing the result set: {e}")))?;
     Ok((outcome, key))
 }
 

@@ -10,8 +10,8 @@
 //! stopped and a restarted writer is counted from zero again, never twice.
 
 use super::Context;
-use crate::api::{ChainHead, LastDelivery, Tracker, TrackerStatus, WriterStatus};
-use crate::deliver::pipeline::Pipelines;
+use crate::api::{ChainHead, LastDelivery, Reason, Tracker, TrackerStatus, WriterStatus};
+use crate::deliver::pipeline::{DeliveryStats, Pipelines};
 use crate::telemetry::ControllerLabels;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
@@ -66,8 +66,17 @@ pub struct TrackerReport {
     pub files: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery: Option<LastDelivery>,
+    /// `Reason: message` of the last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The reason of `last_error`, as is (absent in a report of an older
+    /// version, and when this version does not know a newer one's reason).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Reason::lenient"
+    )]
+    pub last_error_reason: Option<Reason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<jiff::Timestamp>,
     #[serde(default)]
@@ -82,6 +91,37 @@ pub struct TrackerReport {
     /// publish in the Tracker's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<crate::api::ChainHead>,
+}
+
+impl TrackerReport {
+    /// What a pipeline's statistics say, for the report; `active` while the
+    /// writer still delivers the tracker.
+    pub fn of(s: &DeliveryStats, active: bool) -> TrackerReport {
+        let last_delivery = match (&s.last_time, &s.last_key) {
+            (Some(time), Some(key)) => Some(LastDelivery {
+                time: Time(*time),
+                object_key: key.clone(),
+                events: s.last_events,
+            }),
+            _ => None,
+        };
+        TrackerReport {
+            events: s.events,
+            files: s.files,
+            last_delivery,
+            last_error: s
+                .last_error
+                .as_ref()
+                // Bounded: the report lives in an annotation (256 KiB in all).
+                .map(|p| p.to_string().chars().take(512).collect()),
+            last_error_reason: s.last_error.as_ref().map(|p| p.reason),
+            failing_since: s.failing_since,
+            dropped: s.dropped,
+            overflowing: s.overflowing,
+            active,
+            head: s.chain_head.clone(),
+        }
+    }
 }
 
 /// A report as the holder reads it.
@@ -174,32 +214,7 @@ impl Publisher {
             notifications,
             trackers: stats
                 .iter()
-                .map(|(name, s)| {
-                    let last_delivery = match (&s.last_time, &s.last_key) {
-                        (Some(time), Some(key)) => Some(LastDelivery {
-                            time: Time(*time),
-                            object_key: key.clone(),
-                            events: s.last_events,
-                        }),
-                        _ => None,
-                    };
-                    let report = TrackerReport {
-                        events: s.events,
-                        files: s.files,
-                        last_delivery,
-                        last_error: s
-                            .last_error
-                            .as_ref()
-                            // Bounded: the report lives in an annotation (256 KiB in all).
-                            .map(|(reason, msg)| format!("{reason}: {msg}").chars().take(512).collect()),
-                        failing_since: s.failing_since,
-                        dropped: s.dropped,
-                        overflowing: s.overflowing,
-                        active: delivering.contains(name),
-                        head: s.chain_head.clone(),
-                    };
-                    (name.clone(), report)
-                })
+                .map(|(name, s)| (name.clone(), TrackerReport::of(s, delivering.contains(name))))
                 .collect(),
         }
     }
@@ -341,6 +356,7 @@ pub fn fold(tracker: &str, status: &TrackerStatus, reports: &[WriterReport]) -> 
             files: t.files,
             last_delivery: t.last_delivery.clone(),
             last_error: t.last_error.clone(),
+            last_error_reason: t.last_error_reason,
             failing_since: t.failing_since.map(Time),
             events_dropped: t.dropped,
             backlog_overflow: t.overflowing,
@@ -628,5 +644,50 @@ mod tests {
         stale.report.trackers.get_mut("t").unwrap().active = true;
         let heads = fold_heads("t", &published, &[stale]);
         assert!(!heads[0].running);
+    }
+
+    /// A writer that cannot open its store because the credentials Secret is
+    /// missing reports `CredentialsNotFound`, and the tracker's `Ready` takes
+    /// that reason once writes have failed for a minute (it was `SinkUnavailable`
+    /// when the reason travelled as text).
+    #[test]
+    fn a_store_error_reason_reaches_ready_unchanged() {
+        use crate::api::Problem;
+        use crate::store::StoreError;
+        let missing = StoreError::CredentialsNotFound {
+            namespace: "kubetrail".into(),
+            name: "s3".into(),
+        };
+        let since = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let stats = DeliveryStats {
+            last_error: Some(missing.problem()),
+            failing_since: Some(since),
+            ..Default::default()
+        };
+        // Through the Lease annotation, as another replica reads it.
+        let json = serde_json::to_string(&TrackerReport::of(&stats, true)).unwrap();
+        let report: TrackerReport = serde_json::from_str(&json).unwrap();
+        let mut trackers = BTreeMap::new();
+        trackers.insert("t".to_string(), report);
+        let reports = [WriterReport {
+            writer: "a".into(),
+            renewed: Some(since),
+            report: Report {
+                incarnation: "a1".into(),
+                trackers,
+                notifications: BTreeMap::new(),
+            },
+        }];
+        let status = fold("t", &TrackerStatus::default(), &reports);
+        let w = &status.writers[0];
+        assert_eq!(w.last_error_reason, Some(Reason::CredentialsNotFound));
+        assert_eq!(
+            w.last_error.as_deref(),
+            Some("CredentialsNotFound: credentials Secret kubetrail/s3 not found")
+        );
+        let later = jiff::Timestamp::from_second(1_800_000_000 + 120).unwrap();
+        let Problem { reason, message } = super::super::tracker::delivery_problem(&status, later).unwrap();
+        assert_eq!(reason, Reason::CredentialsNotFound);
+        assert!(message.contains("kubetrail/s3"), "{message}");
     }
 }

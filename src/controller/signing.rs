@@ -36,11 +36,11 @@ pub enum KeyError {
 
 impl KeyError {
     /// Condition and event reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::api::Reason {
         match self {
-            Self::NotFound { .. } => "SigningKeyNotFound",
-            Self::Invalid { .. } => "SigningKeyInvalid",
-            Self::Kube(_) => "KubeError",
+            Self::NotFound { .. } => crate::api::Reason::SigningKeyNotFound,
+            Self::Invalid { .. } => crate::api::Reason::SigningKeyInvalid,
+            Self::Kube(_) => crate::api::Reason::KubeError,
         }
     }
 }

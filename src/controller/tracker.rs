@@ -1,7 +1,10 @@
 //! The Tracker reconciler: checks the destination and reports it in status.
 
 use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
-use crate::api::{FALSE, TRUE, Tracker, TrackerPhase, TrackerStatus, condition, set_condition};
+use crate::api::{
+    ConditionType, FALSE, Problem, Reason, TRUE, Tracker, TrackerPhase, TrackerStatus, UNKNOWN, condition,
+    set_condition,
+};
 use crate::store::{self, Credentials, StoreError};
 use crate::telemetry::{ControllerLabels, ReconcileLabels};
 use futures::{FutureExt as _, StreamExt};
@@ -145,18 +148,18 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             status.last_error = None;
             set_condition(
                 &mut status.conditions,
-                "Ready",
+                ConditionType::Ready,
                 FALSE,
-                "Disabled",
+                Reason::Disabled,
                 "tracker is disabled: it delivers nothing",
                 generation,
                 &now,
             );
             set_condition(
                 &mut status.conditions,
-                "DestinationReachable",
-                "Unknown",
-                "Disabled",
+                ConditionType::DestinationReachable,
+                UNKNOWN,
+                Reason::Disabled,
                 "not checked while the tracker is disabled",
                 generation,
                 &now,
@@ -172,9 +175,9 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             let msg = format!("bucket {} is reachable", dest.bucket);
             set_condition(
                 &mut status.conditions,
-                "DestinationReachable",
+                ConditionType::DestinationReachable,
                 TRUE,
-                "BucketReachable",
+                Reason::BucketReachable,
                 &msg,
                 generation,
                 &now,
@@ -186,9 +189,9 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                     status.last_error = None;
                     set_condition(
                         &mut status.conditions,
-                        "Ready",
+                        ConditionType::Ready,
                         TRUE,
-                        "Ready",
+                        Reason::Ready,
                         "tracker is delivering",
                         generation,
                         &now,
@@ -197,7 +200,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                         d.min(ctx.settings.recheck_interval)
                     }))
                 }
-                Some((reason, message)) => {
+                Some(Problem { reason, message }) => {
                     // HeadBucket works, yet files are not delivered (a KMS or
                     // write permission, say) or the backlog overflows.
                     status.phase = Some(TrackerPhase::Error);
@@ -205,65 +208,75 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
                     let was = tracker
                         .status
                         .as_ref()
-                        .and_then(|s| condition(&s.conditions, "Ready"))
+                        .and_then(|s| condition(&s.conditions, ConditionType::Ready))
                         .map(|c| c.reason.clone());
                     set_condition(
                         &mut status.conditions,
-                        "Ready",
+                        ConditionType::Ready,
                         FALSE,
-                        &reason,
+                        reason,
                         &message,
                         generation,
                         &now,
                     );
                     if was.as_deref() != Some(reason.as_str()) {
                         warn!(%reason, error = %message, "delivery problem");
-                        publish(ctx, tracker, EventType::Warning, &reason, "Deliver", &message).await;
+                        publish(
+                            ctx,
+                            tracker,
+                            EventType::Warning,
+                            reason.as_str(),
+                            "Deliver",
+                            &message,
+                        )
+                        .await;
                     }
                     Action::requeue(Duration::from_secs(30))
                 }
             }
         }
-        Some(Err(problem)) => {
+        Some(Err(error)) => {
+            let problem = error.problem();
             // Dropping traces is the graver news: it names Ready's reason.
-            let (reason, message) = match delivery_problem(&status, jiff::Timestamp::now()) {
-                Some((r, m)) if r == "BacklogOverflow" => (r, format!("{m}; {problem}")),
-                _ => (problem.reason().to_string(), problem.to_string()),
+            let ready = match delivery_problem(&status, jiff::Timestamp::now()) {
+                Some(p) if p.reason == Reason::BacklogOverflow => {
+                    Problem::new(p.reason, format!("{}; {}", p.message, problem.message))
+                }
+                _ => problem.clone(),
             };
-            let reason = reason.as_str();
             status.phase = Some(TrackerPhase::Error);
-            status.last_error = Some(message.clone());
+            status.last_error = Some(ready.message.clone());
             set_condition(
                 &mut status.conditions,
-                "DestinationReachable",
+                ConditionType::DestinationReachable,
                 FALSE,
-                problem.reason(),
-                &problem.to_string(),
+                problem.reason,
+                &problem.message,
                 generation,
                 &now,
             );
             set_condition(
                 &mut status.conditions,
-                "Ready",
+                ConditionType::Ready,
                 FALSE,
-                reason,
-                &message,
+                ready.reason,
+                &ready.message,
                 generation,
                 &now,
             );
-            warn!(reason, error = %message, "destination not usable");
+            warn!(reason = %ready.reason, error = %ready.message, "destination not usable");
             publish(
                 ctx,
                 tracker,
                 EventType::Warning,
-                reason,
+                ready.reason.as_str(),
                 "CheckDestination",
-                &message,
+                &ready.message,
             )
             .await;
             let delay = ctx.backoff(&name);
             if matches!(
-                problem,
+                error,
                 StoreError::CredentialsNotFound { .. } | StoreError::CredentialsInvalid { .. }
             ) {
                 Action::requeue(delay.min(CREDENTIALS_RECHECK))
@@ -276,7 +289,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     let was_ready = tracker
         .status
         .as_ref()
-        .and_then(|s| condition(&s.conditions, "Ready"))
+        .and_then(|s| condition(&s.conditions, ConditionType::Ready))
         .map(|c| c.status == TRUE)
         .unwrap_or(false);
     let is_ready = matches!(outcome, Some(Ok(_))) && status.phase == Some(TrackerPhase::Enabled);
@@ -286,7 +299,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
             ctx,
             tracker,
             EventType::Normal,
-            "Ready",
+            Reason::Ready.as_str(),
             "CheckDestination",
             "destination reachable; tracker is delivering",
         )
@@ -295,7 +308,7 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
 
     write_status(tracker, status, ctx).await?;
     let result = match &outcome {
-        Some(Err(p)) => p.reason(),
+        Some(Err(e)) => e.reason().as_str(),
         _ => "ok",
     };
     ctx.metrics
@@ -313,11 +326,12 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
 const DELIVERY_GRACE_SECONDS: i64 = 60;
 
 /// A delivery problem the writers report: a backlog over its budget, or writes
-/// failing for longer than [`DELIVERY_GRACE_SECONDS`]. Pure, for unit tests.
-pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<(String, String)> {
+/// failing for longer than [`DELIVERY_GRACE_SECONDS`] (with the reason the
+/// writer reported, `DeliveryFailing` when it reported none). Pure, for unit tests.
+pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<Problem> {
     if let Some(w) = status.writers.iter().find(|w| w.backlog_overflow) {
-        return Some((
-            "BacklogOverflow".into(),
+        return Some(Problem::new(
+            Reason::BacklogOverflow,
             format!(
                 "writer {} is over the tracker's backlog budget and drops its oldest traces \
                  ({} dropped by it, {} in all); the destination is not keeping up{}",
@@ -336,16 +350,13 @@ pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<
             .as_ref()
             .is_some_and(|t| now.as_second() - t.0.as_second() >= DELIVERY_GRACE_SECONDS)
     })?;
-    let error = failing.last_error.clone().unwrap_or_default();
-    let reason = error
-        .split_once(':')
-        .map(|(r, _)| r.trim())
-        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
-        .unwrap_or("DeliveryFailing")
-        .to_string();
-    Some((
-        reason,
-        format!("writer {} cannot write trace files: {error}", failing.writer),
+    Some(Problem::new(
+        failing.last_error_reason.unwrap_or(Reason::DeliveryFailing),
+        format!(
+            "writer {} cannot write trace files: {}",
+            failing.writer,
+            failing.last_error.as_deref().unwrap_or_default()
+        ),
     ))
 }
 
@@ -515,6 +526,7 @@ mod delivery_tests {
             files: 0,
             last_delivery: None,
             last_error: None,
+            last_error_reason: None,
             failing_since: None,
             events_dropped: 0,
             backlog_overflow: false,
@@ -531,13 +543,14 @@ mod delivery_tests {
         assert_eq!(delivery_problem(&status, now), None);
         // Failing for a moment: a retry may fix it.
         status.writers[1].last_error = Some("AccessDenied: access to bucket \"x\" denied".into());
+        status.writers[1].last_error_reason = Some(Reason::AccessDenied);
         status.writers[1].failing_since =
             Some(Time(jiff::Timestamp::from_second(1_800_000_000 - 10).unwrap()));
         assert_eq!(delivery_problem(&status, now), None);
         status.writers[1].failing_since =
             Some(Time(jiff::Timestamp::from_second(1_800_000_000 - 120).unwrap()));
-        let (reason, message) = delivery_problem(&status, now).unwrap();
-        assert_eq!(reason, "AccessDenied");
+        let Problem { reason, message } = delivery_problem(&status, now).unwrap();
+        assert_eq!(reason, Reason::AccessDenied);
         assert!(
             message.contains("writer b") && message.contains("denied"),
             "{message}"
@@ -546,8 +559,31 @@ mod delivery_tests {
         status.writers[0].backlog_overflow = true;
         status.writers[0].events_dropped = 42;
         status.events_dropped = 50;
-        let (reason, message) = delivery_problem(&status, now).unwrap();
-        assert_eq!(reason, "BacklogOverflow");
+        let Problem { reason, message } = delivery_problem(&status, now).unwrap();
+        assert_eq!(reason, Reason::BacklogOverflow);
         assert!(message.contains("42 dropped by it, 50 in all"), "{message}");
+    }
+
+    #[test]
+    fn the_reason_is_the_reported_one_never_read_from_the_message() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut w = writer("a");
+        w.failing_since = Some(Time(jiff::Timestamp::from_second(1_800_000_000 - 120).unwrap()));
+        // A message that looks like it starts with a reason is only a message.
+        w.last_error = Some("BucketNotFound: something else".into());
+        let mut status = TrackerStatus {
+            writers: vec![w],
+            ..Default::default()
+        };
+        assert_eq!(
+            delivery_problem(&status, now).unwrap().reason,
+            Reason::DeliveryFailing,
+            "no reason reported (an older writer's report)"
+        );
+        status.writers[0].last_error_reason = Some(Reason::CredentialsNotFound);
+        assert_eq!(
+            delivery_problem(&status, now).unwrap().reason,
+            Reason::CredentialsNotFound
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use super::Context;
 use crate::api::{
-    FALSE, IntegrityStatus, PublicKeyStatus, RetentionStatus, TRUE, Tracker, TrackerStatus, condition,
-    set_condition,
+    ConditionType, FALSE, IntegrityStatus, Problem, PublicKeyStatus, Reason, RetentionStatus, TRUE, Tracker,
+    TrackerStatus, UNKNOWN, condition, remove_condition, set_condition,
 };
 use crate::integrity::{PublicKey, retention, verify};
 use crate::store::Store;
@@ -28,9 +28,9 @@ pub struct Verified {
     at: Instant,
     generation: Option<i64>,
     when: jiff::Timestamp,
-    /// `Ok(None)`: whole; `Ok(Some((reason, message)))`: a problem;
+    /// `Ok(None)`: whole; `Ok(Some(problem))`: a problem;
     /// `Err`: the check could not run.
-    result: Result<Option<(String, String)>, String>,
+    result: Result<Option<Problem>, String>,
     summary: String,
     known: verify::Known,
 }
@@ -76,7 +76,7 @@ async fn integrity(
         tracker: name.clone(),
     };
     if !spec.digests {
-        status.conditions.retain(|c| c.type_ != "IntegrityVerified");
+        remove_condition(&mut status.conditions, ConditionType::IntegrityVerified);
         guard(&ctx.verified).remove(&name);
         ctx.metrics.integrity_verified.remove(&labels);
         return None;
@@ -94,7 +94,7 @@ async fn integrity(
         Err(e) => {
             set_condition(
                 &mut status.conditions,
-                "IntegrityVerified",
+                ConditionType::IntegrityVerified,
                 FALSE,
                 e.reason(),
                 &format!("{e}: digests are not written"),
@@ -159,7 +159,7 @@ async fn integrity(
         let (result, summary) = match verify::verify(store, &req).boxed().await {
             Ok(report) => {
                 let summary = report.summary_line();
-                let problem = report.first_problem().map(|(r, m)| (r.to_string(), m));
+                let problem = report.first_problem();
                 (Ok(problem), summary)
             }
             Err(e) => (Err(e.to_string()), String::new()),
@@ -184,29 +184,30 @@ async fn integrity(
         };
         (v.when, v.result.clone(), v.summary.clone(), v.at)
     };
-    let was =
-        condition(&status.conditions, "IntegrityVerified").map(|c| (c.status.clone(), c.reason.clone()));
+    let was = condition(&status.conditions, ConditionType::IntegrityVerified)
+        .map(|c| (c.status.clone(), c.reason.clone()));
     integ.last_verified = Some(Time(when));
     match &result {
         Ok(None) => {
             integ.last_result = Some(summary.clone());
             set_condition(
                 &mut status.conditions,
-                "IntegrityVerified",
+                ConditionType::IntegrityVerified,
                 TRUE,
-                "Verified",
+                Reason::Verified,
                 &summary,
                 generation,
                 now,
             );
             ctx.metrics.integrity_verified.get_or_create(&labels).set(1);
         }
-        Ok(Some((reason, message))) => {
+        Ok(Some(Problem { reason, message })) => {
+            let reason = *reason;
             integ.last_result = Some(summary.clone());
             let message = format!("{summary}; first: {message}");
             set_condition(
                 &mut status.conditions,
-                "IntegrityVerified",
+                ConditionType::IntegrityVerified,
                 FALSE,
                 reason,
                 &message,
@@ -214,18 +215,26 @@ async fn integrity(
                 now,
             );
             ctx.metrics.integrity_verified.get_or_create(&labels).set(0);
-            if was != Some((FALSE.to_string(), reason.clone())) {
+            if was != Some((FALSE.to_string(), reason.to_string())) {
                 tracing::warn!(tracker = %name, %reason, %message, "trail integrity problem");
-                super::tracker::publish(ctx, tracker, EventType::Warning, reason, "Verify", &message).await;
+                super::tracker::publish(
+                    ctx,
+                    tracker,
+                    EventType::Warning,
+                    reason.as_str(),
+                    "Verify",
+                    &message,
+                )
+                .await;
             }
         }
         Err(e) => {
             integ.last_result = Some(format!("verification failed: {e}"));
             set_condition(
                 &mut status.conditions,
-                "IntegrityVerified",
-                "Unknown",
-                "VerifyFailed",
+                ConditionType::IntegrityVerified,
+                UNKNOWN,
+                Reason::VerifyFailed,
                 &format!("the trail could not be read: {e}"),
                 generation,
                 now,

@@ -18,7 +18,7 @@
 use super::batch::{Batch, tracker_suffix};
 use super::batcher::{Batcher, Limits, OpenFile, day_of};
 use super::key::{FileId, object_key};
-use crate::api::{Compression, Redaction};
+use crate::api::{Compression, Problem, Reason, Redaction};
 use crate::integrity::digest::{self as digest_file, DigestFile};
 use crate::integrity::{Chain, Delivered, IntegritySpec, boundary_before, period_end};
 use crate::route::Filter;
@@ -34,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Builds the sink of a tracker (reads credentials); called again after failures
-/// that new credentials may fix.
-pub type StoreFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Store, String>> + Send + Sync>;
+/// that new credentials may fix. A failure keeps the store's own reason (a
+/// missing credentials Secret is `CredentialsNotFound`, not a generic one).
+pub type StoreFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Store, Problem>> + Send + Sync>;
 
 /// How long a pipeline that is replaced (changed spec) or retired (disabled,
 /// deleted tracker) may take to deliver what it holds.
@@ -77,8 +78,8 @@ pub struct DeliveryStats {
     /// Traces and files delivered since the pipeline started in this process.
     pub events: u64,
     pub files: u64,
-    /// (reason, message) of the last failure, until a file is written again.
-    pub last_error: Option<(String, String)>,
+    /// The last failure, until a file is written again.
+    pub last_error: Option<Problem>,
     /// Since when writes have been failing without a success in between.
     pub failing_since: Option<jiff::Timestamp>,
     /// Spool entries dropped unexamined over the backlog budget (this process).
@@ -398,7 +399,7 @@ impl Worker {
                 let mut stats = guard(&self.stats);
                 let s = stats.entry(self.spec.name.clone()).or_default();
                 s.restarts += 1;
-                s.last_error = Some(("PipelineFailed".into(), message));
+                s.last_error = Some(Problem::new(Reason::PipelineFailed, message));
                 s.failing_since.get_or_insert_with(jiff::Timestamp::now);
             }
             if self.control.expired() {
@@ -797,18 +798,9 @@ impl Worker {
             }
             attempt += 1;
             let control = self.control.clone();
-            let outcome: Option<Result<(), (String, String, bool)>> = self.handle.block_on(async {
+            let outcome: Option<Result<(), WriteFailure>> = self.handle.block_on(async {
                 let attempt = async {
-                    if sink.is_none() {
-                        *sink = Some(
-                            (self.spec.sink)()
-                                .await
-                                .map_err(|e| ("SinkUnavailable".to_string(), e, false))?,
-                        );
-                    }
-                    let s = sink
-                        .as_ref()
-                        .ok_or_else(|| ("SinkUnavailable".to_string(), String::new(), false))?;
+                    let s = open_sink(&self.spec.sink, sink).await?;
                     let written = match what {
                         Object::Trace => s.put(key, body.clone(), self.spec.compression).await,
                         Object::Digest {
@@ -827,9 +819,7 @@ impl Worker {
                             .await
                         }
                     };
-                    written.map_err(|e: DestinationError| {
-                        (e.reason().to_string(), e.to_string(), e.is_transient())
-                    })
+                    written.map_err(|e: DestinationError| WriteFailure::written(&e))
                 };
                 // A write in flight when the drain deadline passes is given up:
                 // the file stays in the spool (with its intent) for the next start.
@@ -852,16 +842,16 @@ impl Worker {
                     tracing::debug!(%key, bytes = size, attempt, "object written");
                     return Written::Yes;
                 }
-                Err((reason, message, transient)) => {
+                Err(WriteFailure { problem, transient }) => {
                     self.metrics
                         .delivery_errors
                         .get_or_create(&crate::telemetry::ReasonLabels {
-                            reason: reason.clone(),
+                            reason: problem.reason.to_string(),
                         })
                         .inc();
-                    tracing::warn!(%key, attempt, %reason, error = %message, "writing trace file failed; will retry");
+                    tracing::warn!(%key, attempt, reason = %problem.reason, error = %problem.message, "writing trace file failed; will retry");
                     self.stats(|s| {
-                        s.last_error = Some((reason.clone(), message));
+                        s.last_error = Some(problem);
                         s.failing_since.get_or_insert_with(jiff::Timestamp::now);
                     });
                     // A lasting error (credentials, permissions, a missing bucket)
@@ -947,10 +937,9 @@ impl Worker {
                 .map_err(|e| PipelineError::Chain(e.to_string()))?,
         );
         let found = self.handle.block_on(async {
-            if sink.is_none() {
-                *sink = Some((self.spec.sink)().await?);
-            }
-            let store = sink.as_ref().ok_or_else(String::new)?;
+            let store = open_sink(&self.spec.sink, sink)
+                .await
+                .map_err(|f| f.problem.to_string())?;
             crate::integrity::verify::resume_point(
                 store,
                 &self.spec.prefix,
@@ -1155,10 +1144,51 @@ fn without_bodies(line: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Why a write attempt failed, and whether the same client may succeed later.
+#[derive(Debug)]
+struct WriteFailure {
+    problem: Problem,
+    transient: bool,
+}
+
+impl WriteFailure {
+    /// The store could not be opened: its own reason (a credentials Secret
+    /// missing or incomplete, the API server unreachable), and the next attempt
+    /// opens it again.
+    fn opening(problem: Problem) -> Self {
+        Self {
+            problem,
+            transient: false,
+        }
+    }
+
+    /// The store refused or lost a write.
+    fn written(e: &DestinationError) -> Self {
+        Self {
+            problem: e.problem(),
+            transient: e.is_transient(),
+        }
+    }
+}
+
+/// The open store, opened first if there is none (or the last one was dropped
+/// after a lasting error).
+async fn open_sink<'a>(
+    factory: &StoreFactory,
+    sink: &'a mut Option<Store>,
+) -> Result<&'a Store, WriteFailure> {
+    let store = match sink.take() {
+        Some(store) => store,
+        None => factory().await.map_err(WriteFailure::opening)?,
+    };
+    Ok(sink.insert(store))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::FieldRedaction;
+    use futures::FutureExt as _;
 
     #[test]
     fn retry_delays_grow_and_cap() {
@@ -1207,5 +1237,34 @@ mod tests {
         let out =
             String::from_utf8(redact_for(&r, &meta("", "configmaps"), deep.as_bytes()).unwrap()).unwrap();
         assert_eq!(out, r#"{"request":"[redacted]","trace_id":"t"}"#);
+    }
+
+    /// A store that cannot be opened fails the write with the store's own
+    /// reason (a missing credentials Secret is `CredentialsNotFound`), not a
+    /// generic one, and is opened again on the next attempt.
+    #[test]
+    fn a_store_that_cannot_open_keeps_its_reason() {
+        let missing = crate::store::StoreError::CredentialsNotFound {
+            namespace: "kubetrail".into(),
+            name: "s3".into(),
+        };
+        let problem = missing.problem();
+        let factory: StoreFactory = {
+            let problem = problem.clone();
+            Arc::new(move || futures::future::ready(Err(problem.clone())).boxed())
+        };
+        let mut sink = None;
+        let failure = futures::executor::block_on(open_sink(&factory, &mut sink)).unwrap_err();
+        assert_eq!(failure.problem.reason, Reason::CredentialsNotFound);
+        assert_eq!(failure.problem, problem);
+        assert!(!failure.transient);
+        assert!(sink.is_none());
+        // An open store is kept.
+        let dir: StoreFactory = Arc::new(|| {
+            futures::future::ready(Ok(Store::Dir(std::path::PathBuf::from("/nonexistent")))).boxed()
+        });
+        let mut sink = None;
+        assert!(futures::executor::block_on(open_sink(&dir, &mut sink)).is_ok());
+        assert!(matches!(sink, Some(Store::Dir(_))));
     }
 }

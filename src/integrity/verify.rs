@@ -8,6 +8,7 @@
 //! written yet are *pending*, not added.
 
 use super::digest::{self, PublicKey, SignedDigest};
+use crate::api::{Problem, Reason};
 use crate::deliver::key;
 use crate::store::{DestinationError, ObjectInfo, Store};
 use futures::{FutureExt as _, StreamExt as _};
@@ -369,15 +370,15 @@ impl Report {
 
     /// The first problem, as a condition reason (`FileModified`, `FileMissing`,
     /// `FileAdded`, `DigestInvalid`, `ChainBroken`, `ChainTruncated`), with a message.
-    pub fn first_problem(&self) -> Option<(&'static str, String)> {
+    pub fn first_problem(&self) -> Option<Problem> {
         for d in &self.digests {
             let reason = match d.state {
                 DigestState::Valid => continue,
-                DigestState::InvalidSignature => "DigestInvalid",
-                DigestState::Missing | DigestState::ChainBroken => "ChainBroken",
-                DigestState::Truncated => "ChainTruncated",
+                DigestState::InvalidSignature => Reason::DigestInvalid,
+                DigestState::Missing | DigestState::ChainBroken => Reason::ChainBroken,
+                DigestState::Truncated => Reason::ChainTruncated,
             };
-            return Some((
+            return Some(Problem::new(
                 reason,
                 format!("{}: {}", d.key, d.reason.clone().unwrap_or_default()),
             ));
@@ -385,11 +386,11 @@ impl Report {
         for f in &self.files {
             let reason = match f.state {
                 FileState::Valid | FileState::Pending => continue,
-                FileState::Modified => "FileModified",
-                FileState::Deleted => "FileMissing",
-                FileState::Added => "FileAdded",
+                FileState::Modified => Reason::FileModified,
+                FileState::Deleted => Reason::FileMissing,
+                FileState::Added => Reason::FileAdded,
             };
-            return Some((reason, f.key.clone()));
+            return Some(Problem::new(reason, f.key.clone()));
         }
         None
     }
@@ -1130,7 +1131,7 @@ mod chain_tests {
             .await
             .unwrap();
         assert_eq!(states(&r), vec![(DigestState::Truncated, last.clone())]);
-        assert_eq!(r.first_problem().unwrap().0, "ChainTruncated");
+        assert_eq!(r.first_problem().unwrap().reason, Reason::ChainTruncated);
         let mut early = request(&t, now, Some(t.heads.clone()));
         early.to_ms = now - 3 * MIN;
         let r = verify(&t.store, &early).await.unwrap();

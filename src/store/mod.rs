@@ -7,7 +7,7 @@ pub mod s3;
 
 pub use s3::{DestinationError, StaticCredentials};
 
-use crate::api::{Compression, Destination, Encryption};
+use crate::api::{Compression, Destination, Encryption, Problem, Reason};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use k8s_openapi::api::core::v1::Secret;
@@ -331,13 +331,18 @@ pub enum StoreError {
 
 impl StoreError {
     /// Condition and event reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::CredentialsNotFound { .. } => "CredentialsNotFound",
-            Self::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Self::CredentialsNotFound { .. } => Reason::CredentialsNotFound,
+            Self::CredentialsInvalid { .. } => Reason::CredentialsInvalid,
             Self::Destination(e) => e.reason(),
-            Self::Kube(_) => "KubeError",
+            Self::Kube(_) => Reason::KubeError,
         }
+    }
+
+    /// The reason and message, for a condition.
+    pub fn problem(&self) -> Problem {
+        Problem::new(self.reason(), self.to_string())
     }
 }
 

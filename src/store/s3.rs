@@ -4,7 +4,7 @@
 //! credentials it names. Errors are classified into a few stable reasons that show
 //! up as condition reasons, event reasons and metric labels.
 
-use crate::api::Destination;
+use crate::api::{Destination, Problem, Reason};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, timeout::TimeoutConfig};
 use aws_sdk_s3::error::SdkError;
@@ -48,14 +48,19 @@ pub enum DestinationError {
 
 impl DestinationError {
     /// A stable, low-cardinality reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::BucketNotFound { .. } => "BucketNotFound",
-            Self::AccessDenied { .. } => "AccessDenied",
-            Self::WrongRegion { .. } => "WrongRegion",
-            Self::Unreachable(_) => "DestinationUnreachable",
-            Self::Other { .. } => "S3Error",
+            Self::BucketNotFound { .. } => Reason::BucketNotFound,
+            Self::AccessDenied { .. } => Reason::AccessDenied,
+            Self::WrongRegion { .. } => Reason::WrongRegion,
+            Self::Unreachable(_) => Reason::DestinationUnreachable,
+            Self::Other { .. } => Reason::S3Error,
         }
+    }
+
+    /// The reason and message, for a condition.
+    pub fn problem(&self) -> Problem {
+        Problem::new(self.reason(), self.to_string())
     }
 
     /// Whether trying again later without a change can succeed.

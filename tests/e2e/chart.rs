@@ -6,7 +6,7 @@ use crate::support::{self, eventually};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
-use kubetrail::api::{Tracker, condition};
+use kubetrail::api::{ConditionType, Tracker, condition};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -347,7 +347,7 @@ async fn default_tracker_from_values_becomes_ready() {
         .expect("applying the default tracker");
     let t = eventually(Duration::from_secs(60), "default tracker ready", || async {
         let t = api.get(&name).await.ok()?;
-        (condition(&t.status.as_ref()?.conditions, "Ready")?.status == "True").then_some(t)
+        (condition(&t.status.as_ref()?.conditions, ConditionType::Ready)?.status == "True").then_some(t)
     })
     .await;
     assert_eq!(t.spec.destination.prefix, "prod");

@@ -7,7 +7,7 @@ use crate::Harness;
 use crate::ingest::{WAIT, assert_delivered_once, batch, destination, traces, tracker};
 use crate::support::{self, Operator, eventually, http};
 use kube::api::Api;
-use kubetrail::api::{Destination, Order, QueryFilter, Tracker, condition};
+use kubetrail::api::{ConditionType, Destination, Order, QueryFilter, Tracker, condition};
 use kubetrail::query::{self, Query};
 use kubetrail::store::Store;
 use serde_json::{Value, json};
@@ -459,7 +459,7 @@ async fn a_broken_tracker_does_not_stop_the_others() {
     let api: Api<Tracker> = Api::all(h.client.clone());
     let overflow = eventually(WAIT, "BacklogOverflow on the broken tracker", || async {
         let s = api.get(&bad_name).await.ok()?.status?;
-        let ready = condition(&s.conditions, "Ready")?;
+        let ready = condition(&s.conditions, ConditionType::Ready)?;
         (ready.status == "False" && ready.reason == "BacklogOverflow" && s.events_dropped > 0).then_some(s)
     })
     .await;
@@ -502,7 +502,7 @@ async fn a_broken_tracker_does_not_stop_the_others() {
     .await;
     eventually(WAIT, "Ready again", || async {
         let s = api.get(&bad_name).await.ok()?.status?;
-        (condition(&s.conditions, "Ready")?.status == "True").then_some(())
+        (condition(&s.conditions, ConditionType::Ready)?.status == "True").then_some(())
     })
     .await;
     assert!(op.stop().await.success());

@@ -5,7 +5,7 @@ use crate::Harness;
 use crate::support::{self, Operator, eventually, http};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kubetrail::api::{Tracker, condition};
+use kubetrail::api::{ConditionType, Tracker, condition};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
     api.create(&PostParams::default(), &obj).await.unwrap();
     eventually(Duration::from_secs(60), "tracker ready", || async {
         let t = api.get(&name).await.ok()?;
-        (condition(&t.status?.conditions, "Ready")?.status == "True").then_some(())
+        (condition(&t.status?.conditions, ConditionType::Ready)?.status == "True").then_some(())
     })
     .await;
 
@@ -197,7 +197,7 @@ async fn only_the_lease_holder_reconciles_and_a_follower_takes_over() {
         "new leader reconciles the change",
         || async {
             let t = api.get(&name).await.ok()?;
-            (condition(&t.status?.conditions, "Ready")?.reason == "BucketNotFound").then_some(())
+            (condition(&t.status?.conditions, ConditionType::Ready)?.reason == "BucketNotFound").then_some(())
         },
     )
     .await;

@@ -11,7 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kubetrail::api::{Tracker, condition};
+use kubetrail::api::{ConditionType, Tracker, condition};
 use kubetrail::integrity::digest::{self, Signer};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -592,7 +592,7 @@ async fn keys_rotate_and_the_continuous_check_notices_a_modified_file() {
         let name = name.clone();
         async move {
             let t = trackers.get(&name).await.ok()?;
-            let c = condition(&t.status?.conditions, "IntegrityVerified")?.clone();
+            let c = condition(&t.status?.conditions, ConditionType::IntegrityVerified)?.clone();
             (c.status == want && c.reason == reason).then_some(c)
         }
     };

@@ -8,7 +8,7 @@ use crate::support::{self, Operator, certs, eventually, http};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kubetrail::api::{KeyEventNotification, condition};
+use kubetrail::api::{ConditionType, KeyEventNotification, condition};
 use kubetrail::notify::message::sign;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -269,7 +269,7 @@ async fn apiserver_key_events_reach_an_https_receiver_as_signed_cloudevents() {
     .await;
     eventually(Duration::from_secs(30), "notification Ready", || async {
         let s = status(&h, &name).await?;
-        (condition(&s.conditions, "Ready")?.status == "True").then_some(())
+        (condition(&s.conditions, ConditionType::Ready)?.status == "True").then_some(())
     })
     .await;
 
@@ -477,7 +477,7 @@ async fn retries_restarts_bursts_conditions_and_slack() {
     let broken = format!("{ns}-broken");
     let c = eventually(Duration::from_secs(30), "InvalidCondition", || async {
         let s = status(&h, &broken).await?;
-        let c = condition(&s.conditions, "Ready")?.clone();
+        let c = condition(&s.conditions, ConditionType::Ready)?.clone();
         (c.reason == "InvalidCondition").then_some(c)
     })
     .await;

@@ -2,7 +2,7 @@
 
 use crate::support::{self, eventually};
 use kube::api::{Api, PostParams};
-use kubetrail::api::{Tracker, condition};
+use kubetrail::api::{ConditionType, Tracker, condition};
 use serde_json::json;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ async fn operator_binary_serves_health_and_metrics_and_reconciles() {
         "tracker ready via the binary",
         || async {
             let t = api.get(&name).await.ok()?;
-            let ready = condition(&t.status.as_ref()?.conditions, "Ready")?;
+            let ready = condition(&t.status.as_ref()?.conditions, ConditionType::Ready)?;
             (ready.status == "True").then_some(())
         },
     )

@@ -4,7 +4,7 @@ use crate::Harness;
 use crate::support::{self, eventually};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use kubetrail::api::{QueryPhase, TraceQuery, Tracker};
+use kubetrail::api::{ConditionType, QueryPhase, TraceQuery, Tracker};
 use kubetrail::store::Store;
 use serde_json::json;
 use std::time::Duration;
@@ -647,7 +647,7 @@ async fn queries_are_bounded_in_number_time_and_memory() {
             let q = tq.get(&name).await.ok()?;
             let s = q.status?;
             (s.phase == Some(QueryPhase::Pending)
-                && kubetrail::api::condition(&s.conditions, "Complete")
+                && kubetrail::api::condition(&s.conditions, ConditionType::Complete)
                     .is_some_and(|c| c.reason == "Waiting"))
             .then_some(())
         },
@@ -664,7 +664,7 @@ async fn queries_are_bounded_in_number_time_and_memory() {
     let name = create_query(&h, &label, spec).await;
     let s = finished(&h, &name).await.status.unwrap();
     assert_eq!(s.phase, Some(QueryPhase::Failed));
-    let c = kubetrail::api::condition(&s.conditions, "Complete").unwrap();
+    let c = kubetrail::api::condition(&s.conditions, ConditionType::Complete).unwrap();
     assert_eq!(c.reason, "Timeout", "{}", c.message);
 }
 
@@ -722,7 +722,7 @@ async fn queries_search_the_clusters_they_name() {
         let s = q.status.clone().unwrap();
         assert_eq!(s.phase, Some(QueryPhase::Failed), "{s:?}");
         assert!(s.results.is_empty() && s.result_key.is_none(), "{s:?}");
-        let c = kubetrail::api::condition(&s.conditions, "Complete").unwrap();
+        let c = kubetrail::api::condition(&s.conditions, ConditionType::Complete).unwrap();
         assert_eq!(s.message.as_deref(), Some(c.message.as_str()));
         (c.reason.clone(), c.message.clone())
     };

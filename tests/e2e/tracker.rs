@@ -1,11 +1,11 @@
 //! The Tracker reconciler against the real apiserver and the real S3 server.
 
 use crate::Harness;
-use crate::support::{self, eventually};
+use crate::support::{self, Operator, eventually, http};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kubetrail::api::{Tracker, TrackerPhase, condition};
+use kubetrail::api::{ConditionType, Reason, Tracker, TrackerPhase, condition};
 use serde_json::json;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ async fn wait_ready(api: &Api<Tracker>, name: &str, status: &str, reason: &str) 
         || async {
             let t = api.get(name).await.ok()?;
             let s = t.status.as_ref()?;
-            let ready = condition(&s.conditions, "Ready")?;
+            let ready = condition(&s.conditions, ConditionType::Ready)?;
             let current = s.observed_generation == t.metadata.generation;
             (current && ready.status == status && ready.reason == reason).then_some(t)
         },
@@ -80,7 +80,8 @@ async fn reachable_bucket_makes_the_tracker_ready() {
     assert_eq!(status.phase, Some(TrackerPhase::Enabled));
     assert_eq!(status.observed_generation, t.metadata.generation);
     assert_eq!(status.last_error, None);
-    let reachable = condition(&status.conditions, "DestinationReachable").expect("DestinationReachable");
+    let reachable =
+        condition(&status.conditions, ConditionType::DestinationReachable).expect("DestinationReachable");
     assert_eq!(reachable.status, "True");
     assert!(
         t.finalizers().iter().any(|f| f == "kubetrail.io/tracker-cleanup"),
@@ -114,7 +115,7 @@ async fn missing_bucket_is_reported_and_clears_once_created() {
         status.last_error
     );
     assert_eq!(
-        condition(&status.conditions, "DestinationReachable")
+        condition(&status.conditions, ConditionType::DestinationReachable)
             .unwrap()
             .reason,
         "BucketNotFound"
@@ -171,6 +172,47 @@ async fn missing_credentials_secret_is_reported_until_created() {
     h.put_credentials("creds", support::s3::ACCESS_KEY, support::s3::SECRET_KEY)
         .await;
     wait_ready(&api, &name, "True", "Ready").await;
+}
+
+/// A writer that cannot open the destination because the credentials Secret is
+/// missing says so in its status entry: `CredentialsNotFound`, the store's own
+/// reason (it was the generic `SinkUnavailable` while reasons travelled as text).
+#[tokio::test]
+async fn a_writer_reports_a_missing_credentials_secret_by_its_reason() {
+    let h = Harness::start().await;
+    let env = support::env();
+    let bucket = env.s3.bucket("nocredsw").await;
+    let name = support::unique("trk");
+    let spec = json!({"destination": destination(&bucket, "creds"), "delivery": {"maxBatchAge": "1s"}});
+    let api = create(&h, &name, spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = format!("127.0.0.1:{}", support::free_port());
+    let args = vec![
+        "--insecure-http".to_string(),
+        "--webhook-addr".into(),
+        hook.clone(),
+        "--spool-dir".into(),
+        dir.path().join("spool").display().to_string(),
+    ];
+    let op = Operator::start(&h.namespace, &h.label, "w1", &args).await;
+    let body = crate::ingest::batch("nocreds", 3, &h.namespace);
+    let (code, _) = http(&hook, "POST", "/audit", &body).await.unwrap();
+    assert_eq!(code, 200);
+
+    let writer = eventually(WAIT, "the writer's failure in the tracker's status", || async {
+        let s = api.get(&name).await.ok()?.status?;
+        s.writers.into_iter().find(|w| w.last_error.is_some())
+    })
+    .await;
+    let error = writer.last_error.unwrap_or_default();
+    assert!(error.starts_with("CredentialsNotFound: "), "{error}");
+    assert!(
+        error.contains(&format!("{}/creds", h.namespace)),
+        "names the Secret: {error}"
+    );
+    assert_eq!(writer.last_error_reason, Some(Reason::CredentialsNotFound));
+    // Its file cannot be delivered: a clean stop would wait out the drain.
+    op.kill().await;
 }
 
 #[tokio::test]
