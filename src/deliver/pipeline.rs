@@ -1007,6 +1007,11 @@ impl Worker {
         if end_ms <= chain.period_start_ms {
             return Ok(Written::Yes);
         }
+        let end_ms = sealed_end(chain.period_start_ms, end_ms);
+        let wait = end_ms - now_ms();
+        if wait > 0 {
+            std::thread::sleep(Duration::from_millis(wait as u64));
+        }
         let (files, later): (Vec<Delivered>, Vec<Delivered>) =
             chain.files.into_iter().partition(|d| d.delivered_ms < end_ms);
         let key = digest_file::digest_key(
@@ -1184,8 +1189,34 @@ async fn open_sink<'a>(
     Ok(sink.insert(store))
 }
 
+/// When a period may end. A digest's key names its period's start to the second,
+/// and the next period starts where this one ends: a period ended within the
+/// second it began (a tracker edited right after a start drains at once) would
+/// give the next digest the same key and be overwritten by it. Such a period
+/// ends at the next whole second instead (the writer waits that long).
+fn sealed_end(period_start_ms: i64, end_ms: i64) -> i64 {
+    end_ms.max((period_start_ms.div_euclid(1000) + 1) * 1000)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_period_never_ends_in_the_second_it_began() {
+        use crate::integrity::digest::digest_key;
+        let key = |ms| digest_key("p", "c", "t", "w", ms);
+        // Started at .774, drained at .990 of the same second: ends at the next second.
+        let start = 1_796_279_983_774;
+        let end = sealed_end(start, start + 216);
+        assert_eq!(end, 1_796_279_984_000);
+        assert_ne!(key(start), key(end), "the next period's digest gets its own key");
+        // A period that already spans a second boundary ends where asked.
+        assert_eq!(sealed_end(start, start + 60_000), start + 60_000);
+        assert_eq!(
+            sealed_end(1_796_279_983_000, 1_796_279_984_000),
+            1_796_279_984_000
+        );
+    }
+
     use super::*;
     use crate::api::FieldRedaction;
     use futures::FutureExt as _;
