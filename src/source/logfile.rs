@@ -259,10 +259,18 @@ impl Follower {
                 p.pending_end = Some(end);
                 self.persist(&dir, p).await;
             }
-            self.store(&chunk).await;
+            // The head is taken from the bytes just read when they start the
+            // file: read again after storing, the file may already have been
+            // truncated and rewritten, and its new first line taken as ours
+            // would hide that truncation (and lose the new lines).
             if p.head.is_none() {
-                p.head = first_line_hash(f).ok().flatten();
+                p.head = if p.offset == 0 {
+                    head_hash(&chunk)
+                } else {
+                    first_line_hash(f).ok().flatten()
+                };
             }
+            self.store(&chunk).await;
             p.offset = end;
             p.pending_end = None;
             self.persist(&dir, p).await;
@@ -381,10 +389,19 @@ impl Follower {
     }
 }
 
+/// Bytes of a file's start looked at for its first line.
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// Hash of the first complete line of `start`, the first bytes of a file.
+fn head_hash(start: &[u8]) -> Option<String> {
+    let start = &start[..start.len().min(HEAD_BYTES)];
+    memchr::memchr(b'\n', start).map(|i| blake3::hash(&start[..=i]).to_hex()[..32].to_string())
+}
+
 /// Hash of the file's first complete line (at most 64 KiB are looked at).
 fn first_line_hash(f: &mut File) -> io::Result<Option<String>> {
     f.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0; 64 * 1024];
+    let mut buf = vec![0; HEAD_BYTES];
     let mut n = 0;
     while n < buf.len() {
         let r = f.read(&mut buf[n..])?;
@@ -396,7 +413,7 @@ fn first_line_hash(f: &mut File) -> io::Result<Option<String>> {
             break;
         }
     }
-    Ok(memchr::memchr(b'\n', &buf[..n]).map(|i| blake3::hash(&buf[..=i]).to_hex()[..32].to_string()))
+    Ok(head_hash(&buf[..n]))
 }
 
 /// Complete lines from `offset`: exactly up to `pending` when set (a chunk
