@@ -455,11 +455,7 @@ pub async fn resolve_clusters(
 ) -> Result<Vec<String>, QueryError> {
     let mut out: Vec<String> = clusters.iter().filter(|c| *c != "*").cloned().collect();
     if clusters.iter().any(|c| c == "*") {
-        let base = if prefix.is_empty() {
-            "KubeTrail/".to_string()
-        } else {
-            format!("{prefix}/KubeTrail/")
-        };
+        let base = crate::deliver::key::area_prefix(prefix, crate::deliver::key::Area::Traces);
         for dir in sink.list_dirs(&base).await? {
             let name = dir.trim_start_matches(&base).trim_end_matches('/').to_string();
             if !name.is_empty() && !out.contains(&name) {

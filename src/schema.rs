@@ -65,6 +65,11 @@ const FIELDS: &[(&str, char)] = &[
 
 const BODIES: &[&str] = &["request", "response", "old_object", "annotations"];
 
+/// `{root}/KubeTrail/`: where the tracker's trace files are.
+fn traces(l: &Layout) -> String {
+    format!("{}/{}/", l.root, crate::deliver::key::Area::Traces.as_str())
+}
+
 fn quote(s: &str) -> String {
     s.replace('\'', "''")
 }
@@ -97,7 +102,7 @@ fn athena(l: &Layout) -> String {
          PARTITIONED BY (`cluster_name` string, `day` string)\n\
          ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
          WITH SERDEPROPERTIES ('ignore.malformed.json' = 'true')\n\
-         LOCATION '{root}/KubeTrail/'\n\
+         LOCATION '{traces}'\n\
          TBLPROPERTIES (\n\
          \x20 'projection.enabled' = 'true',\n\
          \x20 'projection.cluster_name.type' = 'enum',\n\
@@ -107,12 +112,12 @@ fn athena(l: &Layout) -> String {
          \x20 'projection.day.range' = '{start},NOW',\n\
          \x20 'projection.day.interval' = '1',\n\
          \x20 'projection.day.interval.unit' = 'DAYS',\n\
-         \x20 'storage.location.template' = '{root}/KubeTrail/${{cluster_name}}/${{day}}/{tracker}/'\n\
+         \x20 'storage.location.template' = '{traces}${{cluster_name}}/${{day}}/{tracker}/'\n\
          );\n",
         tracker = l.tracker,
         table = l.table,
         cols = cols.join(",\n"),
-        root = quote(&l.root),
+        traces = quote(&traces(l)),
         clusters = quote(&l.clusters.join(",")),
         start = quote(&l.start_day),
     )
@@ -142,16 +147,16 @@ fn trino(l: &Layout) -> String {
          )\n\
          WITH (\n\
          \x20 format = 'JSON',\n\
-         \x20 external_location = '{root}/KubeTrail/',\n\
+         \x20 external_location = '{traces}',\n\
          \x20 partitioned_by = ARRAY['cluster_name', 'day'],\n\
          \x20 partition_projection_enabled = true,\n\
-         \x20 partition_projection_location_template = '{root}/KubeTrail/${{cluster_name}}/${{day}}/{tracker}/'\n\
+         \x20 partition_projection_location_template = '{traces}${{cluster_name}}/${{day}}/{tracker}/'\n\
          );\n",
         tracker = l.tracker,
         table = l.table,
         cols = cols.join(",\n"),
         clusters = clusters.join(", "),
-        root = quote(&l.root),
+        traces = quote(&traces(l)),
         start = quote(&l.start_day),
     )
 }
@@ -170,7 +175,7 @@ fn duckdb(l: &Layout) -> String {
         })
         .collect();
     cols.extend(BODIES.iter().map(|b| format!("{b}: 'JSON'")));
-    let glob = format!("{}/KubeTrail/*/*/*/*/{}/*.jsonl*", l.root, l.tracker);
+    let glob = format!("{}*/*/*/*/{}/*.jsonl*", traces(l), l.tracker);
     format!(
         "-- kubetrail: tracker {tracker}, DuckDB. One row per trace: a trace stored twice (a\n\
          -- file written again after a crash) is read once, as `kubetrail query` does.\n\

@@ -9,12 +9,14 @@
 
 mod common;
 mod condition;
+mod duration;
 mod notification;
 mod query;
 mod tracker;
 
 pub use common::*;
 pub use condition::*;
+pub use duration::{Duration, DurationError};
 pub use notification::*;
 pub use query::*;
 pub use tracker::*;

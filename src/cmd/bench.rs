@@ -383,8 +383,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 selection: Arc::new(kubetrail::notify::select::Selection::compile(&n)?),
                 target: Some(Arc::new(target)),
                 events: None,
-                window: kubetrail::controller::delivery::parse_duration(&args.notify_window)
-                    .context("--notify-window")?,
+                window: kubetrail::api::Duration::parse(&args.notify_window)
+                    .context("--notify-window")?
+                    .get(),
                 max_traces: 500,
                 min_interval: Duration::from_millis(100),
                 fingerprint: "bench".into(),

@@ -165,9 +165,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let from_ms = match (&args.from, &args.since) {
         (Some(f), _) => parse_time(f)?,
         (None, Some(s)) => {
-            let d = kubetrail::controller::delivery::parse_span(s)
-                .with_context(|| format!("--since {s:?} is not a duration such as 7d or 24h"))?;
-            to_ms - d.as_millis() as i64
+            let d = kubetrail::api::Duration::parse_span(s).context("--since")?;
+            to_ms - d.as_millis_i64()
         }
         (None, None) => to_ms - 3_600_000,
     };

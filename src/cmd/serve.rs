@@ -118,16 +118,16 @@ impl ServeConfig {
                     t.name
                 );
             }
-            if kubetrail::controller::delivery::parse_duration(&t.integrity.digest_period)
-                .is_none_or(|d| d < kubetrail::integrity::MIN_PERIOD)
+            if kubetrail::api::Duration::parse(&t.integrity.digest_period)
+                .map_or(true, |d| d.get() < kubetrail::integrity::MIN_PERIOD)
             {
                 anyhow::bail!(
                     "tracker {:?}: integrity.digestPeriod must be a duration of at least 1m",
                     t.name
                 );
             }
-            if kubetrail::controller::delivery::parse_duration(&t.delivery.max_batch_age)
-                .is_none_or(|d| d < std::time::Duration::from_secs(1))
+            if kubetrail::api::Duration::parse(&t.delivery.max_batch_age)
+                .map_or(true, |d| d.get() < std::time::Duration::from_secs(1))
             {
                 anyhow::bail!(
                     "tracker {:?}: maxBatchAge must be a duration of at least 1s",

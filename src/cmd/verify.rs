@@ -90,9 +90,8 @@ pub struct VerifyArgs {
 
 /// `7d`, `24h`, `90m`.
 fn parse_since(s: &str) -> anyhow::Result<i64> {
-    let d = kubetrail::controller::delivery::parse_span(s)
-        .with_context(|| format!("--since {s:?} is not a duration such as 7d or 24h"))?;
-    Ok(d.as_millis() as i64)
+    let d = kubetrail::api::Duration::parse_span(s).context("--since")?;
+    Ok(d.as_millis_i64())
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -148,9 +147,9 @@ fn period_arg(args: &VerifyArgs) -> anyhow::Result<Option<i64>> {
     args.digest_period
         .as_deref()
         .map(|p| {
-            kubetrail::controller::delivery::parse_duration(p)
-                .map(|d| d.as_millis() as i64)
-                .with_context(|| format!("--digest-period {p:?} is not a duration such as 1h"))
+            kubetrail::api::Duration::parse(p)
+                .map(|d| d.as_millis_i64())
+                .context("--digest-period")
         })
         .transpose()
 }
@@ -241,8 +240,9 @@ async fn target(args: &VerifyArgs) -> anyhow::Result<Target> {
     let prefix = dest.prefix.trim_end_matches('/').to_string();
     let period_ms = match period_ms {
         Some(p) => Some(p),
-        None => kubetrail::controller::delivery::parse_duration(&tracker.spec.integrity.digest_period)
-            .map(|d| d.max(kubetrail::integrity::MIN_PERIOD).as_millis() as i64),
+        None => kubetrail::api::Duration::parse(&tracker.spec.integrity.digest_period)
+            .ok()
+            .map(|d| d.get().max(kubetrail::integrity::MIN_PERIOD).as_millis() as i64),
     };
     Ok(Target {
         store,

@@ -248,11 +248,9 @@ impl Params {
             (Some(f), _) => time_ms(f)?,
             (None, last) => {
                 let last = last.as_deref().unwrap_or("1h");
-                let ms = crate::controller::delivery::parse_span(last)
-                    .map(|d| d.as_millis() as i64)
-                    .ok_or_else(|| {
-                        ApiError::bad(format!("last: cannot parse duration {last:?} (e.g. 15m, 1h, 7d)"))
-                    })?;
+                let ms = crate::api::Duration::parse_span(last)
+                    .map(|d| d.as_millis_i64())
+                    .map_err(|e| ApiError::bad(format!("last: {e}")))?;
                 to - ms
             }
         };

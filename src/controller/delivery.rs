@@ -2,7 +2,7 @@
 //! the Tracker objects, and publishes what it delivered (see [`super::report`]).
 
 use super::Context;
-use crate::api::{Tracker, TrackerSpec};
+use crate::api::{self, Tracker, TrackerSpec};
 use crate::deliver::pipeline::{PipelineSpec, Pipelines, StoreFactory};
 use crate::integrity::{Anchor, IntegritySpec, Signer};
 use crate::route::Filter;
@@ -12,43 +12,6 @@ use futures::FutureExt;
 use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A span back in time for people: whole days (`7d`) or a Go-style duration
-/// (`24h`, `90m`). Used by `query --since`, `verify --since` and the console.
-pub fn parse_span(s: &str) -> Option<Duration> {
-    match s.strip_suffix('d').map(str::parse::<u64>) {
-        Some(Ok(days)) if days > 0 => days.checked_mul(86_400).map(Duration::from_secs),
-        Some(_) => None,
-        None => parse_duration(s),
-    }
-}
-
-/// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `1.5s`, `500ms`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_end] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * factor;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
-}
 
 /// The pipeline of a tracker spec; `sink` builds its destination, `signer`
 /// signs its digests (none: no digests, whatever the spec says).
@@ -64,8 +27,7 @@ pub fn pipeline_spec(
     let integrity = signer
         .filter(|_| spec.integrity.digests)
         .map(|signer| IntegritySpec {
-            period: parse_duration(&spec.integrity.digest_period)
-                .unwrap_or(Duration::from_secs(3600))
+            period: api::Duration::or(&spec.integrity.digest_period, Duration::from_secs(3600))
                 .max(crate::integrity::MIN_PERIOD),
             signer,
             anchor,
@@ -85,7 +47,7 @@ pub fn pipeline_spec(
         prefix: spec.destination.prefix.trim_end_matches('/').to_string(),
         filter: Filter::new(&spec.filter),
         compression: spec.delivery.compression,
-        max_age: parse_duration(&spec.delivery.max_batch_age).unwrap_or(Duration::from_secs(60)),
+        max_age: api::Duration::or(&spec.delivery.max_batch_age, Duration::from_secs(60)),
         max_events: u64::from(spec.delivery.max_batch_events),
         max_bytes: spec.delivery.max_batch_bytes,
         redaction: spec.redaction.clone(),
@@ -180,26 +142,4 @@ pub async fn run(
         ready.set_ready(true);
     }
     status.abort();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("5d"), None);
-        assert_eq!(parse_span("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_span("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_span("0d"), None);
-        assert_eq!(parse_span("xd"), None);
-        assert_eq!(parse_span("soon"), None);
-    }
 }

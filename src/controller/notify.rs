@@ -155,8 +155,7 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
                         .spec
                         .kubernetes_event
                         .then(|| event_sink(ctx.clone(), n.object_ref(&()))),
-                    window: super::delivery::parse_duration(&n.spec.grouping.window)
-                        .unwrap_or(Duration::from_secs(2))
+                    window: crate::api::Duration::or(&n.spec.grouping.window, Duration::from_secs(2))
                         .max(Duration::from_millis(100)),
                     max_traces: n.spec.grouping.max_traces.max(1) as usize,
                     min_interval: Duration::from_secs(1) / n.spec.grouping.max_messages_per_second.max(1),

@@ -6,7 +6,6 @@ use crate::api::{
     ConditionType, FALSE, Problem, QueryPhase, Reason, TRUE, TraceQuery, TraceQueryStatus, TraceRow, Tracker,
     set_condition,
 };
-use crate::controller::delivery::parse_duration;
 use crate::query::{self, Query};
 use crate::store::{self, Credentials};
 use futures::StreamExt;
@@ -235,8 +234,8 @@ fn row(line: &str) -> TraceRow {
 pub fn time_range(q: &crate::api::TraceQuerySpec, now_ms: i64) -> Result<(i64, i64), String> {
     let range = q.time_range.clone().unwrap_or_default();
     if let Some(last) = &range.last {
-        let d = parse_duration(last).ok_or_else(|| format!("last: cannot parse duration {last:?}"))?;
-        return Ok((now_ms - d.as_millis() as i64, now_ms + 1));
+        let d = crate::api::Duration::parse(last).map_err(|e| format!("last: {e}"))?;
+        return Ok((now_ms - d.as_millis_i64(), now_ms + 1));
     }
     let to = range.to.map(|t| t.0.as_millisecond()).unwrap_or(now_ms + 1);
     let from = range.from.map(|t| t.0.as_millisecond()).unwrap_or(to - 3_600_000);
@@ -325,14 +324,9 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
 /// the status — whoever can edit a status must not steer what the operator
 /// deletes.
 pub fn result_key(prefix: &str, cluster: &str, q: &TraceQuery) -> String {
-    let mut key = String::new();
-    let prefix = prefix.trim_end_matches('/');
-    if !prefix.is_empty() {
-        key.push_str(prefix);
-        key.push('/');
-    }
+    let mut key = crate::deliver::key::area_prefix(prefix, crate::deliver::key::Area::QueryResults);
     key.push_str(&format!(
-        "KubeTrail-Query/{cluster}/{}/{}/{}.jsonl.gz",
+        "{cluster}/{}/{}/{}.jsonl.gz",
         q.namespace().unwrap_or_default(),
         q.name_any(),
         q.uid().unwrap_or_default()

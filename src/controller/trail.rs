@@ -119,8 +119,7 @@ async fn integrity(
         });
     }
     rotate_windows(&mut integ.public_keys, signer.fingerprint(), now);
-    let interval = super::delivery::parse_duration(&spec.verify_interval)
-        .unwrap_or(Duration::from_secs(3600))
+    let interval = crate::api::Duration::or(&spec.verify_interval, Duration::from_secs(3600))
         .max(Duration::from_secs(10));
     let (due, known) = {
         let map = guard(&ctx.verified);
@@ -152,8 +151,9 @@ async fn integrity(
             skew_ms: verify::DEFAULT_SKEW_MS,
             heads: Some(status.chain_heads.clone()),
             known_writers: status.writers.iter().map(|w| w.writer.clone()).collect(),
-            period_ms: super::delivery::parse_duration(&spec.digest_period)
-                .map(|d| d.max(crate::integrity::MIN_PERIOD).as_millis() as i64),
+            period_ms: crate::api::Duration::parse(&spec.digest_period)
+                .ok()
+                .map(|d| d.get().max(crate::integrity::MIN_PERIOD).as_millis() as i64),
         };
         let started = Instant::now();
         let (result, summary) = match verify::verify(store, &req).boxed().await {

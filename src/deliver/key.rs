@@ -25,6 +25,38 @@ pub struct FileId<'a> {
     pub compression: Compression,
 }
 
+/// The top folders under a tracker's prefix: the one place their names are spelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// Trace files.
+    Traces,
+    /// Signed digests of the trace files.
+    Digests,
+    /// TraceQuery results written back to the bucket.
+    QueryResults,
+}
+
+impl Area {
+    /// The folder name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Traces => "KubeTrail",
+            Area::Digests => "KubeTrail-Digest",
+            Area::QueryResults => "KubeTrail-Query",
+        }
+    }
+}
+
+/// `{prefix}/{area}/`, or `{area}/` with no prefix.
+pub fn area_prefix(prefix: &str, area: Area) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        format!("{}/", area.as_str())
+    } else {
+        format!("{prefix}/{}/", area.as_str())
+    }
+}
+
 /// File name extension for a compression.
 pub fn extension(c: Compression) -> &'static str {
     match c {
@@ -36,29 +68,22 @@ pub fn extension(c: Compression) -> &'static str {
 
 /// `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` for a day.
 pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
-    area_day_prefix(prefix, "KubeTrail", cluster, tracker, year, month, day)
+    area_day_prefix(prefix, Area::Traces, cluster, tracker, year, month, day)
 }
 
 /// `{prefix}/{area}/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/`: one layout for trace
 /// files (`KubeTrail`) and their digests (`KubeTrail-Digest`).
 pub fn area_day_prefix(
     prefix: &str,
-    area: &str,
+    area: Area,
     cluster: &str,
     tracker: &str,
     year: i16,
     month: i8,
     day: i8,
 ) -> String {
-    let mut key = String::new();
-    let prefix = prefix.trim_end_matches('/');
-    if !prefix.is_empty() {
-        key.push_str(prefix);
-        key.push('/');
-    }
-    key.push_str(&format!(
-        "{area}/{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"
-    ));
+    let mut key = area_prefix(prefix, area);
+    key.push_str(&format!("{cluster}/{year:04}/{month:02}/{day:02}/{tracker}/"));
     key
 }
 

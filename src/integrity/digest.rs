@@ -104,7 +104,8 @@ pub fn signing_string(period_end: &str, key: &str, sha256: &str, previous_signat
 
 /// `{prefix}/KubeTrail-Digest/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` of a day.
 pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
-    crate::deliver::key::area_day_prefix(prefix, "KubeTrail-Digest", cluster, tracker, year, month, day)
+    use crate::deliver::key::{Area, area_day_prefix};
+    area_day_prefix(prefix, Area::Digests, cluster, tracker, year, month, day)
 }
 
 /// The object key of the digest of a period, named by its start:

@@ -8,6 +8,7 @@
 //! the tracker's trace files and digests, and nothing else.
 
 use crate::api::RetentionMode;
+use crate::deliver::key::{Area, area_prefix};
 use crate::store::{DestinationError, Store};
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
@@ -169,12 +170,9 @@ async fn put_lifecycle_rule(store: &Store, scope: &Scope<'_>, days: u32) -> Resu
 /// Deletes every trace file and digest of the tracker in days before `oldest`.
 async fn delete_expired(store: &Store, scope: &Scope<'_>, oldest: i64) -> Result<usize, DestinationError> {
     let mut deleted = 0;
-    for area in ["KubeTrail", "KubeTrail-Digest"] {
-        let mut base = scope.prefix.trim_end_matches('/').to_string();
-        if !base.is_empty() {
-            base.push('/');
-        }
-        base.push_str(&format!("{area}/{}/", scope.cluster));
+    for area in [Area::Traces, Area::Digests] {
+        let mut base = area_prefix(scope.prefix, area);
+        base.push_str(&format!("{}/", scope.cluster));
         for year in store.list_dirs(&base).await? {
             for month in store.list_dirs(&year).await? {
                 for day in store.list_dirs(&month).await? {
