@@ -50,13 +50,22 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
-/// The kubetrail image as an OCI archive in `dir`: `$KUBETRAIL_IMAGE` when set (e.g.
-/// `scripts/oci-image.sh` of the release binary), else packed from the binary under
-/// test (a stripped copy).
+/// The kubetrail image as an OCI archive in `dir`: `$KUBETRAIL_IMAGE` when set
+/// (`scripts/test.sh` sets it to `scripts/oci-image.sh` of the stripped release
+/// binary, the image users run), else packed from the binary under test (a stripped
+/// copy of the debug build).
 /// Packed once per test binary: tests that run at the same time share it.
 pub fn image_archive(dir: &Path) -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("KUBETRAIL_IMAGE") {
-        return Ok(path.into());
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(format!(
+                "KUBETRAIL_IMAGE={} is not an image archive",
+                path.display()
+            ));
+        }
+        eprintln!("cluster: the image is {}", path.display());
+        return Ok(path);
     }
     static PACKED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
