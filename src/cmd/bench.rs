@@ -13,8 +13,8 @@ use kubetrail::controller::delivery::pipeline_spec;
 use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
 use kubetrail::source::{self, AuthPolicy, Ingest};
 use kubetrail::spool::{self, Spool};
-use kubetrail::store::Store;
 use kubetrail::store::s3::{self, StaticCredentials};
+use kubetrail::store::{ObjectStore as _, Store};
 use kubetrail::telemetry::Metrics;
 use serde_json::json;
 use std::sync::Arc;
@@ -272,21 +272,17 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// The S3 client of the bench bucket, which is created if missing.
-async fn bench_client(args: &BenchArgs, destination: &Destination) -> anyhow::Result<aws_sdk_s3::Client> {
+/// The bench bucket, which is created if missing.
+async fn bench_bucket(args: &BenchArgs, destination: &Destination) -> anyhow::Result<s3::Bucket> {
     let creds = StaticCredentials {
         access_key_id: args.access_key.clone(),
         secret_access_key: args.secret_key.clone(),
         session_token: None,
     };
-    let client = s3::client(destination, Some(creds)).await;
-    if let Err(e) = client.create_bucket().bucket(&args.bucket).send().await {
-        tracing::debug!(error = ?e, "create bucket (may exist)");
-    }
-    s3::check_bucket(&client, destination)
-        .await
-        .context("checking the bench bucket")?;
-    Ok(client)
+    let bucket = s3::Bucket::connect(destination, Some(creds)).await;
+    bucket.create_if_missing().await;
+    bucket.check().await.context("checking the bench bucket")?;
+    Ok(bucket)
 }
 
 /// Runs the benchmark and prints a report.
@@ -320,15 +316,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
     let sink: StoreFactory = match &args.endpoint {
         Some(_) => {
-            let client = bench_client(&args, &destination).await?;
-            let d = destination.clone();
-            Arc::new(move || {
-                futures::future::ready(Ok(Store::S3 {
-                    client: client.clone(),
-                    dest: Box::new(d.clone()),
-                }))
-                .boxed()
-            })
+            let bucket = bench_bucket(&args, &destination).await?;
+            Arc::new(move || futures::future::ready(Ok(Store::S3(bucket.clone()))).boxed())
         }
         None => {
             let dir = tmp.join("files");
@@ -663,13 +652,7 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
     let sink = match &args.endpoint {
-        Some(_) => {
-            let client = bench_client(&args, &destination).await?;
-            Store::S3 {
-                client,
-                dest: Box::new(destination.clone()),
-            }
-        }
+        Some(_) => Store::S3(bench_bucket(&args, &destination).await?),
         None => Store::Dir(tmp.clone()),
     };
     let cluster = format!("bq{}", std::process::id());

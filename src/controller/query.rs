@@ -8,6 +8,7 @@ use crate::api::{
 };
 use crate::query::{self, Query};
 use crate::store::{self, Credentials};
+use crate::telemetry::{ControllerLabels, ReconcileLabels};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -20,10 +21,22 @@ use std::time::Duration;
 /// Rows kept inline in the status; the full result is in the bucket.
 pub const INLINE_ROWS: usize = 20;
 
+/// The `controller` label of this reconciler's metrics.
+const CONTROLLER: &str = "tracequery";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+}
+
+impl Error {
+    /// The `result` label of a failed reconcile.
+    fn reason(&self) -> Reason {
+        match self {
+            Error::Kube(_) => Reason::KubeError,
+        }
+    }
 }
 
 /// Runs the TraceQuery controller until the process stops.
@@ -49,8 +62,33 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-#[tracing::instrument(skip_all, fields(query = %q.name_any(), namespace = %q.namespace().unwrap_or_default()))]
+/// One reconcile, counted and timed per result
+/// (`kubetrail_reconciles_total{controller="tracequery"}`,
+/// `kubetrail_reconcile_duration_seconds{controller="tracequery"}`).
 async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_query(q, ctx.clone()).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&ControllerLabels {
+            controller: CONTROLLER,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: CONTROLLER,
+            result: match &result {
+                Ok(_) => "ok",
+                Err(e) => e.reason().as_str(),
+            },
+        })
+        .inc();
+    result
+}
+
+#[tracing::instrument(skip_all, fields(query = %q.name_any(), namespace = %q.namespace().unwrap_or_default()))]
+async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = q.namespace().unwrap_or_default();
     let api: Api<TraceQuery> = Api::namespaced(ctx.client.clone(), &ns);
     let status = q.status.clone().unwrap_or_default();
@@ -115,7 +153,7 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
                 q.metadata.generation,
                 &waiting_since,
             );
-            write(&api, &q, &pending).await?;
+            write(&api, &q, &pending, &ctx).await?;
             match ctx.query_slots.clone().acquire_owned().await {
                 Ok(slot) => slot,
                 Err(_) => return Ok(Action::requeue(Duration::from_secs(5))),
@@ -138,7 +176,7 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
         q.metadata.generation,
         &started,
     );
-    write(&api, &q, &running).await?;
+    write(&api, &q, &running, &ctx).await?;
 
     let mut result = running.clone();
     let limit = ctx.settings.query_timeout;
@@ -207,7 +245,7 @@ async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Erro
         }
     }
     result.completion_time = Some(now());
-    write(&api, &q, &result).await?;
+    write(&api, &q, &result, &ctx).await?;
     ctx.reset_backoff(&format!("tq/{}", q.name_any()));
     Ok(match q.spec.ttl_seconds_after_finished {
         Some(ttl) => Action::requeue(Duration::from_secs(u64::from(ttl))),
@@ -373,7 +411,12 @@ async fn warn_event(ctx: &Context, q: &TraceQuery, reason: &str, note: &str) {
     }
 }
 
-async fn write(api: &Api<TraceQuery>, q: &TraceQuery, status: &TraceQueryStatus) -> Result<(), Error> {
+async fn write(
+    api: &Api<TraceQuery>,
+    q: &TraceQuery,
+    status: &TraceQueryStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
     let patch = serde_json::json!({
         "apiVersion": "kubetrail.io/v1alpha1",
         "kind": "TraceQuery",
@@ -386,6 +429,12 @@ async fn write(api: &Api<TraceQuery>, q: &TraceQuery, status: &TraceQueryStatus)
     )
     .await
     .map_err(Error::Kube)?;
+    ctx.metrics
+        .status_patches
+        .get_or_create(&ControllerLabels {
+            controller: CONTROLLER,
+        })
+        .inc();
     Ok(())
 }
 

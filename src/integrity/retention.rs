@@ -10,9 +10,6 @@
 use crate::api::RetentionMode;
 use crate::deliver::key::{Area, area_prefix};
 use crate::store::{DestinationError, Store};
-use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -57,31 +54,6 @@ pub fn rule_id(tracker: &str) -> String {
     format!("kubetrail-{tracker}")
 }
 
-/// The bucket's rules with the tracker's own rule set to `days` on `prefix/`;
-/// every other rule is kept as it is.
-pub fn merge_rules(existing: &[LifecycleRule], tracker: &str, prefix: &str, days: u32) -> Vec<LifecycleRule> {
-    let id = rule_id(tracker);
-    let mut rules: Vec<LifecycleRule> = existing
-        .iter()
-        .filter(|r| r.id() != Some(id.as_str()))
-        .cloned()
-        .collect();
-    let own = LifecycleRule::builder()
-        .id(id)
-        .status(ExpirationStatus::Enabled)
-        .filter(
-            LifecycleRuleFilter::builder()
-                .prefix(format!("{}/", prefix.trim_end_matches('/')))
-                .build(),
-        )
-        .expiration(LifecycleExpiration::builder().days(days as i32).build())
-        .build();
-    if let Ok(own) = own {
-        rules.push(own);
-    }
-    rules
-}
-
 /// Applies retention once.
 pub async fn enforce(
     store: &Store,
@@ -102,7 +74,10 @@ pub async fn enforce(
             message =
                 Some("another tracker shares the prefix: a lifecycle rule would expire its files too".into());
         } else {
-            match put_lifecycle_rule(store, scope, days).await {
+            match store
+                .set_expiration(&rule_id(scope.tracker), scope.prefix, days)
+                .await
+            {
                 Ok(()) => {
                     return Ok(Outcome {
                         mode: "lifecycle",
@@ -122,49 +97,6 @@ pub async fn enforce(
         deleted,
         message,
     })
-}
-
-async fn put_lifecycle_rule(store: &Store, scope: &Scope<'_>, days: u32) -> Result<(), String> {
-    let Store::S3 { client, dest } = store else {
-        return Err("not an S3 bucket".into());
-    };
-    let existing = match client
-        .get_bucket_lifecycle_configuration()
-        .bucket(&dest.bucket)
-        .send()
-        .await
-    {
-        Ok(out) => out.rules().to_vec(),
-        Err(e) => {
-            let code = e.as_service_error().and_then(|s| {
-                use aws_sdk_s3::error::ProvideErrorMetadata as _;
-                s.code().map(String::from)
-            });
-            if code.as_deref() == Some("NoSuchLifecycleConfiguration") {
-                Vec::new()
-            } else {
-                return Err(code.unwrap_or_else(|| crate::store::s3::error_chain(&e)));
-            }
-        }
-    };
-    let rules = merge_rules(&existing, scope.tracker, scope.prefix, days);
-    let config = BucketLifecycleConfiguration::builder()
-        .set_rules(Some(rules))
-        .build()
-        .map_err(|e| e.to_string())?;
-    client
-        .put_bucket_lifecycle_configuration()
-        .bucket(&dest.bucket)
-        .lifecycle_configuration(config)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            use aws_sdk_s3::error::ProvideErrorMetadata as _;
-            e.code()
-                .map(String::from)
-                .unwrap_or_else(|| crate::store::s3::error_chain(&e))
-        })
 }
 
 /// Deletes every trace file and digest of the tracker in days before `oldest`.
@@ -222,26 +154,5 @@ mod tests {
             Some(oldest_day_kept(now, 30))
         );
         assert_eq!(day_of_dir("p/KubeTrail/c/", "p/KubeTrail/c/notes/"), None);
-    }
-
-    #[test]
-    fn the_own_rule_is_merged_and_others_are_kept() {
-        let other = LifecycleRule::builder()
-            .id("logs-90d")
-            .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix("logs/").build())
-            .expiration(LifecycleExpiration::builder().days(90).build())
-            .build()
-            .unwrap();
-        let first = merge_rules(std::slice::from_ref(&other), "audit", "trail/prod", 30);
-        assert_eq!(first.len(), 2);
-        assert_eq!(first[0], other);
-        assert_eq!(first[1].id(), Some("kubetrail-audit"));
-        assert_eq!(first[1].expiration().and_then(|e| e.days()), Some(30));
-        assert_eq!(first[1].filter().and_then(|f| f.prefix()), Some("trail/prod/"));
-        // Changed days replace the own rule, never duplicate it.
-        let again = merge_rules(&first, "audit", "trail/prod", 7);
-        assert_eq!(again.len(), 2);
-        assert_eq!(again[1].expiration().and_then(|e| e.days()), Some(7));
     }
 }

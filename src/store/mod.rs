@@ -3,26 +3,77 @@
 //! something that reads and writes — delivery, queries, the Tracker check and
 //! the command line all open a [`Store`] here.
 
+pub mod dir;
 pub mod s3;
 
 pub use s3::{DestinationError, StaticCredentials};
 
-use crate::api::{Compression, Destination, Encryption, Problem, Reason};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use crate::api::{Compression, Destination, Problem, Reason};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, classify};
+use s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 use std::path::PathBuf;
+
+/// What kubetrail needs of a destination. Every backend implements it (`s3`:
+/// an S3 bucket; `dir`: a local directory) and [`Store`] holds one. A new
+/// destination (GCS, Azure Blob) is a module implementing this and a `Store`
+/// variant.
+pub trait ObjectStore {
+    /// Checks that the destination can be used (S3: `HeadBucket`).
+    fn check(&self) -> impl Future<Output = Result<(), DestinationError>> + Send;
+
+    /// Every object under `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectInfo>, DestinationError>> + Send;
+
+    /// The "folders" directly under `prefix` (which ends with `/`), each with
+    /// its trailing `/`, sorted.
+    fn list_dirs(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, DestinationError>> + Send;
+
+    /// Reads one object.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, DestinationError>> + Send;
+
+    /// Removes one object; a missing one is not an error.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), DestinationError>> + Send;
+
+    /// Writes one object with a content type and user metadata; writing a key
+    /// again replaces it. Durable when it returns.
+    fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), DestinationError>> + Send;
+
+    /// Has the destination itself expire objects under `prefix/` after `days`,
+    /// with a rule named `id` beside the destination's other rules. Destinations
+    /// without lifecycle rules say why not (retention then deletes expired days).
+    fn set_expiration(
+        &self,
+        id: &str,
+        prefix: &str,
+        days: u32,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = (id, prefix, days);
+        async { Err("no lifecycle rules on this destination".to_string()) }
+    }
+}
 
 /// A destination, ready to read and write.
 #[derive(Clone, Debug)]
 pub enum Store {
-    S3 {
-        client: aws_sdk_s3::Client,
-        dest: Box<Destination>,
-    },
+    S3(s3::Bucket),
     Dir(PathBuf),
+}
+
+/// Runs `$call` on the backend of `$store`, bound to `$b`.
+macro_rules! on_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::S3($b) => $call,
+            Store::Dir($b) => $call,
+        }
+    };
 }
 
 fn content_type(c: Compression) -> &'static str {
@@ -45,145 +96,23 @@ pub struct ObjectInfo {
 impl Store {
     /// Checks that the destination can be used (S3: `HeadBucket`).
     pub async fn check(&self) -> Result<(), DestinationError> {
-        match self {
-            Store::S3 { client, dest } => s3::check_bucket(client, dest).await,
-            Store::Dir(_) => Ok(()),
-        }
+        on_backend!(self, b => b.check().await)
     }
 
     /// Lists every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, DestinationError> {
-        match self {
-            Store::S3 { client, dest } => {
-                let mut out = Vec::new();
-                let mut token: Option<String> = None;
-                loop {
-                    let mut req = client.list_objects_v2().bucket(&dest.bucket).prefix(prefix);
-                    if let Some(t) = &token {
-                        req = req.continuation_token(t);
-                    }
-                    let page = req.send().await.map_err(|e| classify(e, dest))?;
-                    for o in page.contents() {
-                        out.push(ObjectInfo {
-                            key: o.key().unwrap_or_default().to_string(),
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            modified_ms: o.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
-                        });
-                    }
-                    token = page.next_continuation_token().map(String::from);
-                    if token.is_none() {
-                        return Ok(out);
-                    }
-                }
-            }
-            Store::Dir(root) => {
-                // Walk the deepest directory the prefix names, then match keys.
-                let dir = match prefix.rfind('/') {
-                    Some(i) => root.join(&prefix[..i]),
-                    None => root.clone(),
-                };
-                let mut out = Vec::new();
-                let mut stack = vec![dir];
-                while let Some(d) = stack.pop() {
-                    let Ok(entries) = std::fs::read_dir(&d) else {
-                        continue;
-                    };
-                    for e in entries.flatten() {
-                        let path = e.path();
-                        if path.is_dir() {
-                            stack.push(path);
-                        } else if let Ok(rel) = path.strip_prefix(root) {
-                            let key = rel.to_string_lossy().replace('\\', "/");
-                            if key.starts_with(prefix) {
-                                let meta = e.metadata().ok();
-                                let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-                                let modified_ms = meta
-                                    .and_then(|m| m.modified().ok())
-                                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                                    .map(|d| d.as_millis() as i64)
-                                    .unwrap_or(0);
-                                if !key.ends_with(".partial") {
-                                    out.push(ObjectInfo {
-                                        key,
-                                        size,
-                                        modified_ms,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-                out.sort_by(|a, b| a.key.cmp(&b.key));
-                Ok(out)
-            }
-        }
+        on_backend!(self, b => b.list(prefix).await)
     }
 
     /// The "folders" directly under `prefix` (which ends with `/`), each with
     /// its trailing `/`, sorted.
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
-        match self {
-            Store::S3 { client, dest } => {
-                let mut out = Vec::new();
-                let mut token: Option<String> = None;
-                loop {
-                    let mut req = client
-                        .list_objects_v2()
-                        .bucket(&dest.bucket)
-                        .prefix(prefix)
-                        .delimiter("/");
-                    if let Some(t) = &token {
-                        req = req.continuation_token(t);
-                    }
-                    let page = req.send().await.map_err(|e| classify(e, dest))?;
-                    out.extend(
-                        page.common_prefixes()
-                            .iter()
-                            .filter_map(|p| p.prefix().map(String::from)),
-                    );
-                    token = page.next_continuation_token().map(String::from);
-                    if token.is_none() {
-                        out.sort();
-                        return Ok(out);
-                    }
-                }
-            }
-            Store::Dir(root) => {
-                let mut out = Vec::new();
-                if let Ok(entries) = std::fs::read_dir(root.join(prefix)) {
-                    for e in entries.flatten() {
-                        if e.path().is_dir() {
-                            out.push(format!("{prefix}{}/", e.file_name().to_string_lossy()));
-                        }
-                    }
-                }
-                out.sort();
-                Ok(out)
-            }
-        }
+        on_backend!(self, b => b.list_dirs(prefix).await)
     }
 
     /// Reads one object.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, DestinationError> {
-        match self {
-            Store::S3 { client, dest } => {
-                let resp = client
-                    .get_object()
-                    .bucket(&dest.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| classify(e, dest))?;
-                let body = resp
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| DestinationError::Unreachable(format!("reading {key}: {e}")))?;
-                Ok(body.into_bytes().to_vec())
-            }
-            Store::Dir(root) => std::fs::read(root.join(key))
-                .map_err(|e| DestinationError::Unreachable(format!("reading {key}: {e}"))),
-        }
+        on_backend!(self, b => b.get(key).await)
     }
 
     /// Reads one object, or `None` when there is none under exactly `key`.
@@ -196,21 +125,7 @@ impl Store {
 
     /// Removes one object; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), DestinationError> {
-        match self {
-            Store::S3 { client, dest } => client
-                .delete_object()
-                .bucket(&dest.bucket)
-                .key(key)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(e, dest)),
-            Store::Dir(root) => match std::fs::remove_file(root.join(key)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(DestinationError::Unreachable(format!("removing {key}: {e}"))),
-            },
-        }
+        on_backend!(self, b => b.delete(key).await)
     }
 
     /// Writes one trace file. Writing the same key again replaces it (idempotent).
@@ -232,68 +147,13 @@ impl Store {
         content_type: &str,
         metadata: &[(&str, &str)],
     ) -> Result<(), DestinationError> {
-        match self {
-            Store::S3 { client, dest } => {
-                let mut req = client
-                    .put_object()
-                    .bucket(&dest.bucket)
-                    .key(key)
-                    .content_type(content_type)
-                    .body(ByteStream::from(body));
-                for (k, v) in metadata {
-                    req = req.metadata(*k, *v);
-                }
-                match dest.encryption {
-                    Some(Encryption::Aes256) => {
-                        req = req.server_side_encryption(ServerSideEncryption::Aes256)
-                    }
-                    Some(Encryption::AwsKms) => {
-                        req = req.server_side_encryption(ServerSideEncryption::AwsKms);
-                        if let Some(k) = &dest.kms_key_id {
-                            req = req.ssekms_key_id(k);
-                        }
-                    }
-                    None => {}
-                }
-                req.send().await.map(|_| ()).map_err(|e| classify(e, dest))
-            }
-            Store::Dir(root) => {
-                let path = root.join(key);
-                // Durable before the caller moves its cursor: the file's bytes,
-                // then its name (and any new directory's), are fsynced.
-                let result = (|| {
-                    use std::io::Write as _;
-                    if let Some(parent) = path.parent() {
-                        let mut missing = Vec::new();
-                        let mut d = parent;
-                        while !d.exists() {
-                            missing.push(d);
-                            match d.parent() {
-                                Some(p) => d = p,
-                                None => break,
-                            }
-                        }
-                        std::fs::create_dir_all(parent)?;
-                        for dir in missing.iter().rev() {
-                            if let Some(up) = dir.parent() {
-                                std::fs::File::open(up)?.sync_all()?;
-                            }
-                        }
-                    }
-                    let tmp = path.with_extension("partial");
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&body)?;
-                    f.sync_all()?;
-                    drop(f);
-                    std::fs::rename(&tmp, &path)?;
-                    if let Some(parent) = path.parent() {
-                        std::fs::File::open(parent)?.sync_all()?;
-                    }
-                    Ok::<(), std::io::Error>(())
-                })();
-                result.map_err(|e| DestinationError::Unreachable(format!("writing {}: {e}", path.display())))
-            }
-        }
+        on_backend!(self, b => b.put_object(key, body, content_type, metadata).await)
+    }
+
+    /// Sets the lifecycle rule `id` to expire `prefix/` after `days`, where the
+    /// destination has lifecycle rules ([`ObjectStore::set_expiration`]).
+    pub async fn set_expiration(&self, id: &str, prefix: &str, days: u32) -> Result<(), String> {
+        on_backend!(self, b => b.set_expiration(id, prefix, days).await)
     }
 }
 
@@ -356,10 +216,7 @@ pub async fn open(dest: &Destination, creds: Credentials<'_>) -> Result<Store, S
             None => None,
         },
     };
-    Ok(Store::S3 {
-        client: s3::client(dest, creds).await,
-        dest: Box::new(dest.clone()),
-    })
+    Ok(Store::S3(s3::Bucket::connect(dest, creds).await))
 }
 
 /// Reads static S3 credentials from the Secret `namespace/name` (keys

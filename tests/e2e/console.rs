@@ -313,10 +313,10 @@ async fn the_console_shows_each_user_what_their_trace_query_could() {
             code,
         ));
     }
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     put_files(&sink, &tracker, &traces, 40).await;
     // Another cluster writes to the same bucket and prefix.
     let east: Vec<Tr> = (0..3)

@@ -44,16 +44,10 @@ fn event_list(items: Vec<Value>) -> Vec<u8> {
 }
 
 fn s3_sink(env: &support::TestEnv, bucket: &str) -> Store {
-    Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(Destination::plain(
-            bucket,
-            "p",
-            "us-east-1",
-            Some(env.s3.endpoint.clone()),
-            true,
-        )),
-    }
+    Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        Destination::plain(bucket, "p", "us-east-1", Some(env.s3.endpoint.clone()), true),
+    ))
 }
 
 async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &str, to: &str) -> Vec<Value> {

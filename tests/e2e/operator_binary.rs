@@ -1,8 +1,9 @@
-//! The `kubetrail operator` binary starts, serves its admin endpoints and reconciles.
+//! The `kubetrail operator` binary starts, serves its admin endpoints and reconciles
+//! Trackers and TraceQueries, each counted under its own `controller` label.
 
 use crate::support::{self, eventually};
 use kube::api::{Api, PostParams};
-use kubetrail::api::{ConditionType, Tracker, condition};
+use kubetrail::api::{ConditionType, QueryPhase, TraceQuery, Tracker, condition};
 use serde_json::json;
 use std::time::Duration;
 
@@ -72,11 +73,37 @@ async fn operator_binary_serves_health_and_metrics_and_reconciles() {
     )
     .await;
 
+    // A TraceQuery answered by the binary: its reconciler has metrics of its own.
+    let queries: Api<TraceQuery> = Api::namespaced(h.client.clone(), &h.namespace);
+    let query = support::unique("q");
+    let obj: TraceQuery = serde_json::from_value(json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+        "metadata": {"name": query, "labels": {"kubetrail.io/test": label}},
+        "spec": {"tracker": name, "timeRange": {"last": "1h"}},
+    }))
+    .unwrap();
+    queries
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create TraceQuery");
+    let phase = eventually(Duration::from_secs(60), "the TraceQuery answered", || async {
+        let q = queries.get(&query).await.ok()?;
+        q.status?
+            .phase
+            .filter(|p| matches!(p, QueryPhase::Succeeded | QueryPhase::Failed))
+    })
+    .await;
+    assert_eq!(phase, QueryPhase::Succeeded);
+
     let (code, metrics) = http_get(&addr, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains(r#"kubetrail_reconciles_total{controller="tracker",result="ok"}"#),
-        "metrics show the reconcile: {metrics}"
-    );
+    for line in [
+        r#"kubetrail_reconciles_total{controller="tracker",result="ok"}"#,
+        r#"kubetrail_reconciles_total{controller="tracequery",result="ok"}"#,
+        r#"kubetrail_reconcile_duration_seconds_count{controller="tracequery"}"#,
+        r#"kubetrail_status_patches_total{controller="tracequery"}"#,
+    ] {
+        assert!(metrics.contains(line), "metrics show {line}: {metrics}");
+    }
     child.kill().await.ok();
 }

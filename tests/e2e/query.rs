@@ -218,10 +218,10 @@ async fn trace_queries_answer_exactly_within_their_scope() {
         "alice",
         200,
     );
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     // Day 21's delete is in two files (a redelivery by another writer): one trace, not two.
     write_files(
         &sink,
@@ -391,10 +391,10 @@ async fn query_command_reads_a_tracker_through_the_api() {
         200,
     );
     let d = t("c-4", "2026-11-22T09:30:00Z", "delete", "other", "bob", 200);
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     write_files(&sink, &tracker, &[vec![&a, &b], vec![&c, &d]]).await;
 
     let range = ["--from", "2026-11-21T00:00:00Z", "--to", "2026-11-23T00:00:00Z"];
@@ -571,10 +571,10 @@ async fn queries_are_bounded_in_number_time_and_memory() {
             code: 200,
         })
         .collect();
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     write_files(
         &sink,
         &tracker,
@@ -702,10 +702,10 @@ async fn queries_search_the_clusters_they_name() {
         code: 200,
     };
     let (here, there, third) = (t("in-e2e", &ns), t("in-other", &ns), t("in-third", &ns));
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     write_files_of(&sink, "e2e", &tracker, &[vec![&here]]).await;
     write_files_of(&sink, "other", &tracker, &[vec![&there]]).await;
     write_files_of(&sink, "third", &tracker, &[vec![&third]]).await;
@@ -850,10 +850,10 @@ async fn an_edited_result_key_deletes_only_the_result() {
         .create(&PostParams::default(), &obj)
         .await
         .unwrap();
-    let sink = Store::S3 {
-        client: env.s3.client(),
-        dest: Box::new(serde_json::from_value(json!({"bucket": bucket})).unwrap()),
-    };
+    let sink = Store::S3(kubetrail::store::s3::Bucket::from_client(
+        env.s3.client(),
+        serde_json::from_value(json!({"bucket": bucket})).unwrap(),
+    ));
     let trace = T {
         id: "kept",
         time: "2026-11-20T09:00:00Z",
