@@ -176,7 +176,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                     tokio::join!(
                         controller::tracker::run(c.clone()),
                         controller::query::run(c.clone()),
-                        controller::report::fold_loop(c, status_interval),
+                        controller::fold_loop(c, status_interval),
                     );
                 }));
             }

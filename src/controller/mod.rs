@@ -12,7 +12,7 @@ pub mod watch;
 
 use crate::telemetry::Metrics;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,6 +112,50 @@ impl Context {
 pub fn backoff_delay(attempt: u32) -> Duration {
     let secs = 2u64.saturating_pow(attempt.min(16)).min(300);
     Duration::from_secs(secs)
+}
+
+/// Folds every replica's delivery report into KeyEventNotification and Tracker
+/// status every `interval`. Runs only on the Lease holder, with the reconcilers.
+pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let round = async {
+            let reports = report::read_reports(&ctx).await?;
+            if let Err(e) = notify::fold_once(&ctx, &reports).await {
+                tracing::warn!(error = %e, "writing notification status failed; retrying");
+            }
+            report::fold_trackers(&ctx, &reports).await
+        };
+        match round.await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Folding on would add every writer's whole count again each round.
+                tracing::error!(
+                    "the installed Tracker CRD has no status.writers (older than this operator): \
+                     delivery counters are not updated until `kubectl apply -f crds/` and a restart"
+                );
+                std::future::pending::<()>().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "folding delivery reports failed; retrying"),
+        }
+    }
+}
+
+/// Publishes an event on `obj`; a failure to publish is logged, not fatal.
+pub async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: &str)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
+    }
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ pub async fn still_delivering(
 }
 
 /// Reads every replica's report (in the operator's namespace).
-async fn read_reports(ctx: &Context) -> Result<Vec<WriterReport>, kube::Error> {
+pub async fn read_reports(ctx: &Context) -> Result<Vec<WriterReport>, kube::Error> {
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     let leases = api
         .list(&ListParams::default().labels(&format!("{REPORT_LABEL}=true")))
@@ -409,32 +409,10 @@ pub fn fold_heads(tracker: &str, heads: &[ChainHead], reports: &[WriterReport]) 
     out.into_values().collect()
 }
 
-/// Folds every report into the trackers' status every `interval`. Runs only
-/// on the Lease holder, with the reconcilers.
-pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        match fold_once(&ctx).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Folding on would add every writer's whole count again each round.
-                tracing::error!(
-                    "the installed Tracker CRD has no status.writers (older than this operator): \
-                     delivery counters are not updated until `kubectl apply -f crds/` and a restart"
-                );
-                std::future::pending::<()>().await;
-            }
-            Err(e) => tracing::warn!(error = %e, "folding delivery reports failed; retrying"),
-        }
-    }
-}
-
-/// One round; `Ok(false)` when the apiserver dropped `status.writers` (an old CRD).
-async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
-    let reports = read_reports(ctx).await?;
-    if let Err(e) = super::notify::fold_once(ctx, &reports).await {
-        tracing::warn!(error = %e, "writing notification status failed; retrying");
-    }
+/// Folds `reports` into the trackers' status and deletes the reports of
+/// replicas gone for good; `Ok(false)` when the apiserver dropped
+/// `status.writers` (an old CRD). One round of [`super::fold_loop`].
+pub async fn fold_trackers(ctx: &Context, reports: &[WriterReport]) -> Result<bool, kube::Error> {
     let api: Api<Tracker> = Api::all(ctx.client.clone());
     let mut params = ListParams::default();
     if let Some(selector) = &ctx.settings.tracker_selector {
@@ -444,7 +422,7 @@ async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
     for tracker in api.list(&params).await? {
         let name = tracker.name_any();
         let status = tracker.status.clone().unwrap_or_default();
-        let next = fold(&name, &status, &reports);
+        let next = fold(&name, &status, reports);
         if next == status {
             continue;
         }
@@ -490,7 +468,7 @@ async fn fold_once(ctx: &Context) -> Result<bool, kube::Error> {
     }
     let now = jiff::Timestamp::now();
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
-    for r in &reports {
+    for r in reports {
         let stale = r
             .renewed
             .is_some_and(|t| now.duration_since(t).as_secs() > STALE.as_secs() as i64);
@@ -644,50 +622,5 @@ mod tests {
         stale.report.trackers.get_mut("t").unwrap().active = true;
         let heads = fold_heads("t", &published, &[stale]);
         assert!(!heads[0].running);
-    }
-
-    /// A writer that cannot open its store because the credentials Secret is
-    /// missing reports `CredentialsNotFound`, and the tracker's `Ready` takes
-    /// that reason once writes have failed for a minute (it was `SinkUnavailable`
-    /// when the reason travelled as text).
-    #[test]
-    fn a_store_error_reason_reaches_ready_unchanged() {
-        use crate::api::Problem;
-        use crate::store::StoreError;
-        let missing = StoreError::CredentialsNotFound {
-            namespace: "kubetrail".into(),
-            name: "s3".into(),
-        };
-        let since = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let stats = DeliveryStats {
-            last_error: Some(missing.problem()),
-            failing_since: Some(since),
-            ..Default::default()
-        };
-        // Through the Lease annotation, as another replica reads it.
-        let json = serde_json::to_string(&TrackerReport::of(&stats, true)).unwrap();
-        let report: TrackerReport = serde_json::from_str(&json).unwrap();
-        let mut trackers = BTreeMap::new();
-        trackers.insert("t".to_string(), report);
-        let reports = [WriterReport {
-            writer: "a".into(),
-            renewed: Some(since),
-            report: Report {
-                incarnation: "a1".into(),
-                trackers,
-                notifications: BTreeMap::new(),
-            },
-        }];
-        let status = fold("t", &TrackerStatus::default(), &reports);
-        let w = &status.writers[0];
-        assert_eq!(w.last_error_reason, Some(Reason::CredentialsNotFound));
-        assert_eq!(
-            w.last_error.as_deref(),
-            Some("CredentialsNotFound: credentials Secret kubetrail/s3 not found")
-        );
-        let later = jiff::Timestamp::from_second(1_800_000_000 + 120).unwrap();
-        let Problem { reason, message } = super::super::tracker::delivery_problem(&status, later).unwrap();
-        assert_eq!(reason, Reason::CredentialsNotFound);
-        assert!(message.contains("kubetrail/s3"), "{message}");
     }
 }

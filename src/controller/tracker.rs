@@ -1,6 +1,6 @@
 //! The Tracker reconciler: checks the destination and reports it in status.
 
-use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER};
+use super::{Context, FIELD_MANAGER, TRACKER_FINALIZER, publish};
 use crate::api::{
     ConditionType, FALSE, Problem, Reason, TRUE, Tracker, TrackerPhase, TrackerStatus, UNKNOWN, condition,
     set_condition,
@@ -9,12 +9,12 @@ use crate::store::{self, Credentials, StoreError};
 use crate::telemetry::{ControllerLabels, ReconcileLabels};
 use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
@@ -123,7 +123,15 @@ fn error_policy(tracker: Arc<Tracker>, err: &Error, ctx: Arc<Context>) -> Action
     // async, so it is published from a task).
     let delay = ctx.backoff(&tracker.name_any());
     tokio::spawn(async move {
-        publish(&ctx, &tracker, EventType::Warning, reason, "Reconcile", &message).await;
+        publish(
+            &ctx,
+            tracker.as_ref(),
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            &message,
+        )
+        .await;
     });
     Action::requeue(delay)
 }
@@ -464,27 +472,6 @@ async fn write_status(tracker: &Tracker, status: TrackerStatus, ctx: &Context) -
     Ok(())
 }
 
-/// Publishes an event on the tracker; a failure to publish is logged, not fatal.
-pub(super) async fn publish(
-    ctx: &Context,
-    tracker: &Tracker,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1024).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &tracker.object_ref(&())).await {
-        warn!(error = %e, "publishing event failed");
-    }
-}
-
 #[cfg(test)]
 mod error_tests {
     use super::*;
@@ -585,5 +572,53 @@ mod delivery_tests {
             delivery_problem(&status, now).unwrap().reason,
             Reason::CredentialsNotFound
         );
+    }
+
+    /// A writer that cannot open its store because the credentials Secret is
+    /// missing reports `CredentialsNotFound`, and the tracker's `Ready` takes
+    /// that reason once writes have failed for a minute (it was `SinkUnavailable`
+    /// when the reason travelled as text).
+    #[test]
+    fn a_store_error_reason_reaches_ready_unchanged() {
+        use crate::api::{Problem, Reason};
+        use crate::controller::report::{Report, TrackerReport, WriterReport, fold};
+        use crate::deliver::pipeline::DeliveryStats;
+        use crate::store::StoreError;
+        use std::collections::BTreeMap;
+        let missing = StoreError::CredentialsNotFound {
+            namespace: "kubetrail".into(),
+            name: "s3".into(),
+        };
+        let since = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let stats = DeliveryStats {
+            last_error: Some(missing.problem()),
+            failing_since: Some(since),
+            ..Default::default()
+        };
+        // Through the Lease annotation, as another replica reads it.
+        let json = serde_json::to_string(&TrackerReport::of(&stats, true)).unwrap();
+        let report: TrackerReport = serde_json::from_str(&json).unwrap();
+        let mut trackers = BTreeMap::new();
+        trackers.insert("t".to_string(), report);
+        let reports = [WriterReport {
+            writer: "a".into(),
+            renewed: Some(since),
+            report: Report {
+                incarnation: "a1".into(),
+                trackers,
+                notifications: BTreeMap::new(),
+            },
+        }];
+        let status = fold("t", &TrackerStatus::default(), &reports);
+        let w = &status.writers[0];
+        assert_eq!(w.last_error_reason, Some(Reason::CredentialsNotFound));
+        assert_eq!(
+            w.last_error.as_deref(),
+            Some("CredentialsNotFound: credentials Secret kubetrail/s3 not found")
+        );
+        let later = jiff::Timestamp::from_second(1_800_000_000 + 120).unwrap();
+        let Problem { reason, message } = delivery_problem(&status, later).unwrap();
+        assert_eq!(reason, Reason::CredentialsNotFound);
+        assert!(message.contains("kubetrail/s3"), "{message}");
     }
 }

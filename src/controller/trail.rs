@@ -217,7 +217,7 @@ async fn integrity(
             ctx.metrics.integrity_verified.get_or_create(&labels).set(0);
             if was != Some((FALSE.to_string(), reason.to_string())) {
                 tracing::warn!(tracker = %name, %reason, %message, "trail integrity problem");
-                super::tracker::publish(
+                super::publish(
                     ctx,
                     tracker,
                     EventType::Warning,

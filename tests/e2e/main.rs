@@ -90,7 +90,7 @@ impl Harness {
             tokio::join!(
                 kubetrail::controller::tracker::run(c.clone()),
                 kubetrail::controller::query::run(c.clone()),
-                kubetrail::controller::report::fold_loop(c, Duration::from_secs(2))
+                kubetrail::controller::fold_loop(c, Duration::from_secs(2))
             );
         });
         Harness {
