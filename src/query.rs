@@ -55,6 +55,37 @@ pub struct Query {
     pub stop_early: bool,
 }
 
+impl Query {
+    /// Every trace of `tracker`'s trail under `prefix` in `clusters` within
+    /// `[from_ms, to_ms)`: newest first, no limit, 8 files at once, lines held
+    /// in memory without a bound, no cursor. Callers narrow it with struct update
+    /// syntax (`Query { limit, ..Query::new(…) }`).
+    pub fn new(
+        prefix: impl Into<String>,
+        clusters: Vec<String>,
+        tracker: impl Into<String>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Query {
+        Query {
+            prefix: prefix.into(),
+            clusters,
+            tracker: tracker.into(),
+            from_ms,
+            to_ms,
+            filter: QueryFilter::default(),
+            limit: usize::MAX,
+            order: Order::NewestFirst,
+            namespace_scope: None,
+            parallelism: 8,
+            max_hit_bytes: usize::MAX,
+            spill_dir: None,
+            cursor: None,
+            stop_early: false,
+        }
+    }
+}
+
 /// The lines of a query's results, in a scratch file removed when dropped.
 #[derive(Debug)]
 pub struct Spill {
@@ -1168,21 +1199,14 @@ mod tests {
     }
 
     fn q(from: &str, to: &str) -> Query {
+        let (from, to) = (
+            crate::trace::parse_time_ms(from).unwrap(),
+            crate::trace::parse_time_ms(to).unwrap(),
+        );
         Query {
-            prefix: "p".into(),
-            clusters: vec!["c".into()],
-            tracker: "t".into(),
-            from_ms: crate::trace::parse_time_ms(from).unwrap(),
-            to_ms: crate::trace::parse_time_ms(to).unwrap(),
-            filter: QueryFilter::default(),
             limit: 10,
-            order: Order::NewestFirst,
-            namespace_scope: None,
             parallelism: 4,
-            max_hit_bytes: usize::MAX,
-            spill_dir: None,
-            cursor: None,
-            stop_early: false,
+            ..Query::new("p", vec!["c".into()], "t", from, to)
         }
     }
 

@@ -643,7 +643,7 @@ fn run_fuzz(cases: u64, seed: u64) -> anyhow::Result<()> {
 }
 
 async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
-    use kubetrail::api::{Order, QueryFilter};
+    use kubetrail::api::QueryFilter;
     use kubetrail::deliver::batch::{Batch, tracker_suffix};
     use kubetrail::deliver::key::{FileId, object_key};
     use kubetrail::query::{self, Query};
@@ -775,20 +775,8 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         digests += 1;
     }
     let base = Query {
-        prefix: "bench".into(),
-        clusters: vec![cluster.clone()],
-        tracker: "bench".into(),
-        from_ms: from,
-        to_ms: to,
-        filter: QueryFilter::default(),
         limit: 100,
-        order: Order::NewestFirst,
-        namespace_scope: None,
-        parallelism: 8,
-        max_hit_bytes: usize::MAX,
-        spill_dir: None,
-        cursor: None,
-        stop_early: false,
+        ..Query::new("bench", vec![cluster.clone()], "bench", from, to)
     };
     let filtered = Query {
         filter: QueryFilter {

@@ -189,16 +189,12 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             None => filter.resources.push(r.clone()),
         }
     }
+    let clusters = if args.all_clusters {
+        vec!["*".to_string()]
+    } else {
+        args.cluster.clone()
+    };
     let q = Query {
-        prefix,
-        clusters: if args.all_clusters {
-            vec!["*".to_string()]
-        } else {
-            args.cluster.clone()
-        },
-        tracker,
-        from_ms,
-        to_ms,
         filter,
         limit: args.limit,
         order: if args.lifecycle {
@@ -206,12 +202,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         } else {
             Order::NewestFirst
         },
-        namespace_scope: None,
-        parallelism: 8,
-        max_hit_bytes: usize::MAX,
-        spill_dir: None,
-        cursor: None,
-        stop_early: false,
+        ..Query::new(prefix, clusters, tracker, from_ms, to_ms)
     };
     let out = query::run(&sink, &q, args.max_days).await?;
     print(&out, args.output);

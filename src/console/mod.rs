@@ -335,22 +335,16 @@ async fn build(
     let (sink, prefix) = c.trails.open(tracker).await?;
     let (from_ms, to_ms) = p.range(jiff::Timestamp::now().as_millisecond())?;
     let q = Query {
-        prefix,
-        clusters,
-        tracker: tracker.to_string(),
-        from_ms,
-        to_ms,
         filter: p.filter()?,
         limit,
         order,
         namespace_scope: tenant.map(String::from),
-        parallelism: 8,
         // A page is small; its lines stay in memory.
         max_hit_bytes: 64 << 20,
-        spill_dir: None,
         cursor: p.cursor()?,
         // A page needs its rows, not the count of everything older.
         stop_early: true,
+        ..Query::new(prefix, clusters, tracker, from_ms, to_ms)
     };
     Ok((sink, q))
 }

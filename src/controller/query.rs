@@ -314,20 +314,19 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
     .await
     .map_err(|e| Problem::new(e.reason(), e.to_string()))?;
     let query = Query {
-        prefix: dest.prefix.trim_end_matches('/').to_string(),
-        clusters,
-        tracker: tracker.name_any(),
-        from_ms,
-        to_ms,
         filter: q.spec.filter.clone(),
         limit: q.spec.limit as usize,
         order: q.spec.order,
         namespace_scope: tenant.map(String::from),
-        parallelism: 8,
         max_hit_bytes: ctx.settings.query_max_result_bytes,
         spill_dir: Some(ctx.settings.query_scratch_dir.clone()),
-        cursor: None,
-        stop_early: false,
+        ..Query::new(
+            dest.prefix.trim_end_matches('/'),
+            clusters,
+            tracker.name_any(),
+            from_ms,
+            to_ms,
+        )
     };
     let outcome = query::run(&sink, &query, ctx.settings.max_query_days)
         .await

@@ -7,7 +7,7 @@ use crate::Harness;
 use crate::ingest::{WAIT, assert_delivered_once, batch, destination, traces, tracker};
 use crate::support::{self, Operator, eventually, http};
 use kube::api::Api;
-use kubetrail::api::{ConditionType, Destination, Order, QueryFilter, Tracker, condition};
+use kubetrail::api::{ConditionType, Destination, Order, Tracker, condition};
 use kubetrail::query::{self, Query};
 use kubetrail::store::Store;
 use serde_json::{Value, json};
@@ -51,21 +51,15 @@ fn s3_sink(env: &support::TestEnv, bucket: &str) -> Store {
 }
 
 async fn run_query(env: &support::TestEnv, bucket: &str, tracker: &str, from: &str, to: &str) -> Vec<Value> {
+    let (from, to) = (
+        from.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
+        to.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
+    );
     let q = Query {
-        prefix: "p".into(),
-        clusters: vec!["e2e".into()],
-        tracker: tracker.into(),
-        from_ms: from.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
-        to_ms: to.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
-        filter: QueryFilter::default(),
         limit: 100_000,
         order: Order::OldestFirst,
-        namespace_scope: None,
         parallelism: 4,
-        max_hit_bytes: usize::MAX,
-        spill_dir: None,
-        cursor: None,
-        stop_early: false,
+        ..Query::new("p", vec!["e2e".into()], tracker, from, to)
     };
     query::run(&s3_sink(env, bucket), &q, 31)
         .await
