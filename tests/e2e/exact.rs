@@ -39,8 +39,7 @@ fn event(id: &str, verb: &str, namespace: &str, time: &str, stage_time: &str) ->
 }
 
 fn event_list(items: Vec<Value>) -> Vec<u8> {
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::event_list(items)
 }
 
 fn s3_sink(env: &support::TestEnv, bucket: &str) -> Store {

@@ -16,15 +16,7 @@ async fn metric(op: &Operator, name: &str) -> Option<String> {
 }
 
 fn batch(tag: &str, ns: &str) -> Vec<u8> {
-    let items: Vec<_> = (0..10)
-        .map(|i| {
-            json!({"auditID": format!("{tag}-{i}"), "stage": "ResponseComplete", "verb": "get",
-            "user": {"username": "u"}, "objectRef": {"resource": "pods", "namespace": ns, "apiVersion": "v1"},
-            "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()})
-        })
-        .collect();
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::tagged_batch(tag, ns, 10)
 }
 
 #[tokio::test]

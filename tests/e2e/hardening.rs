@@ -180,14 +180,11 @@ impl Serve {
 }
 
 fn batch(items: Vec<Value>) -> Vec<u8> {
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::event_list(items)
 }
 
 fn event(id: &str) -> Value {
-    json!({"auditID": id, "stage": "ResponseComplete", "verb": "get", "user": {"username": "u"},
-        "objectRef": {"resource": "pods", "namespace": "d", "apiVersion": "v1"},
-        "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()})
+    support::audit::get_pods(id, "d")
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {

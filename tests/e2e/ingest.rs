@@ -2,6 +2,7 @@
 //! operator binary, the real S3 server.
 
 use crate::Harness;
+use crate::support::audit::tagged_batch;
 use crate::support::{self, Operator, eventually, http};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubetrail::api::Tracker;
@@ -439,8 +440,7 @@ pub(crate) fn batch(tag: &str, n: usize, namespace: &str) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::event_list(items)
 }
 
 /// Sends batches from `senders` tasks until `stop`; returns the tags of acknowledged batches.
@@ -769,19 +769,6 @@ async fn https_webhook_refuses_bad_input() {
         metrics.contains("kubetrail_events_deduplicated_total 2"),
         "{metrics}"
     );
-}
-
-/// A batch of `n` `get pods` events tagged `{tag}-{i}`, as the webhook receives it.
-fn tagged_batch(tag: &str, ns: &str, n: usize) -> Vec<u8> {
-    let items: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"auditID": format!("{tag}-{i}"), "stage": "ResponseComplete", "verb": "get",
-            "user": {"username": "u"}, "objectRef": {"resource": "pods", "namespace": ns, "apiVersion": "v1"},
-            "responseStatus": {"code": 200}, "requestReceivedTimestamp": jiff::Timestamp::now().to_string()})
-        })
-        .collect();
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
 }
 
 /// Posts tagged batches until one of them shows up under `prefix`; returns its tag.

@@ -203,8 +203,7 @@ fn events(ns: &str, items: &[(String, &str, &str, &str, i32)]) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::event_list(items)
 }
 
 async fn post(addr: &str, body: &[u8]) {

@@ -32,8 +32,7 @@ fn batch(b: usize) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .unwrap()
+    support::audit::event_list(items)
 }
 
 #[tokio::test]

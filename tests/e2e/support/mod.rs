@@ -5,6 +5,7 @@
 //! and live until the binary exits (children get SIGKILL when it does, even on a
 //! panic). Tests isolate themselves: own namespace, own bucket, own label.
 
+pub mod audit;
 pub mod certs;
 pub mod controlplane;
 pub mod node;
