@@ -11,7 +11,7 @@ pub mod api;
 pub mod audit;
 /// The web console and its query API.
 pub mod console;
-/// Reconcilers of the custom resources.
+/// Reconcilers of the custom resources, and what the lease holder writes.
 pub mod controller;
 /// Delivery: when to cut trace files, their keys and bytes, the per-tracker pipelines.
 pub mod deliver;
@@ -29,6 +29,8 @@ pub mod route;
 /// Which clusters' trails a reader may search (`--readable-clusters`).
 pub mod scope;
 
+/// Per-replica work beside the reconcilers: delivery, notifiers, reports, leader election.
+pub mod runner;
 /// Signals and the drain on stop.
 pub mod runtime;
 /// Tables over trace files for SQL engines (`kubetrail schema`).

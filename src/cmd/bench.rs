@@ -9,8 +9,8 @@
 use anyhow::Context as _;
 use futures::FutureExt;
 use kubetrail::api::{Compression, Delivery, Destination, TrackerFilter, TrackerSpec};
-use kubetrail::controller::delivery::pipeline_spec;
 use kubetrail::deliver::pipeline::{Pipelines, StoreFactory, WriterId};
+use kubetrail::runner::delivery::pipeline_spec;
 use kubetrail::source::{self, AuthPolicy, Ingest};
 use kubetrail::spool::{self, Spool};
 use kubetrail::store::s3::{self, StaticCredentials};

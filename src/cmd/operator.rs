@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use kubetrail::controller::{self, Context, Settings};
 use kubetrail::deliver::pipeline::{Pipelines, WriterId};
+use kubetrail::runner;
 use kubetrail::telemetry::{self, Metrics, Readiness};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,8 +134,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         kubetrail::console::spawn(addr, Arc::new(console)).await?;
     }
     let status_interval = Duration::from_secs(args.status_seconds.max(1));
-    let publisher = Arc::new(tokio::sync::Mutex::new(controller::report::Publisher::new(&ctx)));
-    let delivery = tokio::spawn(controller::delivery::run(
+    let publisher = Arc::new(tokio::sync::Mutex::new(runner::report::Publisher::new(&ctx)));
+    let delivery = tokio::spawn(runner::delivery::run(
         ctx.clone(),
         pipelines.clone(),
         publisher.clone(),
@@ -147,17 +148,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         ctx.metrics.clone(),
         ctx.notify_stats.clone(),
     );
-    let notifying = tokio::spawn(controller::notify::run(ctx.clone(), notifiers.clone()));
+    let notifying = tokio::spawn(runner::notify::run(ctx.clone(), notifiers.clone()));
     tracing::info!("operator started");
     // Every replica ingests and delivers; only the Lease holder reconciles.
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
-    let election = controller::leader::Election {
+    let election = runner::leader::Election {
         namespace: ctx.settings.namespace.clone(),
         name: args.lease_name.clone(),
         identity: ctx.settings.instance.clone(),
         lease: Duration::from_secs(args.lease_seconds.max(1)),
     };
-    let elector = tokio::spawn(controller::leader::run(
+    let elector = tokio::spawn(runner::leader::run(
         ctx.client.clone(),
         election.clone(),
         leading_tx,
@@ -202,7 +203,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         r.abort();
     }
     // Bounded: an unreachable API must not eat the grace period the spool flush needs.
-    let release = controller::leader::release(ctx.client.clone(), &election);
+    let release = runner::leader::release(ctx.client.clone(), &election);
     match tokio::time::timeout(Duration::from_secs(3), release)
         .await
         .unwrap_or(Ok(false))

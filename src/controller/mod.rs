@@ -1,14 +1,13 @@
-//! Reconcilers of kubetrail's custom resources.
+//! Reconcilers of kubetrail's custom resources (Tracker, TraceQuery) and what
+//! the lease holder writes besides: KeyEventNotification and delivery status
+//! folded from every replica's report. Per-replica work is in `runner`.
 
-pub mod delivery;
-pub mod leader;
-pub mod notify;
+pub mod notification;
 pub mod query;
 pub mod report;
 pub mod signing;
 pub mod tracker;
 pub mod trail;
-pub mod watch;
 
 use crate::telemetry::Metrics;
 use kube::Client;
@@ -121,7 +120,7 @@ pub async fn fold_loop(ctx: Arc<Context>, interval: Duration) {
         tokio::time::sleep(interval).await;
         let round = async {
             let reports = report::read_reports(&ctx).await?;
-            if let Err(e) = notify::fold_once(&ctx, &reports).await {
+            if let Err(e) = notification::fold_once(&ctx, &reports).await {
                 tracing::warn!(error = %e, "writing notification status failed; retrying");
             }
             report::fold_trackers(&ctx, &reports).await

@@ -11,26 +11,25 @@
 
 use super::Context;
 use crate::api::{ChainHead, LastDelivery, Reason, Tracker, TrackerStatus, WriterStatus};
-use crate::deliver::pipeline::{DeliveryStats, Pipelines};
+use crate::deliver::pipeline::DeliveryStats;
 use crate::telemetry::ControllerLabels;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Label on every report Lease.
 pub const REPORT_LABEL: &str = "kubetrail.io/delivery-report";
 /// Annotation holding the report (JSON).
 pub const REPORT_ANNOTATION: &str = "kubetrail.io/delivery-report";
 /// A writer republishes at least this often, even when nothing changed.
-const HEARTBEAT: Duration = Duration::from_secs(60);
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// A report not renewed for this long belongs to a replica that is gone; the
 /// holder folds it one last time and deletes it.
-const STALE: Duration = Duration::from_secs(3600);
+pub const STALE: Duration = Duration::from_secs(3600);
 
 /// What one replica has delivered since its process started.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -150,117 +149,6 @@ pub fn lease_name(instance: &str) -> String {
         clean.trim_matches(|c| c == '-' || c == '.')
     );
     name.chars().take(253).collect()
-}
-
-/// Publishes this replica's report every `interval` when it changed, and at
-/// least every minute as a heartbeat. Runs on every replica.
-pub async fn publish_loop(
-    ctx: Arc<Context>,
-    pipelines: Arc<Pipelines>,
-    publisher: Arc<tokio::sync::Mutex<Publisher>>,
-    interval: Duration,
-) {
-    loop {
-        tokio::time::sleep(interval).await;
-        publisher.lock().await.publish(&ctx, &pipelines).await;
-    }
-}
-
-/// Publishes one replica's reports, remembering what it last published. One per
-/// process: its incarnation tells the holder where counting restarts.
-pub struct Publisher {
-    incarnation: String,
-    last: Option<(Report, Instant)>,
-}
-
-impl Publisher {
-    pub fn new(ctx: &Context) -> Self {
-        let now = jiff::Timestamp::now();
-        Self {
-            incarnation: format!(
-                "{}-{}-{:x}",
-                ctx.settings.instance,
-                std::process::id(),
-                now.as_nanosecond()
-            ),
-            last: None,
-        }
-    }
-
-    fn report(&self, ctx: &Context, pipelines: &Pipelines) -> Report {
-        let notifications = ctx
-            .notify_stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, s)| {
-                (
-                    name.clone(),
-                    NotifyReport {
-                        matched: s.matched,
-                        sent: s.sent,
-                        failed: s.failed,
-                        last_sent: s.last_sent,
-                        last_error: s.last_error.clone(),
-                        failing: s.failing,
-                    },
-                )
-            })
-            .collect();
-        let delivering = pipelines.delivering();
-        let stats = pipelines.stats.lock().unwrap_or_else(|e| e.into_inner());
-        Report {
-            incarnation: self.incarnation.clone(),
-            notifications,
-            trackers: stats
-                .iter()
-                .map(|(name, s)| (name.clone(), TrackerReport::of(s, delivering.contains(name))))
-                .collect(),
-        }
-    }
-
-    /// Writes the report Lease if the report changed or the heartbeat is due.
-    pub async fn publish(&mut self, ctx: &Context, pipelines: &Pipelines) {
-        let report = self.report(ctx, pipelines);
-        if let Some((last, at)) = &self.last
-            && *last == report
-            && at.elapsed() < HEARTBEAT
-        {
-            return;
-        }
-        let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
-        let name = lease_name(&ctx.settings.instance);
-        let Ok(body) = serde_json::to_string(&report) else {
-            return;
-        };
-        let lease = serde_json::json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": name,
-                "labels": {REPORT_LABEL: "true", "app.kubernetes.io/managed-by": "kubetrail"},
-                "annotations": {REPORT_ANNOTATION: body},
-            },
-            "spec": {
-                "holderIdentity": ctx.settings.instance,
-                "leaseDurationSeconds": STALE.as_secs(),
-                "renewTime": MicroTime(jiff::Timestamp::now()),
-            },
-        });
-        match api
-            .patch(
-                &name,
-                &PatchParams::apply("kubetrail-writer").force(),
-                &Patch::Apply(lease),
-            )
-            .await
-        {
-            Ok(_) => self.last = Some((report, Instant::now())),
-            Err(e) => {
-                tracing::warn!(lease = %name, error = %e, "publishing the delivery report failed; retrying")
-            }
-        }
-    }
 }
 
 /// Writers whose report, renewed within `fresh`, says they still deliver `tracker`.

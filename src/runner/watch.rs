@@ -2,7 +2,7 @@
 //! delivery pipelines, KeyEventNotifications → notifiers): a reflector over the
 //! objects with the tracker selector's labels, and when to recompute.
 
-use super::Context;
+use crate::controller::Context;
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};

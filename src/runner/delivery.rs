@@ -1,8 +1,8 @@
 //! Delivery on every replica: keeps one pipeline per enabled Tracker in line with
 //! the Tracker objects, and publishes what it delivered (see [`super::report`]).
 
-use super::Context;
 use crate::api::{self, Tracker, TrackerSpec};
+use crate::controller::Context;
 use crate::deliver::pipeline::{PipelineSpec, Pipelines, StoreFactory};
 use crate::integrity::{Anchor, IntegritySpec, Signer};
 use crate::route::Filter;
@@ -65,7 +65,7 @@ fn anchor_of(t: &Tracker, writer: &str) -> Anchor {
         head: status.and_then(|s| s.chain_heads.iter().find(|h| h.writer == writer).cloned()),
         keys: status
             .and_then(|s| s.integrity.as_ref())
-            .map(|i| super::trail::trusted_keys(&i.public_keys))
+            .map(|i| crate::controller::trail::trusted_keys(&i.public_keys))
             .unwrap_or_default(),
     }
 }
