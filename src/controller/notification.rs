@@ -15,8 +15,8 @@ use crate::notify::select::{SelectError, Selection};
 use crate::notify::send::{Target, TargetError};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 /// Why a notification cannot run.
 #[derive(Debug, thiserror::Error)]
