@@ -383,27 +383,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
+    // The production default: every event is checked against the window.
+    let dedupe = Arc::new(kubetrail::source::dedupe::Window::new(
+        Duration::from_secs(900),
+        args.dedupe_max_events,
+        vec![],
+        0,
+    ));
     let ingest = Ingest {
-        spool: spool.clone(),
+        intake: source::Intake::new(
+            spool.clone(),
+            dedupe,
+            metrics.clone(),
+            "bench",
+            1 << 20,
+            source::Lifecycle::open(),
+        ),
         limits: source::RequestLimits {
             max_body_bytes: 64 * 1024 * 1024,
             ..Default::default()
         },
         bodies: source::BodyBudget::new(256 * 1024 * 1024),
-        metrics: metrics.clone(),
-        cluster: "bench".into(),
         auth: Arc::new(AuthPolicy {
             tokens: vec![],
             allow_anonymous: true,
         }),
-        // The production default: every event is checked against the window.
-        dedupe: Arc::new(kubetrail::source::dedupe::Window::new(
-            Duration::from_secs(900),
-            args.dedupe_max_events,
-            vec![],
-            0,
-        )),
-        lifecycle: kubetrail::source::Lifecycle::open(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, bail};
 use kubetrail::source::dedupe::Window;
-use kubetrail::source::{self, AuthPolicy, Ingest, Lifecycle, TlsFiles};
+use kubetrail::source::{self, AuthPolicy, Ingest, Intake, Lifecycle, TlsFiles};
 use kubetrail::spool::{self, Spool};
 use kubetrail::telemetry::{Metrics, Readiness};
 use std::net::SocketAddr;
@@ -168,6 +168,14 @@ impl WebhookArgs {
             "de-duplication window restored"
         );
         let lifecycle = Lifecycle::new(ready);
+        let intake = Intake::new(
+            spool.clone(),
+            dedupe,
+            metrics.clone(),
+            &self.cluster_name,
+            self.limits.max_event_bytes,
+            lifecycle.clone(),
+        );
         let tokens = match &self.token_file {
             Some(p) => std::fs::read_to_string(p)
                 .with_context(|| format!("reading token file {}", p.display()))?
@@ -185,12 +193,7 @@ impl WebhookArgs {
         if let Some(path) = &self.audit_log_file {
             let follower = source::logfile::Follower {
                 path: path.clone(),
-                spool: spool.clone(),
-                dedupe: dedupe.clone(),
-                metrics: metrics.clone(),
-                cluster: self.cluster_name.as_str().into(),
-                max_event_bytes: self.limits.max_event_bytes,
-                lifecycle: lifecycle.clone(),
+                intake: intake.clone(),
                 poll: Duration::from_millis(200),
             };
             tokio::spawn(async move {
@@ -200,8 +203,7 @@ impl WebhookArgs {
             });
         }
         if let Some(addr) = self.admission_addr {
-            self.start_admission(addr, &tokens, &spool, &dedupe, &metrics, &lifecycle)
-                .await?;
+            self.start_admission(addr, &tokens, &intake).await?;
         }
         if !webhook_on {
             tracing::info!("no webhook TLS files: the audit log file is the only source");
@@ -240,22 +242,17 @@ impl WebhookArgs {
         }
         let limits = source::RequestLimits {
             max_body_bytes: self.limits.max_body_bytes,
-            max_event_bytes: self.limits.max_event_bytes,
             body_timeout: Duration::from_secs(self.limits.body_timeout_seconds.max(1)),
             inflight_body_bytes: self.limits.inflight_body_bytes.max(self.limits.max_body_bytes),
         };
         let ingest = Ingest {
-            spool: spool.clone(),
+            intake,
             bodies: source::BodyBudget::new(limits.inflight_body_bytes),
             limits,
-            metrics: metrics.clone(),
-            cluster: self.cluster_name.as_str().into(),
             auth: Arc::new(AuthPolicy {
                 tokens,
                 allow_anonymous: tls.is_none(),
             }),
-            dedupe,
-            lifecycle: lifecycle.clone(),
         };
         let router = source::app(ingest);
         let connections = self.limits.connections();
@@ -283,10 +280,7 @@ impl WebhookArgs {
         &self,
         addr: SocketAddr,
         tokens: &[String],
-        spool: &Spool,
-        dedupe: &Arc<Window>,
-        metrics: &Arc<Metrics>,
-        lifecycle: &Lifecycle,
+        intake: &Intake,
     ) -> anyhow::Result<()> {
         let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
             bail!(
@@ -316,12 +310,7 @@ impl WebhookArgs {
             );
         }
         let router = source::admission::app(source::admission::Admission {
-            spool: spool.clone(),
-            dedupe: dedupe.clone(),
-            metrics: metrics.clone(),
-            cluster: self.cluster_name.as_str().into(),
-            max_event_bytes: self.limits.max_event_bytes,
-            lifecycle: lifecycle.clone(),
+            intake: intake.clone(),
             auth: Arc::new(AuthPolicy {
                 tokens: tokens.to_vec(),
                 allow_anonymous: self.admission_allow_unauthenticated,
@@ -331,7 +320,7 @@ impl WebhookArgs {
             .await
             .with_context(|| format!("binding the admission address {addr}"))?;
         let connections = self.limits.connections();
-        let m = metrics.clone();
+        let m = intake.metrics().clone();
         tokio::spawn(async move {
             if let Err(e) = source::serve(listener, Some(files), router, connections, m).await {
                 tracing::error!(error = %e, "admission webhook stopped");

@@ -8,9 +8,8 @@
 //! admitted (for DELETE, the object being deleted), `old_object` the object
 //! before an UPDATE; both go through the same redaction as audit bodies.
 
-use super::{AuthPolicy, Gate, Lifecycle, StoreError, Stored, dedupe, encode, spool_batch};
-use crate::spool::Spool;
-use crate::telemetry::Metrics;
+use super::intake::{Intake, IntakeError, Stored};
+use super::{AuthPolicy, Gate, dedupe};
 use crate::trace::Source;
 use axum::Router;
 use axum::body::Bytes;
@@ -28,12 +27,8 @@ pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
 /// What the admission endpoint needs.
 #[derive(Clone)]
 pub struct Admission {
-    pub spool: Spool,
-    pub dedupe: Arc<dedupe::Window>,
-    pub metrics: Arc<Metrics>,
-    pub cluster: Arc<str>,
-    pub max_event_bytes: usize,
-    pub lifecycle: Lifecycle,
+    /// Where the reviews go as traces.
+    pub intake: Intake,
     /// Who may post reviews: the same check as the audit webhook's, since a
     /// posted review becomes a trace like any audit event.
     pub auth: Arc<AuthPolicy>,
@@ -162,7 +157,7 @@ fn allow(uid: &str) -> Response {
 pub fn app(a: Admission) -> Router {
     let gate = Gate {
         auth: a.auth.clone(),
-        metrics: a.metrics.clone(),
+        metrics: a.intake.metrics().clone(),
         source: Source::Admission,
     };
     Router::new()
@@ -179,7 +174,7 @@ async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => {
             return super::reject_from(
-                &a.metrics,
+                a.intake.metrics(),
                 Source::Admission,
                 StatusCode::BAD_REQUEST,
                 "malformed",
@@ -189,42 +184,16 @@ async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
     };
     // The cluster must never wait on kubetrail: anything that keeps the trace
     // out of the spool still allows the request, and counts it as dropped.
-    if !a.lifecycle.accepting() {
-        a.metrics.admission_dropped.inc();
+    if !a.intake.lifecycle().accepting() {
+        a.intake.metrics().admission_dropped.inc();
         return allow(&uid);
     }
     let key = dedupe::batch_key(&body);
-    let encoded = match encode(
-        &list,
-        &a.cluster,
-        Source::Admission,
-        received,
-        key,
-        a.max_event_bytes,
-    ) {
-        Ok(e) => e,
+    match a.intake.take(&list, Source::Admission, received, key).await {
+        Ok(Stored::Spooled(_) | Stored::Copy | Stored::Empty) | Err(IntakeError::Busy) => {}
         Err(e) => {
-            tracing::warn!(%uid, error = %e, "admission request not recorded");
-            a.metrics.admission_dropped.inc();
-            return allow(&uid);
-        }
-    };
-    let _busy = super::InFlight::new(&a.lifecycle);
-    match spool_batch(
-        &a.spool,
-        &a.dedupe,
-        &a.metrics,
-        encoded,
-        key,
-        received.as_millisecond(),
-    )
-    .await
-    {
-        Ok(Stored::Spooled(_) | Stored::Copy | Stored::Empty) => {}
-        Err(StoreError::Busy) => {}
-        Err(StoreError::Append(e)) => {
             tracing::warn!(%uid, error = %e, "admission request not recorded (the request is allowed)");
-            a.metrics.admission_dropped.inc();
+            a.intake.metrics().admission_dropped.inc();
         }
     }
     allow(&uid)
@@ -233,6 +202,8 @@ async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Spool;
+    use crate::telemetry::Metrics;
 
     #[test]
     fn an_admission_request_becomes_an_audit_event_without_an_outcome() {
@@ -292,17 +263,19 @@ mod tests {
         .unwrap();
         let metrics = Arc::new(Metrics::default());
         let app = app(Admission {
-            spool,
-            dedupe: Arc::new(dedupe::Window::new(
-                std::time::Duration::from_secs(900),
-                1000,
-                vec![],
-                0,
-            )),
-            metrics: metrics.clone(),
-            cluster: "c".into(),
-            max_event_bytes: 1 << 20,
-            lifecycle: Lifecycle::open(),
+            intake: Intake::new(
+                spool,
+                Arc::new(dedupe::Window::new(
+                    std::time::Duration::from_secs(900),
+                    1000,
+                    vec![],
+                    0,
+                )),
+                metrics.clone(),
+                "c",
+                1 << 20,
+                crate::source::Lifecycle::open(),
+            ),
             auth: Arc::new(AuthPolicy {
                 tokens: vec!["t0ken".into()],
                 allow_anonymous: false,
@@ -380,17 +353,19 @@ mod tests {
         .unwrap();
         let metrics = Arc::new(Metrics::default());
         let app = app(Admission {
-            spool: spool.clone(),
-            dedupe: Arc::new(dedupe::Window::new(
-                std::time::Duration::from_secs(900),
-                1000,
-                vec![],
-                0,
-            )),
-            metrics: metrics.clone(),
-            cluster: "c".into(),
-            max_event_bytes: 1 << 20,
-            lifecycle: Lifecycle::open(),
+            intake: Intake::new(
+                spool.clone(),
+                Arc::new(dedupe::Window::new(
+                    std::time::Duration::from_secs(900),
+                    1000,
+                    vec![],
+                    0,
+                )),
+                metrics.clone(),
+                "c",
+                1 << 20,
+                crate::source::Lifecycle::open(),
+            ),
             auth: Arc::new(AuthPolicy {
                 tokens: vec!["t0ken".into()],
                 allow_anonymous: false,

@@ -14,16 +14,15 @@
 //! shrinks: read again from its start), a partial last line (left until its
 //! newline arrives) and a file that does not exist yet.
 
-use super::{Encoded, Lifecycle, StoreError, Stored, dedupe, encode, spool_batch};
-use crate::spool::{AppendError, Spool};
-use crate::telemetry::Metrics;
+use super::dedupe;
+use super::intake::{Intake, IntakeError, Stored};
+use crate::spool::AppendError;
 use crate::trace::Source;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Most bytes of lines stored as one batch.
@@ -49,12 +48,8 @@ pub struct Position {
 /// What the follower needs.
 pub struct Follower {
     pub path: PathBuf,
-    pub spool: Spool,
-    pub dedupe: Arc<dedupe::Window>,
-    pub metrics: Arc<Metrics>,
-    pub cluster: Arc<str>,
-    pub max_event_bytes: usize,
-    pub lifecycle: Lifecycle,
+    /// Where the lines go, and whether they are taken now.
+    pub intake: Intake,
     /// How often the file is checked for new lines.
     pub poll: Duration,
 }
@@ -165,7 +160,7 @@ pub fn event_list(lines: &[u8]) -> (Vec<u8>, usize) {
 
 impl Follower {
     fn dir(&self) -> PathBuf {
-        self.spool.dir().to_path_buf()
+        self.intake.spool().dir().to_path_buf()
     }
 
     /// Runs until the process stops ingesting.
@@ -177,10 +172,10 @@ impl Follower {
         let mut warned_missing = false;
         tracing::info!(position = ?pos, "following the audit log file");
         loop {
-            if self.lifecycle.is_draining() {
+            if self.intake.lifecycle().is_draining() {
                 return Ok(());
             }
-            if !self.lifecycle.accepting() {
+            if !self.intake.lifecycle().accepting() {
                 tokio::time::sleep(self.poll).await;
                 continue;
             }
@@ -340,32 +335,7 @@ impl Follower {
         let key = dedupe::batch_key(&body);
         loop {
             let received = jiff::Timestamp::now();
-            let encoded: Encoded = match encode(
-                &body,
-                &self.cluster,
-                Source::AuditLog,
-                received,
-                key,
-                self.max_event_bytes,
-            ) {
-                Ok(e) => e,
-                Err(e) => {
-                    // Not reached: the body is built here; kept as a clear error.
-                    tracing::error!(error = %e, lines, "audit log lines could not be encoded; skipped");
-                    return;
-                }
-            };
-            let _busy = super::InFlight::new(&self.lifecycle);
-            match spool_batch(
-                &self.spool,
-                &self.dedupe,
-                &self.metrics,
-                encoded,
-                key,
-                received.as_millisecond(),
-            )
-            .await
-            {
+            match self.intake.take(&body, Source::AuditLog, received, key).await {
                 Ok(Stored::Spooled(seq)) => {
                     tracing::debug!(seq, lines, "audit log lines spooled");
                     return;
@@ -375,12 +345,17 @@ impl Follower {
                     return;
                 }
                 Ok(Stored::Empty) => return,
-                Err(StoreError::Busy) => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(StoreError::Append(AppendError::Full { used, max })) => {
+                Err(IntakeError::Malformed(e)) => {
+                    // Not reached: the body is built here; kept as a clear error.
+                    tracing::error!(error = %e, lines, "audit log lines could not be encoded; skipped");
+                    return;
+                }
+                Err(IntakeError::Busy) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(IntakeError::Append(AppendError::Full { used, max })) => {
                     tracing::warn!(used, max, "spool full; audit log reading waits");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
-                Err(StoreError::Append(e)) => {
+                Err(IntakeError::Append(e)) => {
                     tracing::warn!(error = %e, "spooling audit log lines failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -460,6 +435,8 @@ fn read_chunk(f: &mut File, offset: u64, pending: Option<u64>, len: u64) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Spool;
+    use std::sync::Arc;
 
     #[test]
     fn lines_become_an_event_list_and_bad_lines_are_kept_as_strings() {
@@ -545,17 +522,19 @@ mod tests {
             let recovered = spool.take_recovered_hashes();
             Follower {
                 path: log.clone(),
-                spool,
-                dedupe: Arc::new(dedupe::Window::new(
-                    Duration::from_secs(900),
-                    1000,
-                    recovered,
-                    jiff::Timestamp::now().as_millisecond(),
-                )),
-                metrics: Arc::new(Metrics::default()),
-                cluster: "c".into(),
-                max_event_bytes: 1 << 20,
-                lifecycle: Lifecycle::open(),
+                intake: Intake::new(
+                    spool,
+                    Arc::new(dedupe::Window::new(
+                        Duration::from_secs(900),
+                        1000,
+                        recovered,
+                        jiff::Timestamp::now().as_millisecond(),
+                    )),
+                    Arc::new(crate::telemetry::Metrics::default()),
+                    "c",
+                    1 << 20,
+                    crate::source::Lifecycle::open(),
+                ),
                 poll: Duration::from_millis(10),
             }
         };
