@@ -526,7 +526,7 @@ mod tests {
         let (code, _) = post(app(st.clone()), &other, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(
-            spooled_ids(&st.intake.spool()),
+            spooled_ids(st.intake.spool()),
             ["a1:create secrets", "a1:delete secrets"]
         );
         // A different batch is a different batch, even when it repeats an event
@@ -543,7 +543,7 @@ mod tests {
         let (code, _) = post(app(st.clone()), &both, None, false).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(
-            spooled_ids(&st.intake.spool()),
+            spooled_ids(st.intake.spool()),
             [
                 "a1:create secrets",
                 "a1:delete secrets",
