@@ -370,8 +370,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             vec![kubetrail::notify::NotifierSpec {
                 name: "bench".into(),
                 selection: Arc::new(kubetrail::notify::select::Selection::compile(&n)?),
-                target: Some(Arc::new(target)),
-                events: None,
+                channels: vec![Arc::new(target)],
                 window: kubetrail::api::Duration::parse(&args.notify_window)
                     .context("--notify-window")?
                     .get(),

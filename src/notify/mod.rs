@@ -4,6 +4,7 @@
 //! Kubernetes Events. The cursor moves only past messages that were delivered
 //! (or given up after their last attempt): at least once, nothing skipped.
 
+pub mod channel;
 pub mod message;
 pub mod select;
 pub mod send;
@@ -13,9 +14,9 @@ use crate::spool::record::entries;
 use crate::spool::{Position, Spool};
 use crate::telemetry::{Metrics, NotificationLabels};
 use crate::trace::RouteMeta;
+use channel::{Channel, Delivery, Outcome};
 use message::{Matched, Message};
 use select::{Selection, View};
-use send::Target;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,17 +27,13 @@ pub fn cursor_name(notification: &str) -> String {
     format!("notify/{notification}")
 }
 
-/// What a Kubernetes Event target needs: where to record it.
-pub type EventSink = Arc<dyn Fn(Message) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
-
 /// One notification, as this replica runs it.
 #[derive(Clone)]
 pub struct NotifierSpec {
     pub name: String,
     pub selection: Arc<Selection>,
-    pub target: Option<Arc<Target>>,
-    /// Records the Kubernetes Events of a message (None: no events).
-    pub events: Option<EventSink>,
+    /// Where its messages go, in this order (Kubernetes Events, the webhook).
+    pub channels: Vec<Arc<dyn Channel>>,
     pub window: Duration,
     /// Least time between two messages, full ones included (the rate limit).
     pub min_interval: Duration,
@@ -195,13 +192,6 @@ struct Worker {
     stats: Arc<Mutex<BTreeMap<String, NotifyStats>>>,
     latencies: crate::deliver::pipeline::Latencies,
     stop: watch::Receiver<bool>,
-}
-
-/// How a message ended.
-enum Outcome {
-    Delivered,
-    Failed(String),
-    Stopped,
 }
 
 impl Worker {
@@ -392,47 +382,28 @@ impl Worker {
         }
     }
 
-    /// Sends one message to every target; retries the webhook.
+    /// Hands one message to each channel in turn; the first that does not
+    /// deliver it ends the message that way.
     async fn deliver(&self, msg: &Message) -> Outcome {
-        if let Some(events) = &self.spec.events {
-            events(msg.clone()).await;
-        }
-        let Some(target) = &self.spec.target else {
-            return Outcome::Delivered;
-        };
-        let now = jiff::Timestamp::now().to_string();
-        let (body, ctype) = msg.body(target.format, &self.cluster, &self.spec.name, &now);
-        let mut stop = self.stop.clone();
-        let mut n = 0;
-        loop {
-            n += 1;
-            let err = tokio::select! {
-                _ = stop.changed() => return Outcome::Stopped,
-                r = target.attempt(&body, ctype, &msg.id) => match r {
-                    Ok(()) => {
-                        tracing::debug!(message = %msg.id, traces = msg.traces.len(), attempts = n, "notification delivered");
-                        return Outcome::Delivered;
-                    }
-                    Err(e) => e,
-                },
-            };
+        let on_retry = |error: &str| {
             self.stat(|s| {
-                s.last_error = Some(err.message.chars().take(512).collect());
+                s.last_error = Some(error.chars().take(512).collect());
                 s.failing = true;
-            });
-            if !err.retry || n >= target.max_attempts {
-                return Outcome::Failed(format!(
-                    "{} (attempt {n} of {})",
-                    err.message, target.max_attempts
-                ));
-            }
-            let delay = send::retry_delay(n, err.retry_after);
-            tracing::info!(message = %msg.id, attempt = n, error = %err.message, delay_ms = delay.as_millis() as u64, "notification attempt failed; retrying");
-            tokio::select! {
-                _ = stop.changed() => return Outcome::Stopped,
-                _ = tokio::time::sleep(delay) => {}
+            })
+        };
+        for channel in &self.spec.channels {
+            let d = Delivery {
+                cluster: &self.cluster,
+                notification: &self.spec.name,
+                stop: self.stop.clone(),
+                on_retry: &on_retry,
+            };
+            match channel.send(msg, d).await {
+                Outcome::Delivered => {}
+                other => return other,
             }
         }
+        Outcome::Delivered
     }
 }
 

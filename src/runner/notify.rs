@@ -6,59 +6,27 @@ use super::watch::Watched;
 use crate::api::KeyEventNotification;
 use crate::controller::Context;
 use crate::controller::notification::setup;
-use crate::notify::message::Message;
-use crate::notify::{EventSink, NotifierSpec, Notifiers};
-use futures::FutureExt;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType};
+use crate::notify::channel::{Channel, KubernetesEvents};
+use crate::notify::send::Target;
+use crate::notify::{NotifierSpec, Notifiers};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most Events on operated objects per message (the notification's own Event
-/// covers every trace).
-const OBJECT_EVENTS: usize = 10;
-
-/// Records a message's Kubernetes Events: one on the notification, and one on
-/// each operated object (up to [`OBJECT_EVENTS`]) whose kind is known.
-fn event_sink(ctx: Arc<Context>, notification: ObjectReference) -> EventSink {
-    Arc::new(move |msg: Message| {
-        let ctx = ctx.clone();
-        let notification = notification.clone();
-        async move {
-            let note: String = msg.summary().chars().take(1024).collect();
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "KeyEvent".into(),
-                note: Some(note),
-                action: "Notify".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &notification).await {
-                tracing::warn!(error = %e, "recording the KeyEvent event failed");
-            }
-            for t in msg.traces.iter().filter(|t| t.kind.is_some()).take(OBJECT_EVENTS) {
-                let object = ObjectReference {
-                    api_version: Some(t.api_version.clone()),
-                    kind: t.kind.clone(),
-                    name: Some(t.resource_name.clone()),
-                    namespace: (!t.namespace.is_empty()).then(|| t.namespace.clone()),
-                    ..Default::default()
-                };
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: "KeyEvent".into(),
-                    note: Some(format!("{} (kubetrail notification {})", t.line(), msg.id)),
-                    action: "Notify".into(),
-                    secondary: Some(notification.clone()),
-                };
-                if let Err(e) = ctx.recorder.publish(&event, &object).await {
-                    tracing::debug!(error = %e, "recording a KeyEvent on the operated object failed");
-                }
-            }
-        }
-        .boxed()
-    })
+/// The channels of a notification, Kubernetes Events first (they are not
+/// retried, so a failing webhook does not record them again).
+fn channels(ctx: &Context, n: &KeyEventNotification, webhook: Option<Target>) -> Vec<Arc<dyn Channel>> {
+    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+    if n.spec.kubernetes_event {
+        channels.push(Arc::new(KubernetesEvents {
+            recorder: ctx.recorder.clone(),
+            notification: n.object_ref(&()),
+        }));
+    }
+    if let Some(t) = webhook {
+        channels.push(Arc::new(t));
+    }
+    channels
 }
 
 fn fingerprint(n: &KeyEventNotification, key: &Option<Vec<u8>>) -> String {
@@ -81,11 +49,7 @@ pub async fn run(ctx: Arc<Context>, notifiers: Arc<Notifiers>) {
                 Ok((selection, target, key)) => desired.push(NotifierSpec {
                     name: name.clone(),
                     selection: Arc::new(selection),
-                    target: target.map(Arc::new),
-                    events: n
-                        .spec
-                        .kubernetes_event
-                        .then(|| event_sink(ctx.clone(), n.object_ref(&()))),
+                    channels: channels(&ctx, n, target),
                     window: crate::api::Duration::or(&n.spec.grouping.window, Duration::from_secs(2))
                         .max(Duration::from_millis(100)),
                     max_traces: n.spec.grouping.max_traces.max(1) as usize,
