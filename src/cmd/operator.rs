@@ -177,6 +177,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                     tokio::join!(
                         controller::tracker::run(c.clone()),
                         controller::query::run(c.clone()),
+                        controller::notification::run(c.clone()),
                         controller::fold_loop(c, status_interval),
                     );
                 }));

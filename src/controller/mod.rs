@@ -2,6 +2,8 @@
 //! the lease holder writes besides: KeyEventNotification and delivery status
 //! folded from every replica's report. Per-replica work is in `runner`.
 
+#[cfg(test)]
+pub mod mock;
 pub mod notification;
 pub mod query;
 pub mod report;

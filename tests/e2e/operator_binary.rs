@@ -3,7 +3,7 @@
 
 use crate::support::{self, eventually};
 use kube::api::{Api, PostParams};
-use kubetrail::api::{ConditionType, QueryPhase, TraceQuery, Tracker, condition};
+use kubetrail::api::{ConditionType, KeyEventNotification, QueryPhase, TraceQuery, Tracker, condition};
 use serde_json::json;
 use std::time::Duration;
 
@@ -95,6 +95,35 @@ async fn operator_binary_serves_health_and_metrics_and_reconciles() {
     .await;
     assert_eq!(phase, QueryPhase::Succeeded);
 
+    // A KeyEventNotification whose HMAC Secret is missing: its own reconciler
+    // says so in Ready (the fold round only adds counters and DeliveryFailing).
+    let notifications: Api<KeyEventNotification> = Api::all(h.client.clone());
+    let ken = support::unique("ken");
+    let obj: KeyEventNotification = serde_json::from_value(json!({
+        "apiVersion": "kubetrail.io/v1alpha1", "kind": "KeyEventNotification",
+        "metadata": {"name": ken, "labels": {"kubetrail.io/test": label}},
+        "spec": {"presets": ["allDeletes"], "webhook": {
+            "url": "https://receiver.invalid/hook", "hmacSecretRef": {"name": support::unique("missing")}}},
+    }))
+    .unwrap();
+    notifications
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create KeyEventNotification");
+    let ready = eventually(Duration::from_secs(30), "the notification's Ready", || async {
+        let n = notifications.get(&ken).await.ok()?;
+        condition(&n.status.as_ref()?.conditions, ConditionType::Ready).cloned()
+    })
+    .await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    notifications
+        .delete(&ken, &Default::default())
+        .await
+        .expect("delete KeyEventNotification");
+
     let (code, metrics) = http_get(&addr, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     for line in [
@@ -102,6 +131,8 @@ async fn operator_binary_serves_health_and_metrics_and_reconciles() {
         r#"kubetrail_reconciles_total{controller="tracequery",result="ok"}"#,
         r#"kubetrail_reconcile_duration_seconds_count{controller="tracequery"}"#,
         r#"kubetrail_status_patches_total{controller="tracequery"}"#,
+        r#"kubetrail_reconciles_total{controller="keyeventnotification",result="ok"}"#,
+        r#"kubetrail_status_patches_total{controller="keyeventnotification"}"#,
     ] {
         assert!(metrics.contains(line), "metrics show {line}: {metrics}");
     }
