@@ -889,25 +889,20 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         o.total
     );
     let started = Instant::now();
-    let report = kubetrail::integrity::verify::verify(
-        &sink,
-        &kubetrail::integrity::verify::Request {
-            prefix: "bench".into(),
-            cluster: cluster.clone(),
-            tracker: "bench".into(),
-            from_ms: from,
-            to_ms: to,
-            keys: vec![kubetrail::integrity::PublicKey::parse(&signer.public_key_b64())?],
-            oldest_kept_ms: None,
-            now_ms: jiff::Timestamp::now().as_millisecond(),
-            parallelism: 16,
-            known: None,
-            skew_ms: kubetrail::integrity::verify::DEFAULT_SKEW_MS,
-            heads: None,
-            known_writers: Vec::new(),
-            period_ms: None,
-        },
-    )
+    let report = kubetrail::integrity::verify::verify(&kubetrail::integrity::verify::Request {
+        trail: kubetrail::store::Trail::new(sink.clone(), "bench", &cluster, "bench"),
+        from_ms: from,
+        to_ms: to,
+        keys: vec![kubetrail::integrity::PublicKey::parse(&signer.public_key_b64())?],
+        oldest_kept_ms: None,
+        now_ms: jiff::Timestamp::now().as_millisecond(),
+        parallelism: 16,
+        known: None,
+        skew_ms: kubetrail::integrity::verify::DEFAULT_SKEW_MS,
+        heads: None,
+        known_writers: Vec::new(),
+        period_ms: None,
+    })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let secs = started.elapsed().as_secs_f64();

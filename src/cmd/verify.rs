@@ -320,9 +320,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         bail!("--from must be before --to");
     }
     let req = verify::Request {
-        prefix,
-        cluster: args.cluster.clone(),
-        tracker,
+        trail: kubetrail::store::Trail::new(store, &prefix, &args.cluster, &tracker),
         from_ms,
         to_ms,
         keys,
@@ -335,7 +333,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         known_writers,
         period_ms,
     };
-    let report = verify::verify(&store, &req).await.context("reading the trail")?;
+    let report = verify::verify(&req).await.context("reading the trail")?;
     match args.output {
         Output::Text => print_text(&report, args.all_files),
         Output::Json => {

@@ -134,9 +134,12 @@ async fn integrity(
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let window = VERIFY_WINDOW.max(interval * 2).as_millis() as i64;
         let req = verify::Request {
-            prefix: tracker.spec.destination.prefix.trim_end_matches('/').to_string(),
-            cluster: ctx.settings.cluster.clone(),
-            tracker: name.clone(),
+            trail: crate::store::Trail::new(
+                store.clone(),
+                tracker.spec.destination.prefix.trim_end_matches('/'),
+                &ctx.settings.cluster,
+                &name,
+            ),
             from_ms: now_ms - window,
             to_ms: now_ms,
             keys,
@@ -156,7 +159,7 @@ async fn integrity(
                 .map(|d| d.get().max(crate::integrity::MIN_PERIOD).as_millis() as i64),
         };
         let started = Instant::now();
-        let (result, summary) = match verify::verify(store, &req).boxed().await {
+        let (result, summary) = match verify::verify(&req).boxed().await {
             Ok(report) => {
                 let summary = report.summary_line();
                 let problem = report.first_problem();

@@ -940,11 +940,14 @@ impl Worker {
             let store = open_sink(&self.spec.sink, sink)
                 .await
                 .map_err(|f| f.problem.to_string())?;
-            crate::integrity::verify::resume_point(
-                store,
+            let trail = crate::store::Trail::new(
+                store.clone(),
                 &self.spec.prefix,
                 &self.id.cluster,
                 &self.spec.name,
+            );
+            crate::integrity::verify::resume_point(
+                &trail,
                 &self.id.writer,
                 spec.anchor.head.as_ref(),
                 &keys,

@@ -5,8 +5,10 @@
 
 pub mod dir;
 pub mod s3;
+pub mod trail;
 
 pub use s3::{DestinationError, StaticCredentials};
+pub use trail::Trail;
 
 use crate::api::{Compression, Destination, Problem, Reason};
 use k8s_openapi::api::core::v1::Secret;
