@@ -9,11 +9,12 @@
 
 use crate::api::{Order, QueryFilter};
 use crate::deliver::key::day_prefix;
-use crate::route::{Criteria, TraceFields};
+use crate::route::Criteria;
 use crate::store::s3::DestinationError;
 use crate::store::{ObjectInfo, Store};
+use crate::trace::View;
+use crate::trace::view::{Field, Fields};
 use futures::StreamExt;
-use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BinaryHeap, HashSet};
 
@@ -209,228 +210,29 @@ impl QueryError {
     }
 }
 
-/// The fields a filter looks at, borrowed from the line.
-#[derive(Default, Deserialize)]
-struct View<'a> {
-    #[serde(borrow, default)]
-    trace_id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    trace_name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    trace_rating: Cow<'a, str>,
-    #[serde(borrow, default)]
-    service_type: Cow<'a, str>,
-    #[serde(borrow, default)]
-    resource_type: Cow<'a, str>,
-    #[serde(borrow, default)]
-    resource_name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    namespace: Cow<'a, str>,
-    #[serde(borrow, default)]
-    user: Cow<'a, str>,
-    #[serde(borrow, default)]
-    source_ips: Vec<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    time: Cow<'a, str>,
-    #[serde(default)]
-    code: Option<i64>,
-}
-
-/// Fills a [`View`] from a trace line and stops reading as soon as every field
-/// it needs was seen: the request and response bodies, most of a line's bytes,
-/// come after them in delivered traces and are never parsed.
-struct ViewSeed<'v, 'a> {
-    view: &'v mut View<'a>,
-    complete: &'v mut bool,
-    needed: Needed,
-}
-
-impl<'de, 'v> serde::de::DeserializeSeed<'de> for ViewSeed<'v, 'de> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-/// The view's fields, matched without allocating the key.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum ViewField {
-    TraceId,
-    TraceName,
-    TraceRating,
-    ServiceType,
-    ResourceType,
-    ResourceName,
-    Namespace,
-    User,
-    SourceIps,
-    Time,
-    Code,
-    #[serde(other)]
-    Other,
-}
-
-/// A string borrowed from the line unless it has escapes (`Cow<str>` on its own
-/// always allocates).
-#[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl ViewField {
-    /// The field's bit in a [`Needed`] mask.
-    fn bit(&self) -> Needed {
-        match self {
-            ViewField::TraceId => 1,
-            ViewField::TraceName => 1 << 1,
-            ViewField::TraceRating => 1 << 2,
-            ViewField::ServiceType => 1 << 3,
-            ViewField::ResourceType => 1 << 4,
-            ViewField::ResourceName => 1 << 5,
-            ViewField::Namespace => 1 << 6,
-            ViewField::User => 1 << 7,
-            ViewField::SourceIps => 1 << 8,
-            ViewField::Time => 1 << 9,
-            ViewField::Code => 1 << 10,
-            ViewField::Other => 0,
-        }
-    }
-}
-
-/// Which view fields a query reads, as bits of [`ViewField::bit`].
-type Needed = u16;
-
-/// Every view field.
-#[cfg(test)]
-const ALL_FIELDS: Needed = (1 << 11) - 1;
-
 /// The fields `q` needs: the trace ID and time always, the others only when a
 /// filter or the namespace scope looks at them.
-fn needed_fields(q: &Query) -> Needed {
+fn needed_fields(q: &Query) -> Fields {
     let f = &q.filter;
-    let mut needed = ViewField::TraceId.bit() | ViewField::Time.bit();
+    let mut needed = Fields::of(&[Field::TraceId, Field::Time]);
     for (used, field) in [
-        (!f.verbs.is_empty(), ViewField::TraceName),
-        (!f.ratings.is_empty(), ViewField::TraceRating),
-        (!f.api_groups.is_empty(), ViewField::ServiceType),
-        (!f.resources.is_empty(), ViewField::ResourceType),
-        (!f.resource_names.is_empty(), ViewField::ResourceName),
+        (!f.verbs.is_empty(), Field::TraceName),
+        (!f.ratings.is_empty(), Field::TraceRating),
+        (!f.api_groups.is_empty(), Field::ServiceType),
+        (!f.resources.is_empty(), Field::ResourceType),
+        (!f.resource_names.is_empty(), Field::ResourceName),
         (
             !f.namespaces.is_empty() || q.namespace_scope.is_some(),
-            ViewField::Namespace,
+            Field::Namespace,
         ),
-        (!f.users.is_empty(), ViewField::User),
-        (!f.source_ips.is_empty(), ViewField::SourceIps),
+        (!f.users.is_empty(), Field::User),
+        (!f.source_ips.is_empty(), Field::SourceIps),
     ] {
         if used {
-            needed |= field.bit();
+            needed = needed.with(field);
         }
     }
     needed
-}
-
-impl<'de, 'v> serde::de::Visitor<'de> for ViewSeed<'v, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a trace object")
-    }
-    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<(), M::Error> {
-        let mut seen: Needed = 0;
-        while let Some(key) = m.next_key::<ViewField>()? {
-            let bit = key.bit();
-            if bit & self.needed == 0 {
-                m.next_value::<serde::de::IgnoredAny>()?;
-                continue;
-            }
-            let v = &mut *self.view;
-            let slot = match key {
-                ViewField::TraceId => &mut v.trace_id,
-                ViewField::TraceName => &mut v.trace_name,
-                ViewField::TraceRating => &mut v.trace_rating,
-                ViewField::ServiceType => &mut v.service_type,
-                ViewField::ResourceType => &mut v.resource_type,
-                ViewField::ResourceName => &mut v.resource_name,
-                ViewField::Namespace => &mut v.namespace,
-                ViewField::User => &mut v.user,
-                ViewField::Time => &mut v.time,
-                ViewField::Code => {
-                    v.code = m.next_value::<Option<i64>>()?;
-                    seen |= bit;
-                    if seen == self.needed {
-                        *self.complete = true;
-                        return Err(serde::de::Error::custom("view complete"));
-                    }
-                    continue;
-                }
-                ViewField::SourceIps => {
-                    let ips: Vec<Borrowed<'de>> = m.next_value()?;
-                    v.source_ips = ips.into_iter().map(|b| b.0).collect();
-                    seen |= bit;
-                    if seen == self.needed {
-                        *self.complete = true;
-                        return Err(serde::de::Error::custom("view complete"));
-                    }
-                    continue;
-                }
-                ViewField::Other => unreachable!("bit 0 is never needed"),
-            };
-            *slot = m.next_value::<Borrowed<'de>>()?.0;
-            seen |= bit;
-            if seen == self.needed {
-                *self.complete = true;
-                return Err(serde::de::Error::custom("view complete"));
-            }
-        }
-        *self.complete = true;
-        Ok(())
-    }
-}
-
-/// Reads the filter fields of a trace line (absent fields stay empty).
-fn view(line: &[u8], needed: Needed) -> Option<View<'_>> {
-    use serde::de::DeserializeSeed;
-    let mut view = View::default();
-    let mut complete = false;
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let result = ViewSeed {
-        view: &mut view,
-        complete: &mut complete,
-        needed,
-    }
-    .deserialize(&mut de);
-    (result.is_ok() || complete).then_some(view)
-}
-
-impl TraceFields for View<'_> {
-    fn verb(&self) -> &str {
-        self.trace_name.split(' ').next().unwrap_or("")
-    }
-    fn api_group(&self) -> &str {
-        match self.service_type.as_ref() {
-            "core" => "",
-            g => g,
-        }
-    }
-    fn resource(&self) -> &str {
-        &self.resource_type
-    }
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn user(&self) -> &str {
-        &self.user
-    }
-    fn resource_name(&self) -> &str {
-        &self.resource_name
-    }
-    fn rating(&self) -> &str {
-        &self.trace_rating
-    }
-    fn has_source_ip(&self, ip: &str) -> bool {
-        self.source_ips.iter().any(|x| x == ip)
-    }
-    fn trace_id(&self) -> &str {
-        &self.trace_id
-    }
 }
 
 /// Whether a trace passes the filter and scope.
@@ -674,7 +476,7 @@ fn scan_file(q: &Query, key: &str, bytes: Vec<u8>, limit: usize) -> FileScan {
             continue;
         }
         scan.traces += 1;
-        let Some(v) = view(line, needed) else {
+        let Some(v) = View::read(line, needed) else {
             continue;
         };
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
@@ -1031,12 +833,15 @@ fn scan_overview(q: &Query, key: &str, bytes: &[u8], origin: i64, bucket_ms: i64
     let Ok(mut lines) = Lines::new(key, bytes) else {
         return out;
     };
-    let needed = needed_fields(q)
-        | ViewField::TraceRating.bit()
-        | ViewField::User.bit()
-        | ViewField::TraceName.bit()
-        | ViewField::ResourceType.bit()
-        | ViewField::Code.bit();
+    let needed = [
+        Field::TraceRating,
+        Field::User,
+        Field::TraceName,
+        Field::ResourceType,
+        Field::Code,
+    ]
+    .into_iter()
+    .fold(needed_fields(q), Fields::with);
     let criteria = Criteria::from_query(&q.filter);
     let (mut users, mut denied) = (Default::default(), Default::default());
     while let Ok(Some(line)) = lines.next_line() {
@@ -1044,7 +849,9 @@ fn scan_overview(q: &Query, key: &str, bytes: &[u8], origin: i64, bucket_ms: i64
             continue;
         }
         out.traces += 1;
-        let Some(v) = view(line, needed) else { continue };
+        let Some(v) = View::read(line, needed) else {
+            continue;
+        };
         let Some(t) = crate::trace::parse_time_ms(&v.time) else {
             continue;
         };
@@ -1157,6 +964,21 @@ pub async fn overview(
 mod tests {
     use super::*;
 
+    /// Every field a query can read.
+    const QUERY_FIELDS: Fields = Fields::of(&[
+        Field::TraceId,
+        Field::TraceName,
+        Field::TraceRating,
+        Field::ServiceType,
+        Field::ResourceType,
+        Field::ResourceName,
+        Field::Namespace,
+        Field::User,
+        Field::SourceIps,
+        Field::Time,
+        Field::Code,
+    ]);
+
     fn all_lines(key: &str, bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Lines::new(key, bytes).unwrap();
         let mut out = Vec::new();
@@ -1256,22 +1078,22 @@ mod tests {
 
     #[test]
     fn view_reads_fields_in_any_order_and_stops_early() {
-        let v = view(br#"{"time":"t","trace_id":"a","namespace":"n"}"#, ALL_FIELDS).unwrap();
+        let v = View::read(br#"{"time":"t","trace_id":"a","namespace":"n"}"#, QUERY_FIELDS).unwrap();
         assert_eq!(
             (v.time.as_ref(), v.trace_id.as_ref(), v.namespace.as_ref()),
             ("t", "a", "n")
         );
         // Once every field was seen, what follows is not even looked at.
         let line = br#"{"trace_id":"a","trace_name":"get pods","trace_rating":"normal","service_type":"core","resource_type":"pods","resource_name":"p","namespace":"n","user":"u","source_ips":[],"code":200,"time":"t","request":{"broken"#;
-        assert_eq!(view(line, ALL_FIELDS).unwrap().user, "u");
-        assert!(view(b"{not json", ALL_FIELDS).is_none());
+        assert_eq!(View::read(line, QUERY_FIELDS).unwrap().user, "u");
+        assert!(View::read(b"{not json", QUERY_FIELDS).is_none());
         assert!(
-            view(br#"{"trace_id":"a","#, ALL_FIELDS).is_none(),
+            View::read(br#"{"trace_id":"a","#, QUERY_FIELDS).is_none(),
             "a cut line with fields missing is refused"
         );
         // A query that reads only the ID and time stops after those two.
         let line = br#"{"trace_id":"a","user":"u","time":"t","namespace":{"broken"#;
-        let v = view(line, ViewField::TraceId.bit() | ViewField::Time.bit()).unwrap();
+        let v = View::read(line, Fields::of(&[Field::TraceId, Field::Time])).unwrap();
         assert_eq!(
             (v.trace_id.as_ref(), v.user.as_ref()),
             ("a", ""),
@@ -1292,10 +1114,10 @@ mod tests {
     #[test]
     fn filters_and_scope() {
         let line = r#"{"trace_id":"a","trace_name":"delete secrets","trace_rating":"warning","service_type":"core","resource_type":"secrets","resource_name":"db","namespace":"shop","user":"alice","source_ips":["10.0.0.1"],"time":"2026-11-24T01:00:00Z","request":{"big":[1,2,3]}}"#;
-        let v = view(line.as_bytes(), ALL_FIELDS).unwrap();
+        let v = View::read(line.as_bytes(), QUERY_FIELDS).unwrap();
         let mut query = q("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z");
         // The view a query reads (only the fields it needs) decides as the full one does.
-        let partial = |query: &Query| view(line.as_bytes(), needed_fields(query)).unwrap();
+        let partial = |query: &Query| View::read(line.as_bytes(), needed_fields(query)).unwrap();
         assert!(matches(&query, &Criteria::from_query(&query.filter), &v));
         let set = |f: &mut QueryFilter, yaml: &str| *f = serde_json::from_str(yaml).unwrap();
         for (yaml, expect) in [

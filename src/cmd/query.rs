@@ -247,20 +247,27 @@ fn print(out: &query::Outcome, format: Output) {
                 r.into_iter().map(String::from).collect::<Vec<_>>()
             }];
             for h in &out.hits {
-                let t = kubetrail::trace::Summary::of(&h.line);
-                let resource = match (t.namespace.as_str(), t.resource_name.as_str()) {
+                let t = kubetrail::trace::View::parse(h.line.as_bytes()).unwrap_or_default();
+                let resource = match (t.namespace.as_ref(), t.resource_name.as_ref()) {
                     ("", "") => String::new(),
                     ("", n) => n.to_string(),
                     (ns, "") => format!("{ns}/"),
                     (ns, n) => format!("{ns}/{n}"),
                 };
                 let code = t.code.map(|c| c.to_string()).unwrap_or_else(|| "null".into());
-                let mut r = vec![t.time, t.trace_rating, t.user, t.trace_name, resource, code];
+                let mut r = vec![
+                    t.time.to_string(),
+                    t.trace_rating.to_string(),
+                    t.user.to_string(),
+                    t.trace_name.to_string(),
+                    resource,
+                    code,
+                ];
                 if wide {
                     r.extend([
-                        t.trace_id,
-                        t.source_ips.into_iter().next().unwrap_or_default(),
-                        t.user_agent,
+                        t.trace_id.to_string(),
+                        t.source_ips.first().map(|s| s.to_string()).unwrap_or_default(),
+                        t.user_agent.to_string(),
                     ]);
                 }
                 rows.push(r);

@@ -255,15 +255,15 @@ async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action
 
 /// A compact status row of a trace line.
 fn row(line: &str) -> TraceRow {
-    let t = crate::trace::Summary::of(line);
+    let t = crate::trace::View::parse(line.as_bytes()).unwrap_or_default();
     TraceRow {
-        time: t.time,
-        trace_id: t.trace_id,
-        trace_name: t.trace_name,
-        rating: t.trace_rating,
-        user: t.user,
-        namespace: t.namespace,
-        resource_name: t.resource_name,
+        time: t.time.into_owned(),
+        trace_id: t.trace_id.into_owned(),
+        trace_name: t.trace_name.into_owned(),
+        rating: t.trace_rating.into_owned(),
+        user: t.user.into_owned(),
+        namespace: t.namespace.into_owned(),
+        resource_name: t.resource_name.into_owned(),
         code: t.code.unwrap_or(0),
     }
 }

@@ -1,8 +1,8 @@
 //! The messages a notification sends: CloudEvents 1.0 (structured mode) or a
 //! Slack-compatible body, their stable ids and their HMAC signature.
 
-use super::select::View;
 use crate::api::MessageFormat;
+use crate::trace::View;
 use serde::Serialize;
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.

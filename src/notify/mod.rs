@@ -14,9 +14,10 @@ use crate::spool::record::entries;
 use crate::spool::{Position, Spool};
 use crate::telemetry::{Metrics, NotificationLabels};
 use crate::trace::RouteMeta;
+use crate::trace::View;
 use channel::{Channel, Delivery, Outcome};
 use message::{Matched, Message};
-use select::{Selection, View};
+use select::Selection;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -271,7 +272,7 @@ impl Worker {
                     }
                     // Older records lack the facts in their metadata: parse first.
                     let early = if meta.code < 0 {
-                        match serde_json::from_slice::<View<'_>>(line) {
+                        match View::parse(line) {
                             Ok(v) => Some(v),
                             Err(_) => continue,
                         }
@@ -291,7 +292,7 @@ impl Worker {
                     }
                     let view = match early {
                         Some(v) => v,
-                        None => match serde_json::from_slice::<View<'_>>(line) {
+                        None => match View::parse(line) {
                             Ok(v) => v,
                             Err(_) => continue,
                         },

@@ -4,9 +4,7 @@
 
 use crate::api::{KeyEventNotificationSpec, OperationSelector, Preset, Rating};
 use crate::route::{name_matches, resource_matches};
-use crate::trace::RouteMeta;
-use serde::Deserialize;
-use std::borrow::Cow;
+use crate::trace::{RouteMeta, View};
 
 /// Why a notification's selection cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -15,39 +13,6 @@ pub enum SelectError {
     Compile(String),
     #[error("condition refers to {0}; the only variable is `trace`")]
     UnknownVariable(String),
-}
-
-/// The fields of a trace line a selection looks at (bodies are skipped).
-#[derive(Debug, Default, Deserialize)]
-pub struct View<'a> {
-    #[serde(borrow, default)]
-    pub trace_id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub trace_name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub trace_rating: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub service_type: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub resource_type: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub resource_name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub namespace: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub user: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub impersonated_user: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub code: Option<i32>,
-    #[serde(borrow, default)]
-    pub time: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub source_ips: Vec<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub stage: Cow<'a, str>,
-    #[serde(default)]
-    pub read_only: bool,
 }
 
 /// What a selection reads beyond verb, resource, namespace and user: from the

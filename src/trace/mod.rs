@@ -10,6 +10,10 @@ use std::borrow::Cow;
 
 pub use crate::redact::REDACTED;
 
+pub mod view;
+
+pub use view::View;
+
 /// Rating from the response code and stage: CTS's normal / warning / incident.
 pub fn rating(code: Option<i32>, stage: &str) -> Rating {
     if stage == "Panic" {
@@ -381,39 +385,6 @@ pub fn build_malformed<'a>(
         code: 0,
         name: Cow::Borrowed(""),
         impersonated: false,
-    }
-}
-
-/// The fields people read first, parsed back from a stored trace line (for
-/// query rows and tables). The field names are [`Record`]'s.
-#[derive(Debug, Default, Deserialize)]
-pub struct Summary {
-    #[serde(default)]
-    pub time: String,
-    #[serde(default)]
-    pub trace_id: String,
-    #[serde(default)]
-    pub trace_name: String,
-    #[serde(default)]
-    pub trace_rating: String,
-    #[serde(default)]
-    pub user: String,
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub resource_name: String,
-    #[serde(default)]
-    pub code: Option<i32>,
-    #[serde(default)]
-    pub source_ips: Vec<String>,
-    #[serde(default)]
-    pub user_agent: String,
-}
-
-impl Summary {
-    /// Reads a trace line; an unreadable one gives empty fields.
-    pub fn of(line: &str) -> Summary {
-        serde_json::from_str(line).unwrap_or_default()
     }
 }
 
