@@ -84,6 +84,33 @@ pub fn not_found(what: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// What the apiserver answers a status patch of `object`: the object with the
+/// patch's `status` (the client reads the answer back as the whole object).
+pub fn patched_status(object: &serde_json::Value, patch: &serde_json::Value) -> (u16, serde_json::Value) {
+    let mut answer = object.clone();
+    answer["status"] = patch["status"].clone();
+    (200, answer)
+}
+
+/// What the apiserver answers a create (an Event, say): the object sent.
+pub fn created(body: &serde_json::Value) -> (u16, serde_json::Value) {
+    (201, body.clone())
+}
+
+/// The condition of `type_` in a status (a patch's `status`), as
+/// (status, reason, observedGeneration); `None` when it is absent.
+pub fn condition_of(status: &serde_json::Value, type_: &str) -> Option<(String, String, i64)> {
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?;
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        c["observedGeneration"].as_i64()?,
+    ))
+}
+
 fn settings() -> Settings {
     Settings {
         namespace: "kubetrail".into(),

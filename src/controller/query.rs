@@ -440,6 +440,170 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::mock;
+    use http::Method;
+
+    const OBJECT: &str = "/apis/kubetrail.io/v1alpha1/namespaces/team/tracequeries/q";
+    const STATUS: &str = "/apis/kubetrail.io/v1alpha1/namespaces/team/tracequeries/q/status";
+
+    /// TraceQuery `team/q` (generation 2) of tracker `tracker`.
+    fn query(tracker: &str, ttl: Option<u32>, status: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "kubetrail.io/v1alpha1", "kind": "TraceQuery",
+            "metadata": {"name": "q", "namespace": "team", "uid": "u-q", "generation": 2},
+            "spec": {"tracker": tracker, "ttlSecondsAfterFinished": ttl},
+            "status": status,
+        })
+    }
+
+    /// A status that finished `ago` seconds ago.
+    fn finished(phase: &str, ago: i64) -> serde_json::Value {
+        let end = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - ago).unwrap();
+        serde_json::json!({"phase": phase, "observedGeneration": 2,
+            "completionTime": serde_json::to_value(Time(end)).unwrap()})
+    }
+
+    fn deleted() -> (u16, serde_json::Value) {
+        (
+            200,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Success", "code": 200}),
+        )
+    }
+
+    /// A failed query (no result file) is deleted once its TTL has passed, and
+    /// until then is only checked again when it will have: no request at all.
+    #[tokio::test]
+    async fn a_finished_query_is_deleted_after_its_ttl_and_not_before() {
+        let (ctx, calls) = mock::context(Box::new(|method, path, _| match (method.as_str(), path) {
+            ("DELETE", OBJECT) => deleted(),
+            _ => mock::not_found(path),
+        }));
+        let q: TraceQuery = serde_json::from_value(query("t", Some(60), finished("Failed", 20))).unwrap();
+        let action = reconcile_query(Arc::new(q), ctx.clone()).await.unwrap();
+        // 40 s left, less the part of the second gone by (and some slack).
+        assert!(
+            (38_000..=40_000).any(|ms| action == Action::requeue(Duration::from_millis(ms))),
+            "requeued for the ~40 s left: {action:?}"
+        );
+        assert!(calls.all().is_empty(), "{:?}", calls.all());
+
+        let q: TraceQuery = serde_json::from_value(query("t", Some(60), finished("Failed", 120))).unwrap();
+        let action = reconcile_query(Arc::new(q), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        let all = calls.all();
+        assert_eq!(all.len(), 1, "only the delete: {all:?}");
+        assert_eq!((&all[0].method, all[0].path.as_str()), (&Method::DELETE, OBJECT));
+    }
+
+    /// A succeeded query's result file goes with it: while the file cannot be
+    /// removed (here its tracker is gone) the query is kept and retried every
+    /// 30 s, for ten minutes past its TTL; then it is deleted anyway, with a
+    /// `ResultNotRemoved` Warning event.
+    #[tokio::test]
+    async fn a_succeeded_query_waits_for_its_result_file_at_most_ten_minutes() {
+        const TRACKER: &str = "/apis/kubetrail.io/v1alpha1/trackers/gone";
+        let (ctx, calls) = mock::context(Box::new(|method, path, body| match (method.as_str(), path) {
+            ("DELETE", OBJECT) => deleted(),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/team/events") => mock::created(body),
+            _ => mock::not_found(path),
+        }));
+        let q: TraceQuery =
+            serde_json::from_value(query("gone", Some(60), finished("Succeeded", 120))).unwrap();
+        let action = reconcile_query(Arc::new(q), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+        let all = calls.all();
+        assert_eq!(all.len(), 1, "only the tracker is read: {all:?}");
+        assert_eq!((&all[0].method, all[0].path.as_str()), (&Method::GET, TRACKER));
+
+        let q: TraceQuery =
+            serde_json::from_value(query("gone", Some(60), finished("Succeeded", 60 + 601))).unwrap();
+        let action = reconcile_query(Arc::new(q), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        let events = calls.to(Method::POST, "/events");
+        assert_eq!(events.len(), 1, "{:?}", calls.all());
+        assert_eq!(
+            (&events[0].body["type"], &events[0].body["reason"]),
+            (&"Warning".into(), &"ResultNotRemoved".into())
+        );
+        assert_eq!(calls.to(Method::DELETE, OBJECT).len(), 1, "{:?}", calls.all());
+    }
+
+    /// With every query slot taken, a new query is written Pending (reason
+    /// Waiting) and runs nothing; once a slot is free it runs: Running, then
+    /// Failed with reason TrackerNotFound, since its tracker does not exist;
+    /// the slot is given back and the query is checked again after its TTL.
+    #[tokio::test]
+    async fn a_query_waits_pending_for_a_slot_then_fails_on_a_missing_tracker() {
+        const TRACKER: &str = "/apis/kubetrail.io/v1alpha1/trackers/gone";
+        let object = query("gone", Some(300), serde_json::Value::Null);
+        let answer = object.clone();
+        let (ctx, calls) = mock::context(Box::new(move |method, path, body| {
+            match (method.as_str(), path) {
+                ("PATCH", STATUS) => mock::patched_status(&answer, body),
+                _ => mock::not_found(path),
+            }
+        }));
+        let taken = ctx.query_slots.clone().try_acquire_owned().unwrap();
+        let q: TraceQuery = serde_json::from_value(object).unwrap();
+        let running = tokio::spawn(reconcile_query(Arc::new(q), ctx.clone()));
+        for _ in 0..500 {
+            if !calls.all().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Give it the chance to go further than it should.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting = calls.all();
+        assert_eq!(waiting.len(), 1, "only the Pending status: {waiting:?}");
+        assert_eq!(
+            (&waiting[0].method, waiting[0].path.as_str()),
+            (&Method::PATCH, STATUS)
+        );
+        let pending = &waiting[0].body["status"];
+        assert_eq!(pending["phase"], "Pending");
+        assert_eq!(pending["observedGeneration"], 2);
+        assert_eq!(
+            mock::condition_of(pending, "Complete"),
+            Some(("False".into(), "Waiting".into(), 2))
+        );
+        assert!(!running.is_finished());
+
+        drop(taken);
+        let action = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("runs once a slot is free")
+            .unwrap()
+            .unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        assert_eq!(ctx.query_slots.available_permits(), 1, "the slot is given back");
+        let all = calls.all();
+        let order: Vec<_> = all
+            .iter()
+            .map(|c| {
+                let phase = c.body["status"]["phase"].as_str().unwrap_or_default();
+                format!("{} {} {phase}", c.method, c.path)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                format!("PATCH {STATUS} Pending"),
+                format!("PATCH {STATUS} Running"),
+                format!("GET {TRACKER} "),
+                format!("PATCH {STATUS} Failed"),
+            ]
+        );
+        let failed = &all[3].body["status"];
+        assert_eq!(
+            mock::condition_of(failed, "Complete"),
+            Some(("True".into(), "TrackerNotFound".into(), 2))
+        );
+        let message = failed["message"].as_str().unwrap();
+        assert!(message.contains("\"gone\""), "{message}");
+        assert!(failed["completionTime"].is_string(), "{failed}");
+    }
 
     #[test]
     fn time_ranges() {

@@ -622,3 +622,228 @@ mod delivery_tests {
         assert!(message.contains("kubetrail/s3"), "{message}");
     }
 }
+
+/// The reconciler against a mocked API (no apiserver, no bucket): only the
+/// paths that need no S3 (the credentials Secret is read before the bucket is
+/// contacted; a disabled or deleted tracker contacts no bucket).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::mock;
+    use crate::controller::report::{REPORT_ANNOTATION, REPORT_LABEL, Report, TrackerReport};
+    use http::Method;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    const STATUS: &str = "/apis/kubetrail.io/v1alpha1/trackers/t/status";
+    const OBJECT: &str = "/apis/kubetrail.io/v1alpha1/trackers/t";
+    const SECRET: &str = "/api/v1/namespaces/kubetrail/secrets/s3";
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kubetrail/leases";
+
+    /// Tracker `t` (generation 3) with the credentials Secret `s3`.
+    fn tracker(enabled: bool, metadata: serde_json::Value) -> serde_json::Value {
+        let mut t = serde_json::json!({
+            "apiVersion": "kubetrail.io/v1alpha1", "kind": "Tracker",
+            "metadata": {"name": "t", "uid": "u-t", "generation": 3, "resourceVersion": "9",
+                "finalizers": [TRACKER_FINALIZER]},
+            "spec": {"enabled": enabled, "destination": {"bucket": "audit", "prefix": "prod",
+                "credentialsSecretRef": {"name": "s3"}}},
+        });
+        if let (Some(meta), Some(extra)) = (t["metadata"].as_object_mut(), metadata.as_object()) {
+            meta.extend(extra.clone());
+        }
+        t
+    }
+
+    fn is_event(path: &str) -> bool {
+        path.starts_with("/apis/events.k8s.io/v1/")
+    }
+
+    /// The Secret is missing: Ready and DestinationReachable are False with
+    /// reason CredentialsNotFound, a Warning event says so, the tracker is
+    /// checked again on the backoff but never later than 15 s (Secrets are not
+    /// watched), and nothing but the status and events is written.
+    #[tokio::test]
+    async fn missing_credentials_secret_is_not_ready_and_checked_again_within_15s() {
+        let object = tracker(true, serde_json::json!({}));
+        let answer = object.clone();
+        let (ctx, calls) = mock::context(Box::new(move |method, path, body| {
+            match (method.as_str(), path) {
+                ("GET", SECRET) => mock::not_found("secrets \"s3\""),
+                ("PATCH", STATUS) => mock::patched_status(&answer, body),
+                ("POST" | "PATCH", p) if is_event(p) => (200, body.clone()),
+                _ => mock::not_found(path),
+            }
+        }));
+        let t: Tracker = serde_json::from_value(object).unwrap();
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let action = reconcile(Arc::new(t.clone()), ctx.clone()).await.unwrap();
+            delays.push(action);
+        }
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(delays, [secs(2), secs(4), secs(8), secs(15), secs(15)]);
+
+        let patches = calls.to(Method::PATCH, STATUS);
+        assert_eq!(patches.len(), 5, "{:?}", calls.all());
+        let status = &patches[0].body["status"];
+        assert_eq!(status["phase"], "Error");
+        assert_eq!(status["observedGeneration"], 3);
+        for type_ in ["Ready", "DestinationReachable"] {
+            assert_eq!(
+                mock::condition_of(status, type_),
+                Some(("False".into(), "CredentialsNotFound".into(), 3)),
+                "{type_}: {status}"
+            );
+        }
+        let last_error = status["lastError"].as_str().unwrap();
+        assert!(last_error.contains("kubetrail/s3"), "{last_error}");
+
+        let event = &calls.to(Method::POST, "/events")[0];
+        assert_eq!(
+            (&event.body["type"], &event.body["reason"]),
+            (&"Warning".into(), &"CredentialsNotFound".into())
+        );
+        for c in calls.all() {
+            match c.method {
+                Method::GET => assert_eq!(c.path, SECRET, "only the Secret is read"),
+                _ => assert!(
+                    c.path == STATUS || is_event(&c.path),
+                    "only status and events are written (no finalizer patch): {} {}",
+                    c.method,
+                    c.path
+                ),
+            }
+        }
+    }
+
+    /// A disabled tracker reads nothing (not even its Secret): Ready False and
+    /// DestinationReachable Unknown, both with reason Disabled, and it waits for
+    /// a change; a status that already says so is not written again.
+    #[tokio::test]
+    async fn a_disabled_tracker_reads_nothing_and_is_written_once() {
+        let object = tracker(false, serde_json::json!({}));
+        let answer = object.clone();
+        let (ctx, calls) = mock::context(Box::new(move |method, path, body| {
+            match (method.as_str(), path) {
+                ("PATCH", STATUS) => mock::patched_status(&answer, body),
+                _ => mock::not_found(path),
+            }
+        }));
+        let t: Tracker = serde_json::from_value(object.clone()).unwrap();
+        let action = reconcile(Arc::new(t), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        let all = calls.all();
+        assert_eq!(all.len(), 1, "one request, the status patch: {all:?}");
+        assert_eq!((&all[0].method, all[0].path.as_str()), (&Method::PATCH, STATUS));
+        let status = &all[0].body["status"];
+        assert_eq!(status["phase"], "Disabled");
+        assert!(status.get("lastError").is_none(), "{status}");
+        assert_eq!(
+            mock::condition_of(status, "Ready"),
+            Some(("False".into(), "Disabled".into(), 3))
+        );
+        assert_eq!(
+            mock::condition_of(status, "DestinationReachable"),
+            Some(("Unknown".into(), "Disabled".into(), 3))
+        );
+
+        // The next reconcile sees the status it wrote: nothing to do.
+        let mut written = object;
+        written["status"] = status.clone();
+        let t: Tracker = serde_json::from_value(written).unwrap();
+        let action = reconcile(Arc::new(t), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        assert_eq!(calls.all().len(), 1, "{:?}", calls.all());
+    }
+
+    /// A context whose API holds writer `a`'s fresh report, which says it
+    /// (still) delivers tracker `t` when `active`, and tracker `t` being
+    /// deleted, with our finalizer second of two.
+    fn deleting(active: bool) -> (Arc<Context>, mock::Calls, Tracker) {
+        let deleted = serde_json::to_value(Time(jiff::Timestamp::now())).unwrap();
+        let object = tracker(
+            true,
+            serde_json::json!({"deletionTimestamp": deleted,
+                "finalizers": ["example.com/other", TRACKER_FINALIZER]}),
+        );
+        let mut released = object.clone();
+        released["metadata"]["finalizers"] = serde_json::json!(["example.com/other"]);
+        let mut report = Report {
+            incarnation: "a1".into(),
+            ..Default::default()
+        };
+        report.trackers.insert(
+            "t".into(),
+            TrackerReport {
+                active,
+                ..Default::default()
+            },
+        );
+        let report = serde_json::to_string(&report).unwrap();
+        let (ctx, calls) = mock::context(Box::new(move |method, path, body| {
+            match (method.as_str(), path) {
+                ("GET", LEASES) => {
+                    let renewed = serde_json::to_value(MicroTime(jiff::Timestamp::now())).unwrap();
+                    (
+                        200,
+                        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+                            "metadata": {"resourceVersion": "1"},
+                            "items": [{"metadata": {"name": "kubetrail-writer-a", "namespace": "kubetrail",
+                                "labels": {REPORT_LABEL: "true"},
+                                "annotations": {REPORT_ANNOTATION: report}},
+                                "spec": {"holderIdentity": "a", "renewTime": renewed}}]}),
+                    )
+                }
+                ("PATCH", OBJECT) => (200, released.clone()),
+                ("POST", p) if is_event(p) => mock::created(body),
+                _ => mock::not_found(path),
+            }
+        }));
+        (ctx, calls, serde_json::from_value(object).unwrap())
+    }
+
+    /// A deleted tracker no writer delivers any more: the writers' reports are
+    /// read, then our finalizer (not the other one) is removed by a JSON patch
+    /// that first tests it is still at that index, and a `Deleted` event is
+    /// published. No status is written and no bucket is contacted.
+    #[tokio::test]
+    async fn a_deleted_tracker_no_writer_delivers_loses_its_finalizer() {
+        let (ctx, calls, t) = deleting(false);
+        let action = reconcile(Arc::new(t), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        assert_eq!(calls.to(Method::GET, LEASES).len(), 1, "{:?}", calls.all());
+        let removed = calls.to(Method::PATCH, OBJECT);
+        assert_eq!(removed.len(), 1, "{:?}", calls.all());
+        assert_eq!(
+            removed[0].body,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": TRACKER_FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+        let events = calls.to(Method::POST, "/events");
+        assert_eq!(events.len(), 1, "{:?}", calls.all());
+        assert_eq!(events[0].body["reason"], "Deleted");
+        assert!(calls.to(Method::PATCH, STATUS).is_empty(), "no status written");
+        assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+    }
+
+    /// What `cleanup` means to do: keep the finalizer while a writer's fresh
+    /// report says it still delivers the tracker's open files, and look again
+    /// in 2 s. It does not: `kube::runtime::finalizer` removes the finalizer
+    /// after every successful `Cleanup`, whatever `Action` it returns, so the
+    /// object goes at once (the requeue is returned, but the patch is made).
+    #[tokio::test]
+    #[ignore = "known bug: kube's finalizer() drops the finalizer after any Ok cleanup, so the drain wait never holds the object"]
+    async fn a_deleted_tracker_keeps_its_finalizer_while_a_writer_delivers_it() {
+        let (ctx, calls, t) = deleting(true);
+        let action = reconcile(Arc::new(t), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+        assert_eq!(calls.to(Method::GET, LEASES).len(), 1, "{:?}", calls.all());
+        assert!(
+            calls.all().iter().all(|c| c.method == Method::GET),
+            "nothing written while a writer delivers: {:?}",
+            calls.all()
+        );
+    }
+}
