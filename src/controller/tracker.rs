@@ -91,14 +91,19 @@ pub async fn run(ctx: Arc<Context>) {
 async fn reconcile(tracker: Arc<Tracker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let api: Api<Tracker> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, TRACKER_FINALIZER, tracker, |event| async {
-        match event {
-            Finalizer::Apply(t) => apply(&t, &ctx).await,
-            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    // The drain wait is decided before `finalizer`: it removes the finalizer
+    // after any successful cleanup, whatever the Action says.
+    let result = match drain_wait(&tracker, &ctx).await {
+        Some(again) => Ok(again),
+        None => finalizer(&api, TRACKER_FINALIZER, tracker, |event| async {
+            match event {
+                Finalizer::Apply(t) => apply(&t, &ctx).await,
+                Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics
         .reconcile_duration
         .get_or_create(&ControllerLabels {
@@ -371,38 +376,13 @@ pub fn delivery_problem(status: &TrackerStatus, now: jiff::Timestamp) -> Option<
 /// Longest a deleted Tracker waits for its writers to deliver their open files.
 const DRAIN_WAIT_SECONDS: i64 = 120;
 
-/// Runs when a Tracker is deleted. Every replica stops the tracker's pipeline as
-/// soon as the deletion is requested, and the pipeline first delivers its open
-/// files; the finalizer stays until no writer's report says it still delivers
-/// the tracker (or two minutes have passed), so the object disappears only once
-/// its last traces are in the bucket.
+/// Runs when a Tracker is deleted and its writers are done ([`drain_wait`]:
+/// every replica stops the tracker's pipeline as soon as the deletion is
+/// requested, and the pipeline first delivers its open files; the finalizer
+/// stays until no writer's report says it still delivers the tracker, or two
+/// minutes have passed), so the object disappears only once its last traces
+/// are in the bucket. Says so in an Event; the finalizer goes after it.
 async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
-    let name = tracker.name_any();
-    let since = tracker
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| jiff::Timestamp::now().as_second() - t.0.as_second())
-        .unwrap_or(0);
-    if since < DRAIN_WAIT_SECONDS {
-        let fresh = Duration::from_secs(120);
-        match super::report::still_delivering(ctx, &name, fresh).await {
-            Ok(writers) if !writers.is_empty() => {
-                info!(
-                    ?writers,
-                    "waiting for writers to deliver the deleted tracker's open files"
-                );
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %e, "reading delivery reports failed; retrying");
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-        }
-    } else {
-        warn!("writers did not confirm delivering the deleted tracker's open files in time");
-    }
     info!("tracker deleted");
     ctx.reset_backoff(&tracker.name_any());
     publish(
@@ -415,6 +395,36 @@ async fn cleanup(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// While a deleted tracker (still holding our finalizer) has writers
+/// delivering its open files: when to look again. `None` once none does, or
+/// after [`DRAIN_WAIT_SECONDS`], or for a tracker not being deleted.
+async fn drain_wait(tracker: &Tracker, ctx: &Context) -> Option<Action> {
+    let deleted = tracker.metadata.deletion_timestamp.as_ref()?;
+    if !tracker.finalizers().iter().any(|f| f == TRACKER_FINALIZER) {
+        return None;
+    }
+    let since = jiff::Timestamp::now().as_second() - deleted.0.as_second();
+    if since >= DRAIN_WAIT_SECONDS {
+        warn!("writers did not confirm delivering the deleted tracker's open files in time");
+        return None;
+    }
+    let fresh = Duration::from_secs(120);
+    match super::report::still_delivering(ctx, &tracker.name_any(), fresh).await {
+        Ok(writers) if !writers.is_empty() => {
+            info!(
+                ?writers,
+                "waiting for writers to deliver the deleted tracker's open files"
+            );
+            Some(Action::requeue(Duration::from_secs(2)))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            warn!(error = %e, "reading delivery reports failed; retrying");
+            Some(Action::requeue(Duration::from_secs(2)))
+        }
+    }
 }
 
 /// Opens the destination with its credentials and checks the bucket.
@@ -828,13 +838,11 @@ mod tests {
         assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
     }
 
-    /// What `cleanup` means to do: keep the finalizer while a writer's fresh
-    /// report says it still delivers the tracker's open files, and look again
-    /// in 2 s. It does not: `kube::runtime::finalizer` removes the finalizer
-    /// after every successful `Cleanup`, whatever `Action` it returns, so the
-    /// object goes at once (the requeue is returned, but the patch is made).
+    /// The finalizer stays while a writer's fresh report says it still
+    /// delivers the tracker's open files, and the tracker is looked at again in
+    /// 2 s: nothing is written (`kube::runtime::finalizer` would remove the
+    /// finalizer after any successful cleanup, so the wait is decided first).
     #[tokio::test]
-    #[ignore = "known bug: kube's finalizer() drops the finalizer after any Ok cleanup, so the drain wait never holds the object"]
     async fn a_deleted_tracker_keeps_its_finalizer_while_a_writer_delivers_it() {
         let (ctx, calls, t) = deleting(true);
         let action = reconcile(Arc::new(t), ctx.clone()).await.unwrap();
