@@ -208,6 +208,40 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// A stored trace line read back (queries filter with the same criteria).
+impl TraceFields for crate::trace::View<'_> {
+    fn verb(&self) -> &str {
+        crate::trace::View::verb(self)
+    }
+    fn api_group(&self) -> &str {
+        match self.service_type.as_ref() {
+            "core" => "",
+            g => g,
+        }
+    }
+    fn resource(&self) -> &str {
+        &self.resource_type
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn resource_name(&self) -> &str {
+        &self.resource_name
+    }
+    fn rating(&self) -> &str {
+        &self.trace_rating
+    }
+    fn has_source_ip(&self, ip: &str) -> bool {
+        self.source_ips.iter().any(|x| x == ip)
+    }
+    fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,7 @@ const BODIES: &[&str] = &["request", "response", "old_object", "annotations"];
 
 /// `{root}/KubeTrail/`: where the tracker's trace files are.
 fn traces(l: &Layout) -> String {
-    format!("{}/{}/", l.root, crate::deliver::key::Area::Traces.as_str())
+    format!("{}/{}/", l.root, crate::store::key::Area::Traces.as_str())
 }
 
 fn quote(s: &str) -> String {

@@ -648,9 +648,9 @@ fn run_fuzz(cases: u64, seed: u64) -> anyhow::Result<()> {
 async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     use kubetrail::api::QueryFilter;
     use kubetrail::deliver::batch::{Batch, tracker_suffix};
-    use kubetrail::deliver::key::{FileId, object_key};
     use kubetrail::query::{self, Query};
-    use kubetrail::spool::{Position, entries};
+    use kubetrail::spool::entries;
+    use kubetrail::store::key::{FileId, object_key};
 
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
@@ -712,7 +712,8 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
                 tracker: "bench",
                 writer: "w0",
                 epoch: "00000000",
-                start: Position { seq: files, idx: 0 },
+                start_seq: files,
+                start_idx: 0,
                 earliest_ms: first_ms,
                 compression: Compression::Gzip,
             });

@@ -361,7 +361,7 @@ async fn execute(q: &TraceQuery, ctx: &Context) -> Result<(query::Outcome, Strin
 /// the status — whoever can edit a status must not steer what the operator
 /// deletes.
 pub fn result_key(prefix: &str, cluster: &str, q: &TraceQuery) -> String {
-    let mut key = crate::deliver::key::area_prefix(prefix, crate::deliver::key::Area::QueryResults);
+    let mut key = crate::store::key::area_prefix(prefix, crate::store::key::Area::QueryResults);
     key.push_str(&format!(
         "{cluster}/{}/{}/{}.jsonl.gz",
         q.namespace().unwrap_or_default(),

@@ -2,5 +2,4 @@
 
 pub mod batch;
 pub mod batcher;
-pub mod key;
 pub mod pipeline;

@@ -102,31 +102,7 @@ pub fn signing_string(period_end: &str, key: &str, sha256: &str, previous_signat
     format!("{period_end}\n{key}\n{sha256}\n{previous_signature}")
 }
 
-/// `{prefix}/KubeTrail-Digest/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` of a day.
-pub fn day_prefix(prefix: &str, cluster: &str, tracker: &str, year: i16, month: i8, day: i8) -> String {
-    use crate::deliver::key::{Area, area_day_prefix};
-    area_day_prefix(prefix, Area::Digests, cluster, tracker, year, month, day)
-}
-
-/// The object key of the digest of a period, named by its start:
-/// `…/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_digest.json`.
-pub fn digest_key(prefix: &str, cluster: &str, tracker: &str, writer: &str, period_start_ms: i64) -> String {
-    let dt = jiff::Timestamp::from_millisecond(period_start_ms)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .datetime();
-    let mut key = day_prefix(prefix, cluster, tracker, dt.year(), dt.month(), dt.day());
-    key.push_str(&format!(
-        "{cluster}_{tracker}_{:04}{:02}{:02}T{:02}{:02}{:02}Z_{writer}_digest.json",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    ));
-    key
-}
+pub use crate::store::key::digest_key;
 
 /// An Ed25519 signing key.
 pub struct Signer {

@@ -8,7 +8,7 @@
 //! the tracker's trace files and digests, and nothing else.
 
 use crate::api::RetentionMode;
-use crate::deliver::key::{Area, area_prefix};
+use crate::store::key::{Area, area_prefix};
 use crate::store::{DestinationError, Store};
 
 const DAY_MS: i64 = 86_400_000;

@@ -8,8 +8,8 @@
 //! lifecycle), stopping early where the order allows.
 
 use crate::api::{Order, QueryFilter};
-use crate::deliver::key::day_prefix;
 use crate::route::Criteria;
+use crate::store::key::day_prefix;
 use crate::store::s3::DestinationError;
 use crate::store::{ObjectInfo, Store};
 use crate::trace::View;
@@ -251,7 +251,7 @@ pub async fn resolve_clusters(
 ) -> Result<Vec<String>, QueryError> {
     let mut out: Vec<String> = clusters.iter().filter(|c| *c != "*").cloned().collect();
     if clusters.iter().any(|c| c == "*") {
-        let base = crate::deliver::key::area_prefix(prefix, crate::deliver::key::Area::Traces);
+        let base = crate::store::key::area_prefix(prefix, crate::store::key::Area::Traces);
         for dir in sink.list_dirs(&base).await? {
             let name = dir.trim_start_matches(&base).trim_end_matches('/').to_string();
             if !name.is_empty() && !out.contains(&name) {

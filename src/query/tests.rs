@@ -198,7 +198,7 @@ fn filters_and_scope() {
 /// Trace files in a local directory, named as delivery names them.
 async fn files(dir: &std::path::Path, groups: &[&[(&str, &str, &str, i32)]]) -> Store {
     use crate::deliver::batch::{Batch, tracker_suffix};
-    use crate::deliver::key::{FileId, object_key};
+    use crate::store::key::{FileId, object_key};
     let sink = Store::Dir(dir.to_path_buf());
     for (n, group) in groups.iter().enumerate() {
         let mut b = Batch::new(crate::api::Compression::Gzip);
@@ -219,10 +219,8 @@ async fn files(dir: &std::path::Path, groups: &[&[(&str, &str, &str, i32)]]) -> 
             tracker: "t",
             writer: "w",
             epoch: "00000000",
-            start: crate::spool::Position {
-                seq: n as u64,
-                idx: 0,
-            },
+            start_seq: n as u64,
+            start_idx: 0,
             earliest_ms: crate::trace::parse_time_ms(group[0].1).unwrap(),
             compression: crate::api::Compression::Gzip,
         });

@@ -4,6 +4,7 @@
 //! the command line all open a [`Store`] here.
 
 pub mod dir;
+pub mod key;
 pub mod s3;
 pub mod trail;
 

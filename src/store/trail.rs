@@ -1,13 +1,12 @@
 //! A tracker's trail: the store it is in and where in it (file prefix, cluster,
 //! tracker). Readers and writers of a trail ask it for their keys (trace files,
 //! digests, the day folders of both) rather than assembling prefix, cluster and
-//! tracker themselves; the layout is spelled in `deliver::key` (docs/architecture.md,
+//! tracker themselves; the layout is spelled in `store::key` (docs/architecture.md,
 //! "Object layout").
 
 use super::Store;
 use crate::api::Compression;
-use crate::deliver::key::{self, Area, FileId};
-use crate::spool::Position;
+use crate::store::key::{self, Area, FileId};
 
 /// One tracker's trail of one cluster, in a store.
 #[derive(Clone, Debug)]
@@ -44,13 +43,14 @@ impl Trail {
         key::area_day_prefix(&self.prefix, area, &self.cluster, &self.tracker, y, m, d)
     }
 
-    /// The key of a trace file `writer` wrote from spool position `start` of
+    /// The key of a trace file `writer` wrote from spool position `start_seq`/`start_idx` of
     /// its spool `epoch`, whose earliest trace is at `earliest_ms`.
     pub fn file_key(
         &self,
         writer: &str,
         epoch: &str,
-        start: Position,
+        start_seq: u64,
+        start_idx: u32,
         earliest_ms: i64,
         compression: Compression,
     ) -> String {
@@ -60,7 +60,8 @@ impl Trail {
             tracker: &self.tracker,
             writer,
             epoch,
-            start,
+            start_seq,
+            start_idx,
             earliest_ms,
             compression,
         })
@@ -68,7 +69,7 @@ impl Trail {
 
     /// The key of `writer`'s digest of the period starting at `period_start_ms`.
     pub fn digest_key(&self, writer: &str, period_start_ms: i64) -> String {
-        crate::integrity::digest::digest_key(
+        key::digest_key(
             &self.prefix,
             &self.cluster,
             &self.tracker,
@@ -95,13 +96,7 @@ mod tests {
             t.day(Area::Digests, ms),
             "audit/prod/KubeTrail-Digest/east/2026/11/24/system/"
         );
-        let f = t.file_key(
-            "w-0",
-            "0a1b2c3d",
-            Position { seq: 42, idx: 7 },
-            ms,
-            Compression::Gzip,
-        );
+        let f = t.file_key("w-0", "0a1b2c3d", 42, 7, ms, Compression::Gzip);
         assert_eq!(
             f,
             "audit/prod/KubeTrail/east/2026/11/24/system/east_system_20261124T010101Z_w-0_0a1b2c3d-000000000042-00007.jsonl.gz"

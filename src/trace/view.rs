@@ -4,7 +4,6 @@
 //! line through [`View`]. [`super::Record`] is the writer's side of the same
 //! field names.
 
-use crate::route::TraceFields;
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -198,39 +197,6 @@ impl<'de, 'v> serde::de::Visitor<'de> for Seed<'v, 'de> {
         }
         *self.complete = true;
         Ok(())
-    }
-}
-
-impl TraceFields for View<'_> {
-    fn verb(&self) -> &str {
-        View::verb(self)
-    }
-    fn api_group(&self) -> &str {
-        match self.service_type.as_ref() {
-            "core" => "",
-            g => g,
-        }
-    }
-    fn resource(&self) -> &str {
-        &self.resource_type
-    }
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn user(&self) -> &str {
-        &self.user
-    }
-    fn resource_name(&self) -> &str {
-        &self.resource_name
-    }
-    fn rating(&self) -> &str {
-        &self.trace_rating
-    }
-    fn has_source_ip(&self, ip: &str) -> bool {
-        self.source_ips.iter().any(|x| x == ip)
-    }
-    fn trace_id(&self) -> &str {
-        &self.trace_id
     }
 }
 

@@ -20,7 +20,6 @@ mod worker;
 
 use super::batch::{Batch, tracker_suffix};
 use super::batcher::{Batcher, Limits, OpenFile, day_of};
-use super::key::{FileId, object_key};
 use crate::api::{Compression, Problem, Reason, Redaction};
 use crate::integrity::digest::{self as digest_file, DigestFile};
 use crate::integrity::{Chain, Delivered, IntegritySpec, boundary_before, period_end};
@@ -28,6 +27,7 @@ use crate::route::Filter;
 use crate::spool::{self, Intent, Position, Spool, TrackerCursor, entries};
 use crate::store::DestinationError;
 use crate::store::Store;
+use crate::store::key::{FileId, object_key};
 use crate::telemetry::{Metrics, TrackerLabels};
 use crate::trace::RouteMeta;
 use futures::future::BoxFuture;

@@ -399,7 +399,8 @@ impl Worker {
             tracker: &self.spec.name,
             writer: &self.id.writer,
             epoch: self.spool.epoch(),
-            start: file.start,
+            start_seq: file.start.seq,
+            start_idx: file.start.idx,
             earliest_ms: file.earliest_ms,
             compression: self.spec.compression,
         })

@@ -9,7 +9,7 @@
 
 use super::digest::{self, PublicKey, SignedDigest};
 use crate::api::{Problem, Reason};
-use crate::deliver::key::Area;
+use crate::store::key::Area;
 use crate::store::{DestinationError, ObjectInfo, Store, Trail};
 use futures::{FutureExt as _, StreamExt as _};
 use serde::Serialize;

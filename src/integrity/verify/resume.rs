@@ -2,8 +2,8 @@
 //! published head, following only successors that verify.
 
 use super::{DAY_MS, DEFAULT_SKEW_MS, Request, is_digest_of, trust_problem};
-use crate::deliver::key::Area;
 use crate::integrity::digest::{self, PublicKey, SignedDigest};
+use crate::store::key::Area;
 use crate::store::{DestinationError, ObjectInfo, Trail};
 use std::collections::HashMap;
 

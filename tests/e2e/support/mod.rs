@@ -263,7 +263,7 @@ pub async fn put_trace_file(
 ) {
     use kubetrail::api::Compression;
     use kubetrail::deliver::batch::{Batch, tracker_suffix};
-    use kubetrail::deliver::key::{FileId, object_key};
+    use kubetrail::store::key::{FileId, object_key};
     let mut b = Batch::new(Compression::Gzip);
     let suffix = tracker_suffix(tracker);
     for line in lines {
@@ -275,7 +275,8 @@ pub async fn put_trace_file(
         tracker,
         writer: "w0",
         epoch: "00000000",
-        start: kubetrail::spool::Position { seq, idx: 0 },
+        start_seq: seq,
+        start_idx: 0,
         earliest_ms,
         compression: Compression::Gzip,
     });

@@ -1,16 +1,17 @@
-//! Object keys of trace files (docs/architecture.md, "Delivery").
+//! The object-key layout of a trail (docs/architecture.md, "Delivery"): trace
+//! files, their digests and TraceQuery results. [`super::Trail`] names keys
+//! with it; the writers and readers of a trail call either.
 //!
 //! `{prefix}/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_{seq}.jsonl.gz`
 //!
 //! Partition invariant: every trace in a file lies in the UTC day of its key, and
 //! the time in the name is the file's *earliest* trace time (see
-//! [`super::batcher`]). A query lists only the days it asks for, and may skip a
+//! [`crate::deliver::batcher`]). A query lists only the days it asks for, and may skip a
 //! file whose earliest time is past its range. `seq` is the spool position of the
 //! file's first entry (with the spool's epoch and the writer), so the key of a
 //! file is fixed before it is written and a retry rewrites the same object.
 
 use crate::api::Compression;
-use crate::spool::Position;
 
 /// Identity of one file.
 pub struct FileId<'a> {
@@ -19,7 +20,9 @@ pub struct FileId<'a> {
     pub tracker: &'a str,
     pub writer: &'a str,
     pub epoch: &'a str,
-    pub start: Position,
+    /// The spool position of its first entry: record `start_seq`, entry `start_idx`.
+    pub start_seq: u64,
+    pub start_idx: u32,
     /// Earliest trace time in the file, Unix milliseconds.
     pub earliest_ms: i64,
     pub compression: Compression,
@@ -104,9 +107,41 @@ pub fn object_key(id: &FileId<'_>) -> String {
         s = dt.second(),
         writer = id.writer,
         epoch = id.epoch,
-        seq = id.start.seq,
-        idx = id.start.idx,
+        seq = id.start_seq,
+        idx = id.start_idx,
         ext = extension(id.compression),
+    ));
+    key
+}
+
+/// `{prefix}/KubeTrail-Digest/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/` of a day.
+pub fn digest_day_prefix(
+    prefix: &str,
+    cluster: &str,
+    tracker: &str,
+    year: i16,
+    month: i8,
+    day: i8,
+) -> String {
+    area_day_prefix(prefix, Area::Digests, cluster, tracker, year, month, day)
+}
+
+/// The object key of the digest of a period, named by its start:
+/// `…/{cluster}_{tracker}_{yyyymmddTHHMMSSZ}_{writer}_digest.json`.
+pub fn digest_key(prefix: &str, cluster: &str, tracker: &str, writer: &str, period_start_ms: i64) -> String {
+    let dt = jiff::Timestamp::from_millisecond(period_start_ms)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime();
+    let mut key = digest_day_prefix(prefix, cluster, tracker, dt.year(), dt.month(), dt.day());
+    key.push_str(&format!(
+        "{cluster}_{tracker}_{:04}{:02}{:02}T{:02}{:02}{:02}Z_{writer}_digest.json",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
     ));
     key
 }
@@ -122,7 +157,8 @@ mod tests {
             tracker: "system",
             writer: "kubetrail-7d9f-x2",
             epoch: "0a1b2c3d",
-            start: Position { seq: 42, idx: 7 },
+            start_seq: 42,
+            start_idx: 7,
             earliest_ms: 1_795_482_061_500, // 2026-11-24T01:01:01.5Z
             compression,
         }
