@@ -275,33 +275,85 @@ struct Fetched {
     signed: Result<SignedDigest, String>,
 }
 
-/// Checks the trail of one tracker.
+/// The days a check covers.
+struct Scope {
+    /// Nothing older is checked (the range's first day, or retention's).
+    floor: i64,
+    first_day: i64,
+    last_day: i64,
+    /// Days whose digests are read: the range, two more (files late in the
+    /// range may be listed there) and up to every published head.
+    digest_days: Vec<i64>,
+    /// Days whose trace files are read.
+    trace_days: Vec<i64>,
+}
+
+impl Scope {
+    fn of(req: &Request) -> Scope {
+        let floor = req.oldest_kept_ms.unwrap_or(i64::MIN).max(day_start(req.from_ms));
+        let first_day = day_start(floor.max(req.from_ms.min(req.to_ms)));
+        let last_day = day_start(req.to_ms.max(req.from_ms));
+        let heads_last = req
+            .heads
+            .iter()
+            .flatten()
+            .filter_map(|h| digest::parse_time(&previous_period_start(&h.key)))
+            .max()
+            .map_or(last_day, day_start);
+        let digest_last_day = day_start(req.now_ms)
+            .min((last_day + 2 * DAY_MS).max(heads_last))
+            .max(last_day);
+        let digest_days: Vec<i64> = (0..)
+            .map(|i| first_day + i * DAY_MS)
+            .take_while(|d| *d <= digest_last_day)
+            .collect();
+        let trace_days = digest_days.iter().copied().filter(|d| *d <= last_day).collect();
+        Scope {
+            floor,
+            first_day,
+            last_day,
+            digest_days,
+            trace_days,
+        }
+    }
+}
+
+/// What the valid digests of every chain say.
+#[derive(Default)]
+struct Chains {
+    /// Every file a valid digest lists: the digest's key and the entry.
+    listed: HashMap<String, (String, digest::DigestFile)>,
+    /// Each writer's latest valid period end.
+    latest_end: HashMap<String, i64>,
+    /// Each writer's shortest period.
+    shortest: HashMap<String, i64>,
+}
+
+/// Checks the trail of one tracker: signatures, then each writer's chain, its
+/// published head, every listed file, and the files no digest lists.
 pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
+    let scope = Scope::of(req);
+    let fetched = fetch_digests(req, &scope).await?;
+    let present = list_trace_files(req, &scope).await?;
+    let keys: HashMap<&str, &PublicKey> = req.keys.iter().map(|k| (k.fingerprint.as_str(), k)).collect();
+    let mut report = Report::default();
+    let by_writer = check_signatures(req, &keys, &fetched, &mut report);
+    let chains = check_chains(req, &scope, &by_writer, &fetched, &mut report);
+    let head_end = check_heads(req, &keys, &scope, &by_writer, &chains, &mut report).await?;
+    check_listed_files(req, &scope, &chains, &present, &mut report).await?;
+    check_unlisted_files(req, &chains, &head_end, &present, &mut report);
+    report
+        .digests
+        .sort_by(|a, b| (&a.writer, &a.period_start, &a.key).cmp(&(&b.writer, &b.period_start, &b.key)));
+    report.files.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(report)
+}
+
+/// Every digest of the tracker in the scope's digest days, fetched and decoded.
+async fn fetch_digests(req: &Request, scope: &Scope) -> Result<Vec<Fetched>, DestinationError> {
     let store = &req.trail.store;
-    let floor = req.oldest_kept_ms.unwrap_or(i64::MIN).max(day_start(req.from_ms));
-    let first_day = day_start(floor.max(req.from_ms.min(req.to_ms)));
-    let last_day = day_start(req.to_ms.max(req.from_ms));
-    // Digests of two more days: files late in the range may be listed there;
-    // and up to every published head, so each chain is followed to it.
-    let heads_last = req
-        .heads
-        .iter()
-        .flatten()
-        .filter_map(|h| digest::parse_time(&previous_period_start(&h.key)))
-        .max()
-        .map_or(last_day, day_start);
-    let digest_last_day = day_start(req.now_ms)
-        .min((last_day + 2 * DAY_MS).max(heads_last))
-        .max(last_day);
     let parallelism = req.parallelism.max(1);
-
-    let digest_days: Vec<i64> = (0..)
-        .map(|i| first_day + i * DAY_MS)
-        .take_while(|d| *d <= digest_last_day)
-        .collect();
-    let trace_days: Vec<i64> = digest_days.iter().copied().filter(|d| *d <= last_day).collect();
-
-    let listings = futures::stream::iter(digest_days.iter().copied().map(|day| {
+    let listings = futures::stream::iter(scope.digest_days.iter().copied().map(|day| {
         let p = req.trail.day(Area::Digests, day);
         async move { store.list(&p).await }.boxed()
     }))
@@ -316,7 +368,7 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         );
     }
     let names: Vec<String> = digest_keys.iter().map(|o| o.key.clone()).collect();
-    let fetched: Vec<Fetched> = futures::stream::iter(names.into_iter().map(|key| {
+    futures::stream::iter(names.into_iter().map(|key| {
         async move {
             let bytes = store.get(&key).await?;
             Ok::<_, DestinationError>(Fetched {
@@ -330,13 +382,20 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
     .collect::<Vec<_>>()
     .await
     .into_iter()
-    .collect::<Result<_, _>>()?;
+    .collect()
+}
 
-    let trace_listings = futures::stream::iter(trace_days.iter().copied().map(|day| {
+/// Every trace file in the scope's trace days, by key.
+async fn list_trace_files(
+    req: &Request,
+    scope: &Scope,
+) -> Result<BTreeMap<String, ObjectInfo>, DestinationError> {
+    let store = &req.trail.store;
+    let trace_listings = futures::stream::iter(scope.trace_days.iter().copied().map(|day| {
         let p = req.trail.day(Area::Traces, day);
         async move { store.list(&p).await }.boxed()
     }))
-    .buffered(parallelism)
+    .buffered(req.parallelism.max(1))
     .collect::<Vec<_>>()
     .await;
     let mut present: BTreeMap<String, ObjectInfo> = BTreeMap::new();
@@ -345,24 +404,32 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
             present.insert(o.key.clone(), o);
         }
     }
+    Ok(present)
+}
 
-    let keys: HashMap<&str, &PublicKey> = req.keys.iter().map(|k| (k.fingerprint.as_str(), k)).collect();
-    let mut report = Report::default();
-    let in_range = |start: i64, end: i64| start < req.to_ms && end > req.from_ms;
-    // An untrusted digest is reported when its content or its name falls in
-    // the range, or either lies in the future (a plant meant to sort last).
+/// Whether a period overlaps the range asked for.
+fn in_range(req: &Request, start: i64, end: i64) -> bool {
+    start < req.to_ms && end > req.from_ms
+}
+
+/// Signatures (by a trusted key, within its window, not from the future):
+/// every digest grouped by writer, each marked valid or not. An untrusted
+/// digest is reported when its content or its name falls in the range, or
+/// either lies in the future (a plant meant to sort last).
+fn check_signatures(
+    req: &Request,
+    keys: &HashMap<&str, &PublicKey>,
+    fetched: &[Fetched],
+    report: &mut Report,
+) -> BTreeMap<String, Vec<Good>> {
     let reportable = |key: &str, start: i64, end: i64| {
         let named = digest::parse_time(&previous_period_start(key));
-        in_range(start, end)
+        in_range(req, start, end)
             || end > req.now_ms + req.skew_ms
             || named.is_some_and(|t| (t < req.to_ms && t >= req.from_ms) || t > req.now_ms)
     };
-
-    // Signatures (by a trusted key, within its window, not from the future),
-    // then chains per writer.
     let mut by_writer: BTreeMap<String, Vec<Good>> = BTreeMap::new();
-    let fetched_keys: HashSet<&str> = fetched.iter().map(|f| f.key.as_str()).collect();
-    for f in &fetched {
+    for f in fetched {
         let d = match &f.signed {
             Ok(d) => d,
             Err(e) => {
@@ -380,7 +447,7 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         };
         let start = digest::parse_time(&d.digest.period_start).unwrap_or(0);
         let end = digest::parse_time(&d.digest.period_end).unwrap_or(0);
-        let problem = trust_problem(req, &keys, &f.key, d);
+        let problem = trust_problem(req, keys, &f.key, d);
         if let Some(reason) = &problem
             && reportable(&f.key, start, end)
         {
@@ -403,11 +470,30 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         });
     }
 
-    let mut listed: HashMap<String, (String, digest::DigestFile)> = HashMap::new();
-    let mut latest_end: HashMap<String, i64> = HashMap::new();
-    let mut shortest: HashMap<String, i64> = HashMap::new();
-    for (writer, chain) in by_writer.iter_mut() {
+    for chain in by_writer.values_mut() {
         chain.sort_by_key(|g| (g.start, g.end));
+    }
+    by_writer
+}
+
+/// Each writer's chain, link by link, in the range: a link to a digest that is
+/// not valid, or missing though it would be in the range, breaks it.
+fn check_chains(
+    req: &Request,
+    scope: &Scope,
+    by_writer: &BTreeMap<String, Vec<Good>>,
+    fetched: &[Fetched],
+    report: &mut Report,
+) -> Chains {
+    let (first_day, floor) = (scope.first_day, scope.floor);
+    let fetched_keys: HashSet<&str> = fetched.iter().map(|f| f.key.as_str()).collect();
+    let mut chains = Chains::default();
+    let Chains {
+        listed,
+        latest_end,
+        shortest,
+    } = &mut chains;
+    for (writer, chain) in by_writer {
         let valid: HashMap<&str, &Good> = chain
             .iter()
             .filter(|g| g.valid)
@@ -426,7 +512,7 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
             }
         }
         for g in chain.iter() {
-            if !in_range(g.start, g.end) || !g.valid {
+            if !in_range(req, g.start, g.end) || !g.valid {
                 continue;
             }
             let link = match &g.d.digest.previous {
@@ -474,8 +560,22 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         }
     }
 
-    // Each chain must reach its published head, and a running writer's head
-    // must be recent: a deleted or replaced tail, or a stopped chain, shows.
+    chains
+}
+
+/// Each chain must reach its published head, and a running writer's head must
+/// be recent: a deleted or replaced tail, or a stopped chain, shows. Returns
+/// each writer's head end (the published one or a newer valid digest's) and
+/// period.
+async fn check_heads(
+    req: &Request,
+    keys: &HashMap<&str, &PublicKey>,
+    scope: &Scope,
+    by_writer: &BTreeMap<String, Vec<Good>>,
+    chains: &Chains,
+    report: &mut Report,
+) -> Result<HashMap<String, (i64, i64)>, DestinationError> {
+    let (store, first_day, floor) = (&req.trail.store, scope.first_day, scope.floor);
     let mut head_end: HashMap<String, (i64, i64)> = HashMap::new();
     for h in req.heads.iter().flatten() {
         let h_end = digest::parse_time(&h.period_end).unwrap_or(i64::MIN);
@@ -484,13 +584,13 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         } else {
             req.period_ms.unwrap_or(3_600_000)
         };
-        let listed_end = latest_end.get(&h.writer).copied().unwrap_or(i64::MIN);
+        let listed_end = chains.latest_end.get(&h.writer).copied().unwrap_or(i64::MIN);
         head_end.insert(h.writer.clone(), (h_end.max(listed_end), period));
         if h_end < floor {
             continue; // expired with retention
         }
         let chain = by_writer.get(&h.writer);
-        let problem = match check_head(store, req, &keys, h, chain, first_day).await? {
+        let problem = match check_head(store, req, keys, h, chain, first_day).await? {
             Some(p) => Some(p),
             None if h.running && h_end.max(listed_end) < req.now_ms - 2 * period - req.skew_ms => {
                 Some(format!(
@@ -512,9 +612,22 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
             });
         }
     }
-    // Files listed by a valid digest: present and unchanged?
-    let trace_first = first_day;
-    let trace_end = last_day + DAY_MS;
+    Ok(head_end)
+}
+
+/// Files listed by a valid digest in the range: present and unchanged (size,
+/// then SHA-256; a file unchanged in size and modification time since the last
+/// check is not fetched again).
+async fn check_listed_files(
+    req: &Request,
+    scope: &Scope,
+    chains: &Chains,
+    present: &BTreeMap<String, ObjectInfo>,
+    report: &mut Report,
+) -> Result<(), DestinationError> {
+    let (store, parallelism) = (&req.trail.store, req.parallelism.max(1));
+    let trace_first = scope.first_day;
+    let trace_end = scope.last_day + DAY_MS;
     let key_day = |k: &str| -> Option<i64> {
         // …/KubeTrail/{cluster}/{yyyy}/{mm}/{dd}/{tracker}/name
         let parts: Vec<&str> = k.rsplitn(5, '/').collect();
@@ -525,7 +638,7 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         super::key_day_ms(y, m, d)
     };
     let mut to_hash = Vec::new();
-    for (k, (digest_key, f)) in &listed {
+    for (k, (digest_key, f)) in &chains.listed {
         let Some(day) = key_day(k) else { continue };
         if day < trace_first || day >= trace_end {
             continue;
@@ -595,17 +708,27 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         report.files.push(h?);
     }
 
-    // Files no digest lists: pending only while a known writer's next digest
-    // may still list them (newer than its head by at most a period plus the
-    // slack); a writer nobody knows has no pending files.
-    for (k, o) in &present {
-        if listed.contains_key(k) {
+    Ok(())
+}
+
+/// Files no digest lists: pending only while a known writer's next digest may
+/// still list them (newer than its head by at most a period plus the slack); a
+/// writer nobody knows has no pending files.
+fn check_unlisted_files(
+    req: &Request,
+    chains: &Chains,
+    head_end: &HashMap<String, (i64, i64)>,
+    present: &BTreeMap<String, ObjectInfo>,
+    report: &mut Report,
+) {
+    for (k, o) in present {
+        if chains.listed.contains_key(k) {
             continue;
         }
         let writer = writer_of(k, &req.trail.cluster, &req.trail.tracker).unwrap_or_default();
         let period = req
             .period_ms
-            .or_else(|| shortest.get(&writer).copied())
+            .or_else(|| chains.shortest.get(&writer).copied())
             .unwrap_or(3_600_000);
         // Its head: the published one (or a newer valid digest: a head is
         // published a few seconds after its digest); else, without published
@@ -615,7 +738,7 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
         let head = head_end
             .get(&writer)
             .copied()
-            .or_else(|| latest_end.get(&writer).map(|end| (*end, period)))
+            .or_else(|| chains.latest_end.get(&writer).map(|end| (*end, period)))
             .or_else(|| {
                 (req.heads.is_some() && req.known_writers.contains(&writer))
                     .then_some((req.now_ms - period, period))
@@ -635,11 +758,6 @@ pub async fn verify(req: &Request) -> Result<Report, DestinationError> {
             digest: None,
         });
     }
-    report
-        .digests
-        .sort_by(|a, b| (&a.writer, &a.period_start, &a.key).cmp(&(&b.writer, &b.period_start, &b.key)));
-    report.files.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(report)
 }
 
 /// A digest as checked: where it is, what it says, and whether it is trusted.
