@@ -226,58 +226,13 @@ impl Worker {
                 });
             }
 
-            let mut full_day = None;
-            if let Some(cur) = current.as_mut() {
-                let now = now_ms();
-                for (i, (meta, line)) in entries::iter(&cur.payload)
-                    .enumerate()
-                    .skip(cur.next_idx as usize)
-                {
-                    let here = Position {
-                        seq: cur.seq,
-                        idx: i as u32,
-                    };
-                    cur.next_idx = i as u32 + 1;
-                    read = Position {
-                        seq: cur.seq,
-                        idx: cur.next_idx,
-                    };
-                    let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
-                        tracing::warn!(
-                            seq = cur.seq,
-                            idx = i,
-                            "unreadable routing metadata; trace skipped"
-                        );
-                        continue;
-                    };
-                    if !self.spec.filter.matches(&meta) {
-                        continue;
-                    }
-                    let t = trace_time(&meta, cur.received_ms);
-                    let day = day_of(t);
-                    if state.is_done(day, here) {
-                        // Already in a file written before a restart.
-                        continue;
-                    }
-                    let redacted = redact_for(&self.spec.redaction, &meta, line);
-                    let line = redacted.as_deref().unwrap_or(line);
-                    let batch = open
-                        .batches
-                        .entry(day)
-                        .or_insert_with(|| Batch::new(self.spec.compression));
-                    batch.push(line, &suffix).map_err(PipelineError::Compress)?;
-                    if batch.received_ms.last() != Some(&cur.received_ms) {
-                        batch.received_ms.push(cur.received_ms);
-                    }
-                    let added = open.batcher.add(here, t, (line.len() + suffix.len()) as u64, now);
-                    if added.full {
-                        full_day = Some(day);
-                        break;
-                    }
-                }
-                if full_day.is_none() {
-                    current = None;
-                }
+            let full_day = match current.as_mut() {
+                Some(cur) => self.fill(cur, &mut open, &state, &mut read, &suffix)?,
+                None => None,
+            };
+            if full_day.is_none() {
+                // The record is used up (or there was none).
+                current = None;
             }
             if let Some(day) = full_day {
                 if self.cut(day, &mut open, &mut state, read, &mut sink)? == Written::Abandoned {
@@ -300,24 +255,7 @@ impl Worker {
                 continue;
             }
             if self.control.stopping() {
-                // Drain: everything spooled was read; cut what is open, then end.
-                for day in open.batcher.days() {
-                    if self.cut(day, &mut open, &mut state, read, &mut sink)? == Written::Abandoned {
-                        return Ok(());
-                    }
-                }
-                state.pos = read;
-                state = self.spool.commit(name, &state)?;
-                // Close the open period: whatever becomes of the spool, the files
-                // delivered so far are in a signed digest.
-                if self.spec.integrity.is_some()
-                    && self.write_digest(&mut state, now_ms(), &mut sink)? == Written::Abandoned
-                {
-                    return Ok(());
-                }
-                self.note_backlog(&mut corrupt_seen, &reader);
-                tracing::info!(seq = read.seq, idx = read.idx, "delivery drained");
-                return Ok(());
+                return self.drain(&mut open, &mut state, read, &mut sink, &mut corrupt_seen, &reader);
             }
             // Let the cursor follow skipped traces now and then, so the spool can
             // be trimmed.
@@ -339,6 +277,93 @@ impl Worker {
                 let _ = tokio::time::timeout(wait, head_rx.changed()).await;
             });
         }
+    }
+
+    /// Adds the traces of a record, from its next entry on, to the open files;
+    /// stops at the first that fills a file, and returns that file's day.
+    fn fill(
+        &self,
+        cur: &mut Current,
+        open: &mut Open,
+        state: &TrackerCursor,
+        read: &mut Position,
+        suffix: &[u8],
+    ) -> Result<Option<i64>, PipelineError> {
+        let now = now_ms();
+        for (i, (meta, line)) in entries::iter(&cur.payload)
+            .enumerate()
+            .skip(cur.next_idx as usize)
+        {
+            let here = Position {
+                seq: cur.seq,
+                idx: i as u32,
+            };
+            cur.next_idx = i as u32 + 1;
+            *read = Position {
+                seq: cur.seq,
+                idx: cur.next_idx,
+            };
+            let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
+                tracing::warn!(
+                    seq = cur.seq,
+                    idx = i,
+                    "unreadable routing metadata; trace skipped"
+                );
+                continue;
+            };
+            if !self.spec.filter.matches(&meta) {
+                continue;
+            }
+            let t = trace_time(&meta, cur.received_ms);
+            let day = day_of(t);
+            if state.is_done(day, here) {
+                // Already in a file written before a restart.
+                continue;
+            }
+            let redacted = redact_for(&self.spec.redaction, &meta, line);
+            let line = redacted.as_deref().unwrap_or(line);
+            let batch = open
+                .batches
+                .entry(day)
+                .or_insert_with(|| Batch::new(self.spec.compression));
+            batch.push(line, suffix).map_err(PipelineError::Compress)?;
+            if batch.received_ms.last() != Some(&cur.received_ms) {
+                batch.received_ms.push(cur.received_ms);
+            }
+            let added = open.batcher.add(here, t, (line.len() + suffix.len()) as u64, now);
+            if added.full {
+                return Ok(Some(day));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stopping, with everything spooled read: cuts and writes what is open,
+    /// commits, and closes the open digest period.
+    fn drain(
+        &self,
+        open: &mut Open,
+        state: &mut TrackerCursor,
+        read: Position,
+        sink: &mut Option<Store>,
+        corrupt_seen: &mut u64,
+        reader: &spool::Reader,
+    ) -> Result<(), PipelineError> {
+        for day in open.batcher.days() {
+            if self.cut(day, open, state, read, sink)? == Written::Abandoned {
+                return Ok(());
+            }
+        }
+        state.pos = read;
+        *state = self.spool.commit(&self.spec.name, state)?;
+        // Close the open period: whatever becomes of the spool, the files
+        // delivered so far are in a signed digest.
+        if self.spec.integrity.is_some() && self.write_digest(state, now_ms(), sink)? == Written::Abandoned {
+            return Ok(());
+        }
+        self.note_backlog(corrupt_seen, reader);
+        tracing::info!(seq = read.seq, idx = read.idx, "delivery drained");
+        Ok(())
     }
 
     /// Cuts the file of `day`: names it, persists the intent, writes it, then
