@@ -141,26 +141,50 @@ fn is_json(headers: &HeaderMap) -> bool {
 const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
 async fn receive(State(st): State<Ingest>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let _in_flight = InFlight::new(st.intake.lifecycle());
+    let body = match admit(&st, &headers, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    // Room in the shared budget is taken as the bytes arrive (a slow or
+    // stalled body holds only what it sent), and kept until the batch is stored.
+    let mut room = None;
+    let body = match read_body(&st, body, &mut room).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let received = jiff::Timestamp::now();
+    let key = super::dedupe::batch_key(&body);
+    let stored = st.intake.take(&body, trace::Source::Webhook, received, key).await;
+    answer(st.intake.metrics(), stored)
+}
+
+/// What is refused before a byte of the body is kept: another media type, a
+/// replica starting or stopping, a declared length over the cap. A refused
+/// body is read (and dropped) in part, so the caller sees the answer rather
+/// than a reset connection.
+async fn admit(
+    st: &Ingest,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Body, Response> {
     let metrics = st.intake.metrics();
     let lifecycle = st.intake.lifecycle();
-    let _in_flight = InFlight::new(lifecycle);
-    if !is_json(&headers) {
+    if !is_json(headers) {
         drain_stream(
             &mut body.into_data_stream(),
             REFUSAL_DRAIN,
             Duration::from_secs(1),
         )
         .await;
-        return reject(
+        return Err(reject(
             metrics,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content_type",
             "Content-Type must be application/json".into(),
-        );
+        ));
     }
     if !lifecycle.accepting() {
-        // Read (and drop) a bounded part of the body so the caller gets the 503
-        // instead of a reset connection.
         drain_stream(&mut body.into_data_stream(), 1 << 20, Duration::from_secs(5)).await;
         let (reason, message) = if lifecycle.is_draining() {
             ("stopping", "this replica is stopping; send the batch again")
@@ -168,7 +192,7 @@ async fn receive(State(st): State<Ingest>, headers: HeaderMap, body: axum::body:
             ("starting", "this replica is starting; send the batch again")
         };
         let r = reject(metrics, StatusCode::SERVICE_UNAVAILABLE, reason, message.into());
-        return retry_after(r, "1");
+        return Err(retry_after(r, "1"));
     }
     let max = st.limits.max_body_bytes;
     let declared = {
@@ -186,29 +210,38 @@ async fn receive(State(st): State<Ingest>, headers: HeaderMap, body: axum::body:
             Duration::from_secs(5),
         )
         .await;
-        return reject(
+        return Err(reject(
             metrics,
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("request body too large: {n} bytes, more than {max}"),
-        );
+        ));
     }
-    // Room in the shared budget is taken as the bytes arrive (a slow or
-    // stalled body holds only what it sent), and kept until the batch is stored.
-    let mut room = None;
+    Ok(body)
+}
+
+/// Reads the body within the cap, the time limit and the memory budget (room
+/// held in `room`); a refusal is the answer.
+async fn read_body(
+    st: &Ingest,
+    body: axum::body::Body,
+    room: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Bytes, Response> {
+    let metrics = st.intake.metrics();
+    let max = st.limits.max_body_bytes;
     let mut stream = body.into_data_stream();
-    let read = read_capped(&mut stream, max, Some((&st.bodies, &mut room)));
-    let body = match tokio::time::timeout(st.limits.body_timeout, read).await {
-        Ok(Ok(b)) => b,
+    let read = read_capped(&mut stream, max, Some((&st.bodies, &mut *room)));
+    match tokio::time::timeout(st.limits.body_timeout, read).await {
+        Ok(Ok(b)) => Ok(b),
         Ok(Err(ReadError::TooLarge)) => {
-            drop(room);
+            room.take();
             drain_stream(&mut stream, max.saturating_mul(4), Duration::from_secs(5)).await;
-            return reject(
+            Err(reject(
                 metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("request body too large: more than {max} bytes"),
-            );
+            ))
         }
         Ok(Err(ReadError::Busy)) => {
             let r = reject(
@@ -217,31 +250,31 @@ async fn receive(State(st): State<Ingest>, headers: HeaderMap, body: axum::body:
                 "busy",
                 "too many audit batches being received at once; send it again".into(),
             );
-            return retry_after(r, "1");
+            Err(retry_after(r, "1"))
         }
-        Ok(Err(ReadError::Broken(e))) => {
-            return reject(
-                metrics,
-                StatusCode::BAD_REQUEST,
-                "unreadable",
-                format!("reading body: {e}"),
-            );
-        }
-        Err(_) => {
-            return reject(
-                metrics,
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the body was not received within {} s",
-                    st.limits.body_timeout.as_secs()
-                ),
-            );
-        }
-    };
-    let received = jiff::Timestamp::now();
-    let key = super::dedupe::batch_key(&body);
-    match st.intake.take(&body, trace::Source::Webhook, received, key).await {
+        Ok(Err(ReadError::Broken(e))) => Err(reject(
+            metrics,
+            StatusCode::BAD_REQUEST,
+            "unreadable",
+            format!("reading body: {e}"),
+        )),
+        Err(_) => Err(reject(
+            metrics,
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body was not received within {} s",
+                st.limits.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// The answer to a body the intake took (200 only once it is in the spool) or
+/// refused: 400 for a body that is not an EventList, 503 with `Retry-After`
+/// for what a retry can fix, 413 for a record over the spool's limit.
+fn answer(metrics: &Metrics, stored: Result<super::intake::Stored, IntakeError>) -> Response {
+    match stored {
         Ok(_) => (StatusCode::OK, "").into_response(),
         Err(IntakeError::Malformed(e)) => {
             reject(metrics, StatusCode::BAD_REQUEST, "malformed", e.to_string())
