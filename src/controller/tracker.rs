@@ -156,149 +156,10 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
     };
 
     let action = match &outcome {
-        None => {
-            status.phase = Some(TrackerPhase::Disabled);
-            status.last_error = None;
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                FALSE,
-                Reason::Disabled,
-                "tracker is disabled: it delivers nothing",
-                generation,
-                &now,
-            );
-            set_condition(
-                &mut status.conditions,
-                ConditionType::DestinationReachable,
-                UNKNOWN,
-                Reason::Disabled,
-                "not checked while the tracker is disabled",
-                generation,
-                &now,
-            );
-            ctx.reset_backoff(&name);
-            Action::await_change()
-        }
-        Some(Ok(store)) => {
-            let trail_next = super::trail::reconcile(tracker, ctx, store, &mut status, &now)
-                .boxed()
-                .await;
-            let dest = &tracker.spec.destination;
-            let msg = format!("bucket {} is reachable", dest.bucket);
-            set_condition(
-                &mut status.conditions,
-                ConditionType::DestinationReachable,
-                TRUE,
-                Reason::BucketReachable,
-                &msg,
-                generation,
-                &now,
-            );
-            ctx.reset_backoff(&name);
-            match delivery_problem(&status, jiff::Timestamp::now()) {
-                None => {
-                    status.phase = Some(TrackerPhase::Enabled);
-                    status.last_error = None;
-                    set_condition(
-                        &mut status.conditions,
-                        ConditionType::Ready,
-                        TRUE,
-                        Reason::Ready,
-                        "tracker is delivering",
-                        generation,
-                        &now,
-                    );
-                    Action::requeue(trail_next.map_or(ctx.settings.recheck_interval, |d| {
-                        d.min(ctx.settings.recheck_interval)
-                    }))
-                }
-                Some(Problem { reason, message }) => {
-                    // HeadBucket works, yet files are not delivered (a KMS or
-                    // write permission, say) or the backlog overflows.
-                    status.phase = Some(TrackerPhase::Error);
-                    status.last_error = Some(message.clone());
-                    let was = tracker
-                        .status
-                        .as_ref()
-                        .and_then(|s| condition(&s.conditions, ConditionType::Ready))
-                        .map(|c| c.reason.clone());
-                    set_condition(
-                        &mut status.conditions,
-                        ConditionType::Ready,
-                        FALSE,
-                        reason,
-                        &message,
-                        generation,
-                        &now,
-                    );
-                    if was.as_deref() != Some(reason.as_str()) {
-                        warn!(%reason, error = %message, "delivery problem");
-                        publish(
-                            ctx,
-                            tracker,
-                            EventType::Warning,
-                            reason.as_str(),
-                            "Deliver",
-                            &message,
-                        )
-                        .await;
-                    }
-                    Action::requeue(Duration::from_secs(30))
-                }
-            }
-        }
-        Some(Err(error)) => {
-            let problem = error.problem();
-            // Dropping traces is the graver news: it names Ready's reason.
-            let ready = match delivery_problem(&status, jiff::Timestamp::now()) {
-                Some(p) if p.reason == Reason::BacklogOverflow => {
-                    Problem::new(p.reason, format!("{}; {}", p.message, problem.message))
-                }
-                _ => problem.clone(),
-            };
-            status.phase = Some(TrackerPhase::Error);
-            status.last_error = Some(ready.message.clone());
-            set_condition(
-                &mut status.conditions,
-                ConditionType::DestinationReachable,
-                FALSE,
-                problem.reason,
-                &problem.message,
-                generation,
-                &now,
-            );
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                FALSE,
-                ready.reason,
-                &ready.message,
-                generation,
-                &now,
-            );
-            warn!(reason = %ready.reason, error = %ready.message, "destination not usable");
-            publish(
-                ctx,
-                tracker,
-                EventType::Warning,
-                ready.reason.as_str(),
-                "CheckDestination",
-                &ready.message,
-            )
-            .await;
-            let delay = ctx.backoff(&name);
-            if matches!(
-                error,
-                StoreError::CredentialsNotFound { .. } | StoreError::CredentialsInvalid { .. }
-            ) {
-                Action::requeue(delay.min(CREDENTIALS_RECHECK))
-            } else {
-                Action::requeue(delay)
-            }
-        }
+        None => disabled(ctx, &name, &mut status, generation, &now),
+        Some(Ok(store)) => reachable(tracker, ctx, store, &mut status, &now).await,
+        Some(Err(error)) => unusable(tracker, ctx, error, &mut status, &now).await,
     };
-
     let was_ready = tracker
         .status
         .as_ref()
@@ -332,6 +193,177 @@ async fn apply(tracker: &Tracker, ctx: &Context) -> Result<Action, Error> {
         })
         .inc();
     Ok(action)
+}
+
+/// A disabled tracker: delivers nothing, its destination is not checked.
+fn disabled(
+    ctx: &Context,
+    name: &str,
+    status: &mut TrackerStatus,
+    generation: Option<i64>,
+    now: &Time,
+) -> Action {
+    status.phase = Some(TrackerPhase::Disabled);
+    status.last_error = None;
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Ready,
+        FALSE,
+        Reason::Disabled,
+        "tracker is disabled: it delivers nothing",
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        ConditionType::DestinationReachable,
+        UNKNOWN,
+        Reason::Disabled,
+        "not checked while the tracker is disabled",
+        generation,
+        now,
+    );
+    ctx.reset_backoff(name);
+    Action::await_change()
+}
+
+/// A reachable destination: the trail's part (keys, verification, retention),
+/// then Ready from what the writers report.
+async fn reachable(
+    tracker: &Tracker,
+    ctx: &Context,
+    store: &store::Store,
+    status: &mut TrackerStatus,
+    now: &Time,
+) -> Action {
+    let name = tracker.name_any();
+    let generation = tracker.metadata.generation;
+    let trail_next = super::trail::reconcile(tracker, ctx, store, status, now)
+        .boxed()
+        .await;
+    let dest = &tracker.spec.destination;
+    let msg = format!("bucket {} is reachable", dest.bucket);
+    set_condition(
+        &mut status.conditions,
+        ConditionType::DestinationReachable,
+        TRUE,
+        Reason::BucketReachable,
+        &msg,
+        generation,
+        now,
+    );
+    ctx.reset_backoff(&name);
+    match delivery_problem(status, jiff::Timestamp::now()) {
+        None => {
+            status.phase = Some(TrackerPhase::Enabled);
+            status.last_error = None;
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                TRUE,
+                Reason::Ready,
+                "tracker is delivering",
+                generation,
+                now,
+            );
+            Action::requeue(trail_next.map_or(ctx.settings.recheck_interval, |d| {
+                d.min(ctx.settings.recheck_interval)
+            }))
+        }
+        Some(Problem { reason, message }) => {
+            // HeadBucket works, yet files are not delivered (a KMS or
+            // write permission, say) or the backlog overflows.
+            status.phase = Some(TrackerPhase::Error);
+            status.last_error = Some(message.clone());
+            let was = tracker
+                .status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, ConditionType::Ready))
+                .map(|c| c.reason.clone());
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                FALSE,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            if was.as_deref() != Some(reason.as_str()) {
+                warn!(%reason, error = %message, "delivery problem");
+                publish(
+                    ctx,
+                    tracker,
+                    EventType::Warning,
+                    reason.as_str(),
+                    "Deliver",
+                    &message,
+                )
+                .await;
+            }
+            Action::requeue(Duration::from_secs(30))
+        }
+    }
+}
+
+/// A destination that cannot be used: both conditions say why, an Event too,
+/// and it is checked again with backoff (sooner for a credentials Secret).
+async fn unusable(
+    tracker: &Tracker,
+    ctx: &Context,
+    error: &StoreError,
+    status: &mut TrackerStatus,
+    now: &Time,
+) -> Action {
+    let name = tracker.name_any();
+    let generation = tracker.metadata.generation;
+    let problem = error.problem();
+    // Dropping traces is the graver news: it names Ready's reason.
+    let ready = match delivery_problem(status, jiff::Timestamp::now()) {
+        Some(p) if p.reason == Reason::BacklogOverflow => {
+            Problem::new(p.reason, format!("{}; {}", p.message, problem.message))
+        }
+        _ => problem.clone(),
+    };
+    status.phase = Some(TrackerPhase::Error);
+    status.last_error = Some(ready.message.clone());
+    set_condition(
+        &mut status.conditions,
+        ConditionType::DestinationReachable,
+        FALSE,
+        problem.reason,
+        &problem.message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Ready,
+        FALSE,
+        ready.reason,
+        &ready.message,
+        generation,
+        now,
+    );
+    warn!(reason = %ready.reason, error = %ready.message, "destination not usable");
+    publish(
+        ctx,
+        tracker,
+        EventType::Warning,
+        ready.reason.as_str(),
+        "CheckDestination",
+        &ready.message,
+    )
+    .await;
+    let delay = ctx.backoff(&name);
+    if matches!(
+        error,
+        StoreError::CredentialsNotFound { .. } | StoreError::CredentialsInvalid { .. }
+    ) {
+        Action::requeue(delay.min(CREDENTIALS_RECHECK))
+    } else {
+        Action::requeue(delay)
+    }
 }
 
 /// How long writes may fail before `Ready` turns False (a transient S3 error
