@@ -105,22 +105,52 @@ async fn integrity(
         }
     };
     let integ = status.integrity.get_or_insert_with(IntegrityStatus::default);
-    if !integ
-        .public_keys
-        .iter()
-        .any(|k| k.fingerprint == signer.fingerprint())
-    {
-        tracing::info!(fingerprint = signer.fingerprint(), "publishing digest public key");
+    publish_key(integ, signer.fingerprint(), &signer.public_key_b64(), now);
+    let interval = crate::api::Duration::or(&spec.verify_interval, Duration::from_secs(3600))
+        .max(Duration::from_secs(10));
+    verify_if_due(tracker, ctx, store, status, interval).await;
+    let (when, result, summary, at) = {
+        let map = guard(&ctx.verified);
+        let Some(v) = map.get(&name) else {
+            return Some(interval);
+        };
+        (v.when, v.result.clone(), v.summary.clone(), v.at)
+    };
+    report_verified(tracker, ctx, status, when, &result, &summary, now).await;
+    Some(interval.saturating_sub(at.elapsed()).max(Duration::from_secs(1)))
+}
+
+/// Publishes the signing key in status (once) and closes the windows of the
+/// keys it replaced.
+fn publish_key(integ: &mut IntegrityStatus, fingerprint: &str, public_key: &str, now: &Time) {
+    if !integ.public_keys.iter().any(|k| k.fingerprint == fingerprint) {
+        tracing::info!(fingerprint, "publishing digest public key");
         integ.public_keys.push(PublicKeyStatus {
-            fingerprint: signer.fingerprint().to_string(),
-            public_key: signer.public_key_b64(),
+            fingerprint: fingerprint.to_string(),
+            public_key: public_key.to_string(),
             since: now.clone(),
             until: None,
         });
     }
-    rotate_windows(&mut integ.public_keys, signer.fingerprint(), now);
-    let interval = crate::api::Duration::or(&spec.verify_interval, Duration::from_secs(3600))
-        .max(Duration::from_secs(10));
+    rotate_windows(&mut integ.public_keys, fingerprint, now);
+}
+
+/// Verifies the trail's last day (at least) when the interval has passed or
+/// the spec changed; the result waits in `ctx.verified`. Files checked before
+/// and unchanged are not fetched again.
+async fn verify_if_due(
+    tracker: &Tracker,
+    ctx: &Context,
+    store: &Store,
+    status: &TrackerStatus,
+    interval: Duration,
+) {
+    let name = tracker.name_any();
+    let spec = &tracker.spec.integrity;
+    let generation = tracker.metadata.generation;
+    let Some(integ) = status.integrity.as_ref() else {
+        return;
+    };
     let (due, known) = {
         let map = guard(&ctx.verified);
         match map.get(&name) {
@@ -180,25 +210,37 @@ async fn integrity(
             },
         );
     }
-    let (when, result, summary, at) = {
-        let map = guard(&ctx.verified);
-        let Some(v) = map.get(&name) else {
-            return Some(interval);
-        };
-        (v.when, v.result.clone(), v.summary.clone(), v.at)
+}
+
+/// `IntegrityVerified` and the integrity status from the last verification; a
+/// new problem is an Event too.
+async fn report_verified(
+    tracker: &Tracker,
+    ctx: &Context,
+    status: &mut TrackerStatus,
+    when: jiff::Timestamp,
+    result: &Result<Option<Problem>, String>,
+    summary: &str,
+    now: &Time,
+) {
+    let name = tracker.name_any();
+    let generation = tracker.metadata.generation;
+    let labels = TrackerLabels {
+        tracker: name.clone(),
     };
     let was = condition(&status.conditions, ConditionType::IntegrityVerified)
         .map(|c| (c.status.clone(), c.reason.clone()));
+    let integ = status.integrity.get_or_insert_with(IntegrityStatus::default);
     integ.last_verified = Some(Time(when));
-    match &result {
+    match result {
         Ok(None) => {
-            integ.last_result = Some(summary.clone());
+            integ.last_result = Some(summary.to_string());
             set_condition(
                 &mut status.conditions,
                 ConditionType::IntegrityVerified,
                 TRUE,
                 Reason::Verified,
-                &summary,
+                summary,
                 generation,
                 now,
             );
@@ -206,7 +248,7 @@ async fn integrity(
         }
         Ok(Some(Problem { reason, message })) => {
             let reason = *reason;
-            integ.last_result = Some(summary.clone());
+            integ.last_result = Some(summary.to_string());
             let message = format!("{summary}; first: {message}");
             set_condition(
                 &mut status.conditions,
@@ -244,7 +286,6 @@ async fn integrity(
             );
         }
     }
-    Some(interval.saturating_sub(at.elapsed()).max(Duration::from_secs(1)))
 }
 
 /// Closes the window of every key but the one signing now, and reopens that
