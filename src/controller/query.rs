@@ -94,71 +94,11 @@ async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action
     let status = q.status.clone().unwrap_or_default();
     let done = matches!(status.phase, Some(QueryPhase::Succeeded | QueryPhase::Failed));
     if done && status.observed_generation == q.metadata.generation {
-        // Finished: only the TTL is left to handle.
-        if let (Some(ttl), Some(end)) = (q.spec.ttl_seconds_after_finished, &status.completion_time) {
-            let expires = end.0.as_millisecond() + i64::from(ttl) * 1000;
-            let left = expires - jiff::Timestamp::now().as_millisecond();
-            if left <= 0 {
-                // The result file goes with the query. If the bucket cannot be
-                // reached, try again for ten minutes, then let the query go and say so.
-                if status.phase == Some(QueryPhase::Succeeded) {
-                    match remove_result(&q, &ctx).await {
-                        Ok(key) => tracing::debug!(key, "result file removed"),
-                        Err(e) if left > -600_000 => {
-                            tracing::warn!(error = %e, "removing the result file failed; retrying");
-                            return Ok(Action::requeue(Duration::from_secs(30)));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "giving up removing the result file");
-                            warn_event(
-                                &ctx,
-                                &q,
-                                "ResultNotRemoved",
-                                &format!("the result file was not removed: {e}"),
-                            )
-                            .await;
-                        }
-                    }
-                }
-                tracing::info!("deleting finished query after its TTL");
-                api.delete(&q.name_any(), &DeleteParams::default())
-                    .await
-                    .map_err(Error::Kube)?;
-                return Ok(Action::await_change());
-            }
-            return Ok(Action::requeue(Duration::from_millis(left as u64)));
-        }
-        return Ok(Action::await_change());
+        return finished(&q, &ctx, &api, &status).await;
     }
-
     // A slot first: at most `query_concurrency` queries run at once.
-    let slot = match ctx.query_slots.clone().try_acquire_owned() {
-        Ok(slot) => slot,
-        Err(_) => {
-            let waiting_since = now();
-            let mut pending = TraceQueryStatus {
-                phase: Some(QueryPhase::Pending),
-                observed_generation: q.metadata.generation,
-                ..TraceQueryStatus::default()
-            };
-            set_condition(
-                &mut pending.conditions,
-                ConditionType::Complete,
-                FALSE,
-                Reason::Waiting,
-                &format!(
-                    "waiting for a query slot ({} queries run at once)",
-                    ctx.settings.query_concurrency
-                ),
-                q.metadata.generation,
-                &waiting_since,
-            );
-            write(&api, &q, &pending, &ctx).await?;
-            match ctx.query_slots.clone().acquire_owned().await {
-                Ok(slot) => slot,
-                Err(_) => return Ok(Action::requeue(Duration::from_secs(5))),
-            }
-        }
+    let Some(slot) = take_slot(&q, &ctx, &api).await? else {
+        return Ok(Action::requeue(Duration::from_secs(5)));
     };
     let started = now();
     let mut running = TraceQueryStatus {
@@ -188,6 +128,103 @@ async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action
         )),
     };
     drop(slot);
+    answered(&mut result, answer, &ctx, q.metadata.generation);
+    result.completion_time = Some(now());
+    write(&api, &q, &result, &ctx).await?;
+    ctx.reset_backoff(&format!("tq/{}", q.name_any()));
+    Ok(match q.spec.ttl_seconds_after_finished {
+        Some(ttl) => Action::requeue(Duration::from_secs(u64::from(ttl))),
+        None => Action::await_change(),
+    })
+}
+
+/// A finished query: only its TTL is left to handle. On expiry its result file
+/// goes with it; if the bucket cannot be reached, that is tried again for ten
+/// minutes, then the query goes anyway and an Event says so.
+async fn finished(
+    q: &TraceQuery,
+    ctx: &Context,
+    api: &Api<TraceQuery>,
+    status: &TraceQueryStatus,
+) -> Result<Action, Error> {
+    if let (Some(ttl), Some(end)) = (q.spec.ttl_seconds_after_finished, &status.completion_time) {
+        let expires = end.0.as_millisecond() + i64::from(ttl) * 1000;
+        let left = expires - jiff::Timestamp::now().as_millisecond();
+        if left <= 0 {
+            // The result file goes with the query. If the bucket cannot be
+            // reached, try again for ten minutes, then let the query go and say so.
+            if status.phase == Some(QueryPhase::Succeeded) {
+                match remove_result(q, ctx).await {
+                    Ok(key) => tracing::debug!(key, "result file removed"),
+                    Err(e) if left > -600_000 => {
+                        tracing::warn!(error = %e, "removing the result file failed; retrying");
+                        return Ok(Action::requeue(Duration::from_secs(30)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "giving up removing the result file");
+                        warn_event(
+                            ctx,
+                            q,
+                            "ResultNotRemoved",
+                            &format!("the result file was not removed: {e}"),
+                        )
+                        .await;
+                    }
+                }
+            }
+            tracing::info!("deleting finished query after its TTL");
+            api.delete(&q.name_any(), &DeleteParams::default())
+                .await
+                .map_err(Error::Kube)?;
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(Duration::from_millis(left as u64)));
+    }
+    Ok(Action::await_change())
+}
+
+/// A query slot; while none is free the query is `Pending` (written once) and
+/// waits for one. `None` if the slots are gone (the process is stopping).
+async fn take_slot(
+    q: &TraceQuery,
+    ctx: &Context,
+    api: &Api<TraceQuery>,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Error> {
+    Ok(match ctx.query_slots.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(_) => {
+            let waiting_since = now();
+            let mut pending = TraceQueryStatus {
+                phase: Some(QueryPhase::Pending),
+                observed_generation: q.metadata.generation,
+                ..TraceQueryStatus::default()
+            };
+            set_condition(
+                &mut pending.conditions,
+                ConditionType::Complete,
+                FALSE,
+                Reason::Waiting,
+                &format!(
+                    "waiting for a query slot ({} queries run at once)",
+                    ctx.settings.query_concurrency
+                ),
+                q.metadata.generation,
+                &waiting_since,
+            );
+            write(api, q, &pending, ctx).await?;
+            ctx.query_slots.clone().acquire_owned().await.ok()
+        }
+    })
+}
+
+/// The status of an answered query: Succeeded with its counts and first rows,
+/// or Failed with the reason.
+fn answered(
+    result: &mut TraceQueryStatus,
+    answer: Result<(query::Outcome, String), Problem>,
+    ctx: &Context,
+    generation: Option<i64>,
+) {
     match answer {
         Ok((outcome, key)) => {
             result.phase = Some(QueryPhase::Succeeded);
@@ -220,7 +257,7 @@ async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action
                 TRUE,
                 Reason::Succeeded,
                 &msg,
-                q.metadata.generation,
+                generation,
                 &now(),
             );
             tracing::info!(
@@ -238,19 +275,12 @@ async fn reconcile_query(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action
                 TRUE,
                 reason,
                 &message,
-                q.metadata.generation,
+                generation,
                 &now(),
             );
             tracing::warn!(%reason, %message, "query failed");
         }
     }
-    result.completion_time = Some(now());
-    write(&api, &q, &result, &ctx).await?;
-    ctx.reset_backoff(&format!("tq/{}", q.name_any()));
-    Ok(match q.spec.ttl_seconds_after_finished {
-        Some(ttl) => Action::requeue(Duration::from_secs(u64::from(ttl))),
-        None => Action::await_change(),
-    })
 }
 
 /// A compact status row of a trace line.

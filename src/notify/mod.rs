@@ -258,57 +258,7 @@ impl Worker {
                     break;
                 };
                 let skip = if rec.seq == read.seq { read.idx as usize } else { 0 };
-                let mut n = 0u32;
-                for (i, (meta, line)) in entries::iter(&rec.payload).enumerate() {
-                    n = i as u32 + 1;
-                    if i < skip {
-                        continue;
-                    }
-                    let Ok(meta) = serde_json::from_slice::<RouteMeta<'_>>(meta) else {
-                        continue;
-                    };
-                    if !self.spec.selection.prefilter(&meta) {
-                        continue;
-                    }
-                    // Older records lack the facts in their metadata: parse first.
-                    let early = if meta.code < 0 {
-                        match View::parse(line) {
-                            Ok(v) => Some(v),
-                            Err(_) => continue,
-                        }
-                    } else {
-                        None
-                    };
-                    let matched = match &early {
-                        Some(v) => self
-                            .spec
-                            .selection
-                            .matches(&meta, &select::Facts::from_view(v), line),
-                        None => select::Facts::from_meta(&meta)
-                            .is_some_and(|f| self.spec.selection.matches(&meta, &f, line)),
-                    };
-                    if !matched {
-                        continue;
-                    }
-                    let view = match early {
-                        Some(v) => v,
-                        None => match View::parse(line) {
-                            Ok(v) => v,
-                            Err(_) => continue,
-                        },
-                    };
-                    let mut m = Matched::new(&meta, &view, rec.received_ms);
-                    kind_of(line, &mut m);
-                    queue.push_back((
-                        m,
-                        Position {
-                            seq: rec.seq,
-                            idx: i as u32 + 1,
-                        },
-                    ));
-                    self.stat(|s| s.matched += 1);
-                    self.metrics.notify_matched.get_or_create(&self.labels()).inc();
-                }
+                let n = self.match_record(&rec, skip, &mut queue);
                 read = Position {
                     seq: rec.seq,
                     idx: n.max(skip as u32),
@@ -322,36 +272,11 @@ impl Worker {
                     let after = batch.last().map(|(_, p)| *p).unwrap_or(read);
                     let traces: Vec<Matched> = batch.into_iter().map(|(m, _)| m).collect();
                     let msg = Message::new(&self.cluster, &self.spec.name, traces);
-                    match self.deliver(&msg).await {
-                        Outcome::Stopped => return Ok(()),
-                        Outcome::Delivered => {
-                            self.stat(|s| {
-                                s.sent += 1;
-                                s.last_sent = Some(jiff::Timestamp::now());
-                                s.failing = false;
-                            });
-                            self.metrics.notify_sent.get_or_create(&self.labels()).inc();
-                            let now = jiff::Timestamp::now().as_millisecond();
-                            let mut lat = guard(&self.latencies);
-                            for t in &msg.traces {
-                                let ms = (now - t.received_ms).max(0);
-                                self.metrics.notify_latency.observe(ms as f64 / 1000.0);
-                                if lat.len() >= MAX_LATENCY_SAMPLES {
-                                    lat.pop_front();
-                                }
-                                lat.push_back(ms);
-                            }
-                        }
-                        Outcome::Failed(e) => {
-                            tracing::warn!(message = %msg.id, traces = msg.traces.len(), error = %e, "notification given up after its last attempt");
-                            self.stat(|s| {
-                                s.failed += 1;
-                                s.last_error = Some(e.chars().take(512).collect());
-                                s.failing = true;
-                            });
-                            self.metrics.notify_failed.get_or_create(&self.labels()).inc();
-                        }
+                    let outcome = self.deliver(&msg).await;
+                    if outcome == Outcome::Stopped {
+                        return Ok(());
                     }
+                    self.count(&msg, outcome);
                     last_sent = Some(Instant::now());
                     committed = if queue.is_empty() { read } else { after };
                     self.spool.commit(&key, &TrackerCursor::at(committed))?;
@@ -379,6 +304,105 @@ impl Worker {
                 _ = stop.changed() => return Ok(()),
                 _ = head.changed(), if queue.len() < max => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Queues the matches among a record's traces from entry `skip` on, each
+    /// with the position after it; returns the record's number of entries.
+    fn match_record(
+        &self,
+        rec: &crate::spool::Record,
+        skip: usize,
+        queue: &mut VecDeque<(Matched, Position)>,
+    ) -> u32 {
+        let mut n = 0u32;
+        for (i, (meta, line)) in entries::iter(&rec.payload).enumerate() {
+            n = i as u32 + 1;
+            if i < skip {
+                continue;
+            }
+            let Some(m) = self.match_line(meta, line, rec.received_ms) else {
+                continue;
+            };
+            queue.push_back((
+                m,
+                Position {
+                    seq: rec.seq,
+                    idx: i as u32 + 1,
+                },
+            ));
+            self.stat(|s| s.matched += 1);
+            self.metrics.notify_matched.get_or_create(&self.labels()).inc();
+        }
+        n
+    }
+
+    /// The trace, when the selection matches it: decided from the routing
+    /// metadata where it carries the facts (only matches are parsed), else from
+    /// the line.
+    fn match_line(&self, meta: &[u8], line: &[u8], received_ms: i64) -> Option<Matched> {
+        let meta = serde_json::from_slice::<RouteMeta<'_>>(meta).ok()?;
+        if !self.spec.selection.prefilter(&meta) {
+            return None;
+        }
+        // Older records lack the facts in their metadata: parse first.
+        let early = if meta.code < 0 {
+            Some(View::parse(line).ok()?)
+        } else {
+            None
+        };
+        let matched = match &early {
+            Some(v) => self
+                .spec
+                .selection
+                .matches(&meta, &select::Facts::from_view(v), line),
+            None => {
+                select::Facts::from_meta(&meta).is_some_and(|f| self.spec.selection.matches(&meta, &f, line))
+            }
+        };
+        if !matched {
+            return None;
+        }
+        let view = match early {
+            Some(v) => v,
+            None => View::parse(line).ok()?,
+        };
+        let mut m = Matched::new(&meta, &view, received_ms);
+        kind_of(line, &mut m);
+        Some(m)
+    }
+
+    /// Counts how a message ended (delivered or given up), with latencies.
+    fn count(&self, msg: &Message, outcome: Outcome) {
+        match outcome {
+            Outcome::Stopped => {}
+            Outcome::Delivered => {
+                self.stat(|s| {
+                    s.sent += 1;
+                    s.last_sent = Some(jiff::Timestamp::now());
+                    s.failing = false;
+                });
+                self.metrics.notify_sent.get_or_create(&self.labels()).inc();
+                let now = jiff::Timestamp::now().as_millisecond();
+                let mut lat = guard(&self.latencies);
+                for t in &msg.traces {
+                    let ms = (now - t.received_ms).max(0);
+                    self.metrics.notify_latency.observe(ms as f64 / 1000.0);
+                    if lat.len() >= MAX_LATENCY_SAMPLES {
+                        lat.pop_front();
+                    }
+                    lat.push_back(ms);
+                }
+            }
+            Outcome::Failed(e) => {
+                tracing::warn!(message = %msg.id, traces = msg.traces.len(), error = %e, "notification given up after its last attempt");
+                self.stat(|s| {
+                    s.failed += 1;
+                    s.last_error = Some(e.chars().take(512).collect());
+                    s.failing = true;
+                });
+                self.metrics.notify_failed.get_or_create(&self.labels()).inc();
             }
         }
     }
