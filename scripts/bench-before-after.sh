@@ -5,6 +5,7 @@
 # (1,000,000 traces, local directory). Prints every figure, then per measure
 # the median of each build and the median of the paired ratios after/before.
 #   scripts/bench-before-after.sh OLD-BINARY NEW-BINARY   (after scripts/test-env.sh)
+# QUERY_ONLY=1 skips the ingest runs (more query rounds in the same time).
 set -u
 OLD=$1
 NEW=$2
@@ -20,9 +21,11 @@ ARGS="--endpoint http://127.0.0.1:18014 --access-key bench --secret-key benchsec
 # One run: appends "round build measure value" lines to $OUT/figures.
 run() { # round build binary
   local r=$1 b=$2 bin=$3 text
-  text=$($bin bench $ARGS --seconds 15 2>/dev/null)
-  echo "$text" | grep -E '^(accepted|peak RSS)' | sed "s/^/[$r $b ingest] /"
-  echo "$text" | awk -v r="$r" -v b="$b" '/^accepted/ {print r, b, "ingest_events_per_s", $4}' >> "$OUT/figures"
+  if [ -z "${QUERY_ONLY:-}" ]; then
+    text=$($bin bench $ARGS --seconds 15 2>/dev/null)
+    echo "$text" | grep -E '^(accepted|peak RSS)' | sed "s/^/[$r $b ingest] /"
+    echo "$text" | awk -v r="$r" -v b="$b" '/^accepted/ {print r, b, "ingest_events_per_s", $4}' >> "$OUT/figures"
+  fi
   text=$($bin bench --query-traces 1000000 2>/dev/null)
   echo "$text" | grep -E 'traces/s' | sed "s/^/[$r $b query] /"
   echo "$text" | awk -v r="$r" -v b="$b" -F'=' '/full scan, no filter/ {split($2,a," "); print r, b, "query_full_scan", a[1]}
