@@ -100,6 +100,35 @@ impl Context {
         backoff_delay(*n)
     }
 
+    /// What the controllers and runners watch: every object, or those with the
+    /// tracker selector's labels (sharding, tests).
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default().any_semantic();
+        match &self.settings.tracker_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// Counts and times one reconcile of `controller` by its result (`ok` or
+    /// a reason): `kubetrail_reconciles_total`, `kubetrail_reconcile_duration_seconds`.
+    pub fn observe_reconcile(
+        &self,
+        controller: &'static str,
+        started: std::time::Instant,
+        result: &'static str,
+    ) {
+        use crate::telemetry::{ControllerLabels, ReconcileLabels};
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+    }
+
     /// Forgets the failures of `key` after a success.
     pub fn reset_backoff(&self, key: &str) {
         self.failures

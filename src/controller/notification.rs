@@ -16,14 +16,13 @@ use crate::api::{
 use crate::notify::message::HMAC_KEY;
 use crate::notify::select::{SelectError, Selection};
 use crate::notify::send::{Target, TargetError};
-use crate::telemetry::{ControllerLabels, ReconcileLabels};
+use crate::telemetry::ControllerLabels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,10 +155,7 @@ pub enum Error {
 /// Runs the KeyEventNotification reconciler until the process stops.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<KeyEventNotification> = Api::all(ctx.client.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &ctx.settings.tracker_selector {
-        config = config.labels(selector);
-    }
+    let config = ctx.watch_config();
     Controller::new(api, config)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -177,22 +173,11 @@ fn error_policy(n: Arc<KeyEventNotification>, err: &Error, ctx: Arc<Context>) ->
 async fn reconcile(n: Arc<KeyEventNotification>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_notification(&n, &ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&ControllerLabels {
-            controller: CONTROLLER,
-        })
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: CONTROLLER,
-            result: match &result {
-                Ok(_) => "ok",
-                Err(_) => Reason::KubeError.as_str(),
-            },
-        })
-        .inc();
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(_) => Reason::KubeError.as_str(),
+    };
+    ctx.observe_reconcile(CONTROLLER, started, label);
     if result.is_ok() {
         ctx.reset_backoff(&format!("ken/{}", n.name_any()));
     }
@@ -231,15 +216,8 @@ pub async fn reconcile_notification(n: &KeyEventNotification, ctx: &Context) -> 
         return Ok(Action::requeue(again));
     }
     let api: Api<KeyEventNotification> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": n.resource_version()},
-        "status": next,
-    });
-    match api
-        .patch_status(&n.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
+    match write_status(&api, n, &next).await {
+        Ok(true) => {
             ctx.metrics
                 .status_patches
                 .get_or_create(&ControllerLabels {
@@ -249,10 +227,29 @@ pub async fn reconcile_notification(n: &KeyEventNotification, ctx: &Context) -> 
             Ok(Action::requeue(again))
         }
         // Changed meanwhile (the fold round wrote): the change brings us back.
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
+        Ok(false) => Ok(Action::requeue(Duration::from_secs(1))),
         Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Writes `next` as the status if the object is still the version read;
+/// `false` when it changed or went meanwhile.
+async fn write_status(
+    api: &Api<KeyEventNotification>,
+    n: &KeyEventNotification,
+    next: &KeyEventNotificationStatus,
+) -> Result<bool, kube::Error> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": n.resource_version()},
+        "status": next,
+    });
+    match api
+        .patch_status(&n.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -329,19 +326,8 @@ pub async fn fold_once(ctx: &Context, reports: &[WriterReport]) -> Result<(), ku
         if next == status {
             continue;
         }
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": n.resource_version()},
-            "status": next,
-        });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-                tracing::debug!(notification = %name, "changed meanwhile; folding again next round")
-            }
-            Err(e) => return Err(e),
+        if !write_status(&api, &n, &next).await? {
+            tracing::debug!(notification = %name, "changed meanwhile; folding again next round");
         }
     }
     Ok(())

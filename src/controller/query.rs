@@ -8,13 +8,12 @@ use crate::api::{
 };
 use crate::query::{self, Query};
 use crate::store::{self, Credentials};
-use crate::telemetry::{ControllerLabels, ReconcileLabels};
+use crate::telemetry::ControllerLabels;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +41,7 @@ impl Error {
 /// Runs the TraceQuery controller until the process stops.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<TraceQuery> = Api::all(ctx.client.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &ctx.settings.tracker_selector {
-        config = config.labels(selector);
-    }
+    let config = ctx.watch_config();
     Controller::new(api, config)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -68,22 +64,11 @@ fn now() -> Time {
 async fn reconcile(q: Arc<TraceQuery>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_query(q, ctx.clone()).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&ControllerLabels {
-            controller: CONTROLLER,
-        })
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: CONTROLLER,
-            result: match &result {
-                Ok(_) => "ok",
-                Err(e) => e.reason().as_str(),
-            },
-        })
-        .inc();
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason().as_str(),
+    };
+    ctx.observe_reconcile(CONTROLLER, started, label);
     result
 }
 

@@ -14,7 +14,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
@@ -73,10 +72,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 /// Runs the Tracker controller until the process is asked to stop.
 pub async fn run(ctx: Arc<Context>) {
     let trackers: Api<Tracker> = Api::all(ctx.client.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &ctx.settings.tracker_selector {
-        config = config.labels(selector);
-    }
+    let config = ctx.watch_config();
     // Credentials Secrets are read by name when a tracker is checked, never
     // listed or watched: a tracker whose Secret is missing or wrong is checked
     // again within CREDENTIALS_RECHECK.

@@ -37,10 +37,7 @@ where
     /// recomputes without a change (a rotated Secret, a retry).
     pub fn new(ctx: &Context, kind: &'static str, every: Duration) -> Self {
         let api: Api<K> = Api::all(ctx.client.clone());
-        let mut config = watcher::Config::default().any_semantic();
-        if let Some(selector) = &ctx.settings.tracker_selector {
-            config = config.labels(selector);
-        }
+        let config = ctx.watch_config();
         let (store, writer) = reflector::store();
         let events = reflector::reflector(writer, watcher(api, config))
             .default_backoff()
