@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use kube::api::Api;
 use kubetrail::api::{Destination, Order, QueryFilter, Rating, Tracker};
 use kubetrail::query::{self, Query};
-use kubetrail::store::{self, Credentials, Store};
+use kubetrail::store::{self, Credentials, Store, Trail};
 use std::path::PathBuf;
 
 /// Output formats.
@@ -106,13 +106,16 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
         .as_millisecond())
 }
 
-/// Resolves where to search.
-async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Store, String, String)> {
+/// Resolves where to search: the tracker's trail (the clusters searched are
+/// the query's own list).
+async fn trail_for(args: &QueryArgs) -> anyhow::Result<Trail> {
+    let cluster = args.cluster.first().map(String::as_str).unwrap_or_default();
     if let Some(dir) = &args.directory {
-        return Ok((
+        return Ok(Trail::new(
             Store::Dir(dir.clone()),
-            args.prefix.clone(),
-            args.tracker_name.clone().unwrap_or_default(),
+            &args.prefix,
+            cluster,
+            args.tracker_name.as_deref().unwrap_or_default(),
         ));
     }
     if let Some(bucket) = &args.bucket {
@@ -124,10 +127,11 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Store, String, String)> {
             args.force_path_style,
         );
         let store = store::open(&dest, Credentials::Default).await?;
-        return Ok((
+        return Ok(Trail::new(
             store,
-            args.prefix.clone(),
-            args.tracker_name.clone().unwrap_or_default(),
+            &args.prefix,
+            cluster,
+            args.tracker_name.as_deref().unwrap_or_default(),
         ));
     }
     let Some(name) = &args.tracker else {
@@ -149,14 +153,18 @@ async fn sink_for(args: &QueryArgs) -> anyhow::Result<(Store, String, String)> {
     let store = store::open(&dest, creds)
         .await
         .context("reading the tracker's credentials")?;
-    let prefix = dest.prefix.trim_end_matches('/').to_string();
-    Ok((store, prefix, name.clone()))
+    Ok(Trail::new(
+        store,
+        dest.prefix.trim_end_matches('/'),
+        cluster,
+        name,
+    ))
 }
 
 /// Runs `kubetrail query` and prints the result.
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     kubetrail::install_crypto_provider();
-    let (sink, prefix, tracker) = sink_for(&args).await?;
+    let trail = trail_for(&args).await?;
     let now = jiff::Timestamp::now().as_millisecond();
     let to_ms = match &args.to {
         Some(t) => parse_time(t)?,
@@ -202,9 +210,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         } else {
             Order::NewestFirst
         },
-        ..Query::new(prefix, clusters, tracker, from_ms, to_ms)
+        ..Query::of(&trail, clusters, from_ms, to_ms)
     };
-    let out = query::run(&sink, &q, args.max_days).await?;
+    let out = query::run(&trail.store, &q, args.max_days).await?;
     print(&out, args.output);
     eprintln!(
         "{} matched{}, {} files ({} bytes, {} traces) scanned in {} day(s)",

@@ -358,7 +358,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("console: tracker {}: {e}", t.name))?;
             trackers.insert(
                 t.name.clone(),
-                (sink, destination.prefix.trim_end_matches('/').to_string()),
+                kubetrail::store::Trail::new(
+                    sink,
+                    destination.prefix.trim_end_matches('/'),
+                    &config.cluster,
+                    &t.name,
+                ),
             );
         }
         let console = kubetrail::console::Console {

@@ -7,7 +7,7 @@ pub mod auth;
 
 use crate::api::{Order, QueryFilter, Rating, Tracker};
 use crate::query::{self, Query};
-use crate::store::{self, Credentials, Store};
+use crate::store::{self, Credentials, Store, Trail};
 use auth::{Access, AuthError, Scope};
 use axum::extract::{Query as QueryString, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -37,13 +37,13 @@ pub enum Trails {
         client: kube::Client,
         secret_namespace: String,
         cluster: String,
-        /// Opened stores by tracker, with the resourceVersion they were opened at.
-        stores: Mutex<HashMap<String, (String, Store, String)>>,
+        /// Opened trails by tracker, with the resourceVersion they were opened at.
+        stores: Mutex<HashMap<String, (String, Trail)>>,
     },
-    /// `serve`'s trackers: name → (store, prefix).
+    /// `serve`'s trackers: name → trail.
     Static {
         cluster: String,
-        trackers: BTreeMap<String, (Store, String)>,
+        trackers: BTreeMap<String, Trail>,
     },
 }
 
@@ -65,8 +65,8 @@ impl Trails {
         }
     }
 
-    /// A tracker's store and prefix.
-    async fn open(&self, name: &str) -> Result<(Store, String), ApiError> {
+    /// A tracker's trail in this cluster (its store opened).
+    async fn open(&self, name: &str) -> Result<Trail, ApiError> {
         match self {
             Trails::Static { trackers, .. } => trackers
                 .get(name)
@@ -85,10 +85,10 @@ impl Trails {
                     .map_err(ApiError::kube)?
                     .ok_or_else(|| ApiError::not_found(format!("tracker {name:?} does not exist")))?;
                 let version = tracker.resource_version().unwrap_or_default();
-                if let Some((v, s, p)) = stores.lock().unwrap_or_else(|e| e.into_inner()).get(name)
+                if let Some((v, trail)) = stores.lock().unwrap_or_else(|e| e.into_inner()).get(name)
                     && *v == version
                 {
-                    return Ok((s.clone(), p.clone()));
+                    return Ok(trail.clone());
                 }
                 let dest = &tracker.spec.destination;
                 let sink = store::open(
@@ -100,12 +100,12 @@ impl Trails {
                 )
                 .await
                 .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.reason().as_str(), e.to_string()))?;
-                let prefix = dest.prefix.trim_end_matches('/').to_string();
+                let trail = Trail::new(sink, dest.prefix.trim_end_matches('/'), self.cluster(), name);
                 stores
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.into(), (version, sink.clone(), prefix.clone()));
-                Ok((sink, prefix))
+                    .insert(name.into(), (version, trail.clone()));
+                Ok(trail)
             }
         }
     }
@@ -332,7 +332,7 @@ async fn build(
     let clusters = c
         .readable_clusters
         .check(c.trails.cluster(), &list(&p.cluster), tenant)?;
-    let (sink, prefix) = c.trails.open(tracker).await?;
+    let trail = c.trails.open(tracker).await?;
     let (from_ms, to_ms) = p.range(jiff::Timestamp::now().as_millisecond())?;
     let q = Query {
         filter: p.filter()?,
@@ -344,9 +344,9 @@ async fn build(
         cursor: p.cursor()?,
         // A page needs its rows, not the count of everything older.
         stop_early: true,
-        ..Query::new(prefix, clusters, tracker, from_ms, to_ms)
+        ..Query::of(&trail, clusters, from_ms, to_ms)
     };
-    Ok((sink, q))
+    Ok((trail.store, q))
 }
 
 /// Who read what: the console is itself a way into the trail.

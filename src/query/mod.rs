@@ -65,6 +65,18 @@ pub struct Query {
 }
 
 impl Query {
+    /// [`Query::new`] over the trails of `trail`'s tracker (its prefix) in
+    /// `clusters` (one bucket may hold many clusters' trails).
+    pub fn of(trail: &crate::store::Trail, clusters: Vec<String>, from_ms: i64, to_ms: i64) -> Query {
+        Query::new(
+            trail.prefix.clone(),
+            clusters,
+            trail.tracker.clone(),
+            from_ms,
+            to_ms,
+        )
+    }
+
     /// Every trace of `tracker`'s trail under `prefix` in `clusters` within
     /// `[from_ms, to_ms)`: newest first, no limit, 8 files at once, lines held
     /// in memory without a bound, no cursor. Callers narrow it with struct update
