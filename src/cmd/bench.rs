@@ -307,196 +307,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         dedupe_max: args.dedupe_max_events,
     })
     .context("opening the spool")?;
-    let compression = match args.compression.as_str() {
-        "gzip" => Compression::Gzip,
-        "zstd" => Compression::Zstd,
-        "none" => Compression::None,
-        other => anyhow::bail!("unknown compression {other:?}"),
-    };
-    let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
-    let sink: StoreFactory = match &args.endpoint {
-        Some(_) => {
-            let bucket = bench_bucket(&args, &destination).await?;
-            Arc::new(move || futures::future::ready(Ok(Store::S3(bucket.clone()))).boxed())
-        }
-        None => {
-            let dir = tmp.join("files");
-            Arc::new(move || futures::future::ready(Ok(Store::Dir(dir.clone()))).boxed())
-        }
-    };
-    let spec = TrackerSpec {
-        enabled: true,
-        destination,
-        filter: TrackerFilter::default(),
-        delivery: Delivery {
-            compression,
-            max_batch_age: args.max_batch_age.clone(),
-            ..Delivery::default()
-        },
-        // Digests off: the benchmark measures ingest and delivery.
-        integrity: kubetrail::api::Integrity {
-            digests: false,
-            ..Default::default()
-        },
-        retention: Default::default(),
-        redaction: Default::default(),
-    };
-    let pipelines = Pipelines::new(
-        spool.clone(),
-        WriterId {
-            cluster: "bench".into(),
-            writer: "bench-0".into(),
-        },
-        metrics.clone(),
-    );
-    pipelines.apply(vec![pipeline_spec(
-        "bench",
-        &spec,
-        sink,
-        None,
-        Default::default(),
-    )]);
-    let notified = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let pipelines = start_delivery(&args, &tmp, &spool, &metrics).await?;
     let notifiers =
         kubetrail::notify::Notifiers::new(spool.clone(), "bench".into(), metrics.clone(), Default::default());
+    let notified = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     if args.notify {
-        let (url, ca) = notify_receiver(notified.0.clone(), notified.1.clone()).await?;
-        let n: kubetrail::api::KeyEventNotificationSpec = serde_json::from_value(json!({
-            "presets": ["deniedRequests"], "kubernetesEvent": false,
-            "webhook": {"url": url, "caBundle": ca},
-        }))?;
-        let target = kubetrail::notify::send::Target::new(n.webhook.as_ref().context("webhook")?, None)?;
-        notifiers.apply(
-            vec![kubetrail::notify::NotifierSpec {
-                name: "bench".into(),
-                selection: Arc::new(kubetrail::notify::select::Selection::compile(&n)?),
-                channels: vec![Arc::new(target)],
-                window: kubetrail::api::Duration::parse(&args.notify_window)
-                    .context("--notify-window")?
-                    .get(),
-                max_traces: 500,
-                min_interval: Duration::from_millis(100),
-                fingerprint: "bench".into(),
-            }],
-            &[],
-        );
+        start_notify(&args, &notifiers, &notified).await?;
     }
-
-    // The production default: every event is checked against the window.
-    let dedupe = Arc::new(kubetrail::source::dedupe::Window::new(
-        Duration::from_secs(900),
-        args.dedupe_max_events,
-        vec![],
-        0,
-    ));
-    let ingest = Ingest {
-        intake: source::Intake::new(
-            spool.clone(),
-            dedupe,
-            metrics.clone(),
-            "bench",
-            1 << 20,
-            source::Lifecycle::open(),
-        ),
-        limits: source::RequestLimits {
-            max_body_bytes: 64 * 1024 * 1024,
-            ..Default::default()
-        },
-        bodies: source::BodyBudget::new(256 * 1024 * 1024),
-        auth: Arc::new(AuthPolicy {
-            tokens: vec![],
-            allow_anonymous: true,
-        }),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(source::serve(
-        listener,
-        None,
-        source::app(ingest),
-        source::ConnectionLimits::default(),
-        metrics.clone(),
-    ));
-
-    eprintln!(
-        "generating {} distinct batches of {} events…",
-        32, args.batch_events
-    );
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..32).map(|b| batch_body(b, args.batch_events)).collect());
-    let avg_event = bodies.iter().map(Vec::len).sum::<usize>() as f64 / (32 * args.batch_events) as f64;
-    let sent_events = Arc::new(AtomicU64::new(0));
-    let sent_bytes = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let senders = args.senders.max(1);
-    for s in 0..senders {
-        let (bodies, sent_events, sent_bytes, refused) = (
-            bodies.clone(),
-            sent_events.clone(),
-            sent_bytes.clone(),
-            refused.clone(),
-        );
-        let batch_events = args.batch_events as u64;
-        // Each sender's share of the rate, as a pause between its batches.
-        let interval = (args.rate > 0)
-            .then(|| Duration::from_secs_f64(batch_events as f64 * args.senders as f64 / args.rate as f64));
-        tasks.push(tokio::spawn(async move {
-            // Every send carries new audit IDs (the first 8 hex digits are this
-            // sender's counter), so no event is a copy the webhook would skip.
-            // A sender copies only the bodies it sends.
-            let mut mine: Vec<Vec<u8>> = (s..bodies.len())
-                .step_by(senders)
-                .map(|j| bodies[j].clone())
-                .collect();
-            if mine.is_empty() {
-                mine.push(bodies[s % bodies.len()].clone());
-            }
-            let marks: Vec<Vec<usize>> = mine
-                .iter()
-                .map(|b| {
-                    memchr::memmem::find_iter(b, b"\"auditID\":\"")
-                        .map(|i| i + 11)
-                        .collect()
-                })
-                .collect();
-            let mut sends = 0u32;
-            let mut next = Instant::now();
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let mut buf = Vec::new();
-            let mut i = s;
-            while Instant::now() < deadline {
-                if let Some(iv) = interval {
-                    next += iv;
-                    tokio::time::sleep_until(next.into()).await;
-                }
-                let which = i % mine.len();
-                i += 1;
-                let stamp = format!("{:08x}", ((s as u32 & 0xf) << 28) | (sends & 0x0fff_ffff));
-                sends += 1;
-                for at in &marks[which] {
-                    mine[which][*at..*at + 8].copy_from_slice(stamp.as_bytes());
-                }
-                let body = &mine[which];
-                match post(&mut stream, body, &mut buf).await? {
-                    200 => {
-                        sent_events.fetch_add(batch_events, Ordering::Relaxed);
-                        sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                    }
-                    _ => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-            Ok::<(), std::io::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await.context("sender task")?.context("sender")?;
-    }
+    let addr = start_webhook(&args, &spool, &metrics).await?;
+    let Load {
+        avg_event,
+        sent_events,
+        sent_bytes,
+        refused,
+        started,
+    } = send_load(&args, addr).await?;
     let ingest_secs = started.elapsed().as_secs_f64();
     let accepted = sent_events.load(Ordering::Relaxed);
     eprintln!("load done; waiting for delivery of {accepted} events…");
@@ -599,6 +424,241 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("only {delivered} of {accepted} accepted events were delivered");
     }
     Ok(())
+}
+
+/// The bench tracker's pipeline: every trace, to the S3 endpoint or a local
+/// directory, digests off (the benchmark measures ingest and delivery).
+async fn start_delivery(
+    args: &BenchArgs,
+    tmp: &std::path::Path,
+    spool: &Spool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<Pipelines>> {
+    let compression = match args.compression.as_str() {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        other => anyhow::bail!("unknown compression {other:?}"),
+    };
+    let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
+    let sink: StoreFactory = match &args.endpoint {
+        Some(_) => {
+            let bucket = bench_bucket(args, &destination).await?;
+            Arc::new(move || futures::future::ready(Ok(Store::S3(bucket.clone()))).boxed())
+        }
+        None => {
+            let dir = tmp.join("files");
+            Arc::new(move || futures::future::ready(Ok(Store::Dir(dir.clone()))).boxed())
+        }
+    };
+    let spec = TrackerSpec {
+        enabled: true,
+        destination,
+        filter: TrackerFilter::default(),
+        delivery: Delivery {
+            compression,
+            max_batch_age: args.max_batch_age.clone(),
+            ..Delivery::default()
+        },
+        // Digests off: the benchmark measures ingest and delivery.
+        integrity: kubetrail::api::Integrity {
+            digests: false,
+            ..Default::default()
+        },
+        retention: Default::default(),
+        redaction: Default::default(),
+    };
+    let pipelines = Pipelines::new(
+        spool.clone(),
+        WriterId {
+            cluster: "bench".into(),
+            writer: "bench-0".into(),
+        },
+        metrics.clone(),
+    );
+    pipelines.apply(vec![pipeline_spec(
+        "bench",
+        &spec,
+        sink,
+        None,
+        Default::default(),
+    )]);
+    Ok(pipelines)
+}
+
+/// A `deniedRequests` notification to a local HTTPS receiver that counts what
+/// it gets (`notified`: traces, messages).
+async fn start_notify(
+    args: &BenchArgs,
+    notifiers: &kubetrail::notify::Notifiers,
+    notified: &(Arc<AtomicU64>, Arc<AtomicU64>),
+) -> anyhow::Result<()> {
+    let (url, ca) = notify_receiver(notified.0.clone(), notified.1.clone()).await?;
+    let n: kubetrail::api::KeyEventNotificationSpec = serde_json::from_value(json!({
+        "presets": ["deniedRequests"], "kubernetesEvent": false,
+        "webhook": {"url": url, "caBundle": ca},
+    }))?;
+    let target = kubetrail::notify::send::Target::new(n.webhook.as_ref().context("webhook")?, None)?;
+    notifiers.apply(
+        vec![kubetrail::notify::NotifierSpec {
+            name: "bench".into(),
+            selection: Arc::new(kubetrail::notify::select::Selection::compile(&n)?),
+            channels: vec![Arc::new(target)],
+            window: kubetrail::api::Duration::parse(&args.notify_window)
+                .context("--notify-window")?
+                .get(),
+            max_traces: 500,
+            min_interval: Duration::from_millis(100),
+            fingerprint: "bench".into(),
+        }],
+        &[],
+    );
+    Ok(())
+}
+
+/// The audit webhook on a loopback port (plain HTTP, no authentication),
+/// spooling into `spool` as in production.
+async fn start_webhook(
+    args: &BenchArgs,
+    spool: &Spool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    // The production default: every event is checked against the window.
+    let dedupe = Arc::new(kubetrail::source::dedupe::Window::new(
+        Duration::from_secs(900),
+        args.dedupe_max_events,
+        vec![],
+        0,
+    ));
+    let ingest = Ingest {
+        intake: source::Intake::new(
+            spool.clone(),
+            dedupe,
+            metrics.clone(),
+            "bench",
+            1 << 20,
+            source::Lifecycle::open(),
+        ),
+        limits: source::RequestLimits {
+            max_body_bytes: 64 * 1024 * 1024,
+            ..Default::default()
+        },
+        bodies: source::BodyBudget::new(256 * 1024 * 1024),
+        auth: Arc::new(AuthPolicy {
+            tokens: vec![],
+            allow_anonymous: true,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(source::serve(
+        listener,
+        None,
+        source::app(ingest),
+        source::ConnectionLimits::default(),
+        metrics.clone(),
+    ));
+    Ok(addr)
+}
+
+/// What the senders did.
+struct Load {
+    avg_event: f64,
+    sent_events: Arc<AtomicU64>,
+    sent_bytes: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// `--senders` connections posting batches (each with new audit IDs) for
+/// `--seconds`, at `--rate` if given.
+async fn send_load(args: &BenchArgs, addr: std::net::SocketAddr) -> anyhow::Result<Load> {
+    eprintln!(
+        "generating {} distinct batches of {} events…",
+        32, args.batch_events
+    );
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..32).map(|b| batch_body(b, args.batch_events)).collect());
+    let avg_event = bodies.iter().map(Vec::len).sum::<usize>() as f64 / (32 * args.batch_events) as f64;
+    let sent_events = Arc::new(AtomicU64::new(0));
+    let sent_bytes = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let senders = args.senders.max(1);
+    for s in 0..senders {
+        let (bodies, sent_events, sent_bytes, refused) = (
+            bodies.clone(),
+            sent_events.clone(),
+            sent_bytes.clone(),
+            refused.clone(),
+        );
+        let batch_events = args.batch_events as u64;
+        // Each sender's share of the rate, as a pause between its batches.
+        let interval = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(batch_events as f64 * args.senders as f64 / args.rate as f64));
+        tasks.push(tokio::spawn(async move {
+            // Every send carries new audit IDs (the first 8 hex digits are this
+            // sender's counter), so no event is a copy the webhook would skip.
+            // A sender copies only the bodies it sends.
+            let mut mine: Vec<Vec<u8>> = (s..bodies.len())
+                .step_by(senders)
+                .map(|j| bodies[j].clone())
+                .collect();
+            if mine.is_empty() {
+                mine.push(bodies[s % bodies.len()].clone());
+            }
+            let marks: Vec<Vec<usize>> = mine
+                .iter()
+                .map(|b| {
+                    memchr::memmem::find_iter(b, b"\"auditID\":\"")
+                        .map(|i| i + 11)
+                        .collect()
+                })
+                .collect();
+            let mut sends = 0u32;
+            let mut next = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut buf = Vec::new();
+            let mut i = s;
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    next += iv;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let which = i % mine.len();
+                i += 1;
+                let stamp = format!("{:08x}", ((s as u32 & 0xf) << 28) | (sends & 0x0fff_ffff));
+                sends += 1;
+                for at in &marks[which] {
+                    mine[which][*at..*at + 8].copy_from_slice(stamp.as_bytes());
+                }
+                let body = &mine[which];
+                match post(&mut stream, body, &mut buf).await? {
+                    200 => {
+                        sent_events.fetch_add(batch_events, Ordering::Relaxed);
+                        sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    }
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("sender task")?.context("sender")?;
+    }
+    Ok(Load {
+        avg_event,
+        sent_events,
+        sent_bytes,
+        refused,
+        started,
+    })
 }
 
 /// The query benchmark: known trace files over several days, then scans.
