@@ -63,7 +63,9 @@ pub struct Context {
     /// Digest signing keys, shared by delivery and the Tracker reconciler.
     pub signing_keys: signing::KeyCache,
     /// The last verification of each tracker's trail (lease holder).
-    pub verified: Mutex<HashMap<String, trail::Verified>>,
+    pub verified: Arc<Mutex<HashMap<String, trail::Verified>>>,
+    /// Trackers whose trail is being verified now (in a task of its own).
+    pub verifying: Arc<Mutex<std::collections::HashSet<String>>>,
     /// The last retention run of each tracker (lease holder).
     pub retained: Mutex<HashMap<String, trail::Retained>>,
     /// This replica's key event notification counters (for its report).
@@ -84,7 +86,8 @@ impl Context {
             settings,
             metrics,
             signing_keys: signing::KeyCache::default(),
-            verified: Mutex::default(),
+            verified: Arc::default(),
+            verifying: Arc::default(),
             retained: Mutex::default(),
             notify_stats: Arc::default(),
             failures: Mutex::default(),

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// The continuous check covers at least this much of the trail.
 const VERIFY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How soon a tracker whose trail is being verified is looked at again.
+const VERIFY_POLL: Duration = Duration::from_secs(2);
 /// How often retention is enforced.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -108,16 +110,18 @@ async fn integrity(
     publish_key(integ, signer.fingerprint(), &signer.public_key_b64(), now);
     let interval = crate::api::Duration::or(&spec.verify_interval, Duration::from_secs(3600))
         .max(Duration::from_secs(10));
-    verify_if_due(tracker, ctx, store, status, interval).await;
+    let running = verify_if_due(tracker, ctx, store, status, interval);
+    // While a check runs, look again soon to publish its result.
+    let soon = |next: Duration| if running { next.min(VERIFY_POLL) } else { next };
     let (when, result, summary, at) = {
         let map = guard(&ctx.verified);
         let Some(v) = map.get(&name) else {
-            return Some(interval);
+            return Some(soon(interval));
         };
         (v.when, v.result.clone(), v.summary.clone(), v.at)
     };
     report_verified(tracker, ctx, status, when, &result, &summary, now).await;
-    Some(interval.saturating_sub(at.elapsed()).max(Duration::from_secs(1)))
+    Some(soon(interval.saturating_sub(at.elapsed())).max(Duration::from_secs(1)))
 }
 
 /// Publishes the signing key in status (once) and closes the windows of the
@@ -135,22 +139,37 @@ fn publish_key(integ: &mut IntegrityStatus, fingerprint: &str, public_key: &str,
     rotate_windows(&mut integ.public_keys, fingerprint, now);
 }
 
-/// Verifies the trail's last day (at least) when the interval has passed or
-/// the spec changed; the result waits in `ctx.verified`. Files checked before
-/// and unchanged are not fetched again.
-async fn verify_if_due(
+/// Marks a tracker's trail as being verified for as long as its task lives
+/// (however the task ends).
+struct Running(std::sync::Arc<Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        guard(&self.0).remove(&self.1);
+    }
+}
+
+/// Starts a verification of the trail's last day (at least) when the interval
+/// has passed or the spec changed, in a task of its own: a long check never
+/// holds up the reconcile. The result waits in `ctx.verified` for the next
+/// reconcile. Files checked before and unchanged are not fetched again.
+/// Returns whether a verification is running.
+fn verify_if_due(
     tracker: &Tracker,
     ctx: &Context,
     store: &Store,
     status: &TrackerStatus,
     interval: Duration,
-) {
+) -> bool {
     let name = tracker.name_any();
     let spec = &tracker.spec.integrity;
     let generation = tracker.metadata.generation;
     let Some(integ) = status.integrity.as_ref() else {
-        return;
+        return false;
     };
+    if guard(&ctx.verifying).contains(&name) {
+        return true;
+    }
     let (due, known) = {
         let map = guard(&ctx.verified);
         match map.get(&name) {
@@ -159,35 +178,42 @@ async fn verify_if_due(
             None => (true, verify::Known::default()),
         }
     };
-    if due {
-        let keys = trusted_keys(&integ.public_keys);
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        let window = VERIFY_WINDOW.max(interval * 2).as_millis() as i64;
-        let req = verify::Request {
-            trail: crate::store::Trail::new(
-                store.clone(),
-                tracker.spec.destination.prefix.trim_end_matches('/'),
-                &ctx.settings.cluster,
-                &name,
-            ),
-            from_ms: now_ms - window,
-            to_ms: now_ms,
-            keys,
-            oldest_kept_ms: tracker
-                .spec
-                .destination
-                .retention_days
-                .map(|d| retention::oldest_day_kept(now_ms, d)),
-            now_ms,
-            parallelism: 8,
-            known: Some(known.clone()),
-            skew_ms: verify::DEFAULT_SKEW_MS,
-            heads: Some(status.chain_heads.clone()),
-            known_writers: status.writers.iter().map(|w| w.writer.clone()).collect(),
-            period_ms: crate::api::Duration::parse(&spec.digest_period)
-                .ok()
-                .map(|d| d.get().max(crate::integrity::MIN_PERIOD).as_millis() as i64),
-        };
+    if !due {
+        return false;
+    }
+    let keys = trusted_keys(&integ.public_keys);
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let window = VERIFY_WINDOW.max(interval * 2).as_millis() as i64;
+    let req = verify::Request {
+        trail: crate::store::Trail::new(
+            store.clone(),
+            tracker.spec.destination.prefix.trim_end_matches('/'),
+            &ctx.settings.cluster,
+            &name,
+        ),
+        from_ms: now_ms - window,
+        to_ms: now_ms,
+        keys,
+        oldest_kept_ms: tracker
+            .spec
+            .destination
+            .retention_days
+            .map(|d| retention::oldest_day_kept(now_ms, d)),
+        now_ms,
+        parallelism: 8,
+        known: Some(known.clone()),
+        skew_ms: verify::DEFAULT_SKEW_MS,
+        heads: Some(status.chain_heads.clone()),
+        known_writers: status.writers.iter().map(|w| w.writer.clone()).collect(),
+        period_ms: crate::api::Duration::parse(&spec.digest_period)
+            .ok()
+            .map(|d| d.get().max(crate::integrity::MIN_PERIOD).as_millis() as i64),
+    };
+    guard(&ctx.verifying).insert(name.clone());
+    let verified = ctx.verified.clone();
+    let running = Running(ctx.verifying.clone(), name.clone());
+    tokio::spawn(async move {
+        let _running = running;
         let started = Instant::now();
         let (result, summary) = match verify::verify(&req).boxed().await {
             Ok(report) => {
@@ -198,7 +224,7 @@ async fn verify_if_due(
             Err(e) => (Err(e.to_string()), String::new()),
         };
         tracing::info!(tracker = %name, ms = started.elapsed().as_millis() as u64, %summary, error = ?result.as_ref().err(), "trail verified");
-        guard(&ctx.verified).insert(
+        guard(&verified).insert(
             name.clone(),
             Verified {
                 at: Instant::now(),
@@ -209,7 +235,8 @@ async fn verify_if_due(
                 known,
             },
         );
-    }
+    });
+    true
 }
 
 /// `IntegrityVerified` and the integrity status from the last verification; a
