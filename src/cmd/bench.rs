@@ -707,10 +707,7 @@ fn run_fuzz(cases: u64, seed: u64) -> anyhow::Result<()> {
 
 async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     use kubetrail::api::QueryFilter;
-    use kubetrail::deliver::batch::{Batch, tracker_suffix};
     use kubetrail::query::{self, Query};
-    use kubetrail::spool::entries;
-    use kubetrail::store::key::{FileId, object_key};
 
     let tmp = std::env::temp_dir().join(format!("kubetrail-bench-query-{}", std::process::id()));
     let destination = Destination::plain(&args.bucket, "bench", "us-east-1", args.endpoint.clone(), true);
@@ -719,125 +716,17 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
         None => Store::Dir(tmp.clone()),
     };
     let cluster = format!("bq{}", std::process::id());
-    let per_day = args.query_traces / args.query_days.max(1);
-    let per_file = args.query_file_traces.max(1);
+    let trail = kubetrail::store::Trail::new(sink.clone(), "bench", &cluster, "bench");
     let start_day = jiff::Timestamp::from_second(1_795_132_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH); // 2026-11-20
-    eprintln!(
-        "writing {} traces over {} days…",
-        per_day * args.query_days,
-        args.query_days
-    );
-    let template = batch_body(0, args.batch_events);
-    let suffix = tracker_suffix("bench");
-    let mut files = 0u64;
-    let mut raw_bytes = 0u64;
-    let mut chunk = 0u64;
-    // (earliest ms, digest entry) of every file, for the hourly digests.
-    let mut listed: Vec<(i64, kubetrail::integrity::DigestFile)> = Vec::new();
-    let spacing_ms = (86_400_000 / per_day.max(1)).max(1);
-    for day in 0..args.query_days {
-        let mut written = 0usize;
-        while written < per_day {
-            let n = per_file.min(per_day - written);
-            let first_ms =
-                start_day.as_millisecond() + day as i64 * 86_400_000 + (written * spacing_ms) as i64;
-            let mut batch = Batch::new(Compression::Gzip);
-            let mut done = 0usize;
-            while done < n {
-                // Spread the traces over the day, each chunk with its own audit IDs.
-                let ts = jiff::Timestamp::from_millisecond(first_ms + (done * spacing_ms) as i64)
-                    .unwrap_or(start_day);
-                chunk += 1;
-                let body = String::from_utf8_lossy(&template)
-                    .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
-                    .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
-                let encoded = source::encode(
-                    body.as_bytes(),
-                    &cluster,
-                    kubetrail::trace::Source::Webhook,
-                    ts,
-                    0,
-                    1024 * 1024,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                for (_, line) in entries::iter(&encoded.payload).take(n - done) {
-                    batch.push(line, &suffix)?;
-                    done += 1;
-                }
-            }
-            raw_bytes += batch.raw_bytes;
-            let key = object_key(&FileId {
-                prefix: "bench",
-                cluster: &cluster,
-                tracker: "bench",
-                writer: "w0",
-                epoch: "00000000",
-                start_seq: files,
-                start_idx: 0,
-                earliest_ms: first_ms,
-                compression: Compression::Gzip,
-            });
-            let body = batch.finish()?;
-            let last_ms = first_ms + ((n.max(1) - 1) * spacing_ms) as i64;
-            listed.push((
-                first_ms,
-                kubetrail::integrity::DigestFile {
-                    key: key.clone(),
-                    size: body.len() as u64,
-                    sha256: kubetrail::integrity::digest::sha256_hex(&body),
-                    events: n as u64,
-                    earliest: kubetrail::integrity::digest::rfc3339(first_ms),
-                    latest: kubetrail::integrity::digest::rfc3339(last_ms),
-                },
-            ));
-            sink.put(&key, body, Compression::Gzip)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            // A delivered file is written shortly after its last trace; a local
-            // directory can say so (an S3 server sets its own time).
-            if let Store::Dir(root) = &sink {
-                let written = std::time::UNIX_EPOCH + Duration::from_millis((last_ms + 30_000).max(0) as u64);
-                if let Ok(f) = std::fs::File::options().write(true).open(root.join(&key)) {
-                    let _ = f.set_modified(written);
-                }
-            }
-            files += 1;
-            written += n;
-        }
-    }
+    let Corpus {
+        files,
+        raw_bytes,
+        listed,
+        per_day,
+    } = write_corpus(&args, &trail, start_day).await?;
     let from = start_day.as_millisecond();
     let to = from + args.query_days as i64 * 86_400_000;
-    // One signed digest per hour, chained, as a writer would have written them.
-    let signer =
-        kubetrail::integrity::Signer::from_bytes(kubetrail::integrity::Signer::generate_pem()?.as_bytes())?;
-    let mut previous = None;
-    let mut digests = 0usize;
-    for hour in 0..(args.query_days as i64 * 24) {
-        let start = from + hour * 3_600_000;
-        let end = start + 3_600_000;
-        let d = kubetrail::integrity::Digest {
-            version: kubetrail::integrity::digest::VERSION,
-            cluster: cluster.clone(),
-            tracker: "bench".into(),
-            writer: "w0".into(),
-            period_start: kubetrail::integrity::digest::rfc3339(start),
-            period_end: kubetrail::integrity::digest::rfc3339(end),
-            key_fingerprint: signer.fingerprint().into(),
-            previous: previous.clone(),
-            files: listed
-                .iter()
-                .filter(|(t, _)| *t >= start && *t < end)
-                .map(|(_, f)| f.clone())
-                .collect(),
-        };
-        let key = kubetrail::integrity::digest::digest_key("bench", &cluster, "bench", "w0", start);
-        let (body, signed) = signer.sign(&d, &key)?;
-        sink.put_object(&key, body, "application/json", &[])
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        previous = Some(signed);
-        digests += 1;
-    }
+    let (signer, digests) = write_digests(&trail, &listed, from, args.query_days).await?;
     let base = Query {
         limit: 100,
         ..Query::new("bench", vec![cluster.clone()], "bench", from, to)
@@ -981,4 +870,151 @@ async fn run_query(args: BenchArgs) -> anyhow::Result<()> {
     println!("peak RSS {:.0} MiB", peak_rss_mib());
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// The query benchmark's trail: what was written.
+struct Corpus {
+    files: u64,
+    raw_bytes: u64,
+    /// (earliest ms, digest entry) of every file, for the hourly digests.
+    listed: Vec<(i64, kubetrail::integrity::DigestFile)>,
+    per_day: usize,
+}
+
+/// Writes `--query-traces` traces over `--query-days` days from `start_day` into
+/// `trail` as gzip trace files of `--query-file-traces` each, encoded as the
+/// webhook encodes them.
+async fn write_corpus(
+    args: &BenchArgs,
+    trail: &kubetrail::store::Trail,
+    start_day: jiff::Timestamp,
+) -> anyhow::Result<Corpus> {
+    use kubetrail::deliver::batch::{Batch, tracker_suffix};
+    use kubetrail::spool::entries;
+
+    let per_day = args.query_traces / args.query_days.max(1);
+    let per_file = args.query_file_traces.max(1);
+    eprintln!(
+        "writing {} traces over {} days…",
+        per_day * args.query_days,
+        args.query_days
+    );
+    let template = batch_body(0, args.batch_events);
+    let suffix = tracker_suffix("bench");
+    let mut files = 0u64;
+    let mut raw_bytes = 0u64;
+    let mut chunk = 0u64;
+    let mut listed: Vec<(i64, kubetrail::integrity::DigestFile)> = Vec::new();
+    let spacing_ms = (86_400_000 / per_day.max(1)).max(1);
+    for day in 0..args.query_days {
+        let mut written = 0usize;
+        while written < per_day {
+            let n = per_file.min(per_day - written);
+            let first_ms =
+                start_day.as_millisecond() + day as i64 * 86_400_000 + (written * spacing_ms) as i64;
+            let mut batch = Batch::new(Compression::Gzip);
+            let mut done = 0usize;
+            while done < n {
+                // Spread the traces over the day, each chunk with its own audit IDs.
+                let ts = jiff::Timestamp::from_millisecond(first_ms + (done * spacing_ms) as i64)
+                    .unwrap_or(start_day);
+                chunk += 1;
+                let body = String::from_utf8_lossy(&template)
+                    .replace("2026-11-24T01:00:00.123456Z", &ts.to_string())
+                    .replace("\"auditID\":\"00000000-", &format!("\"auditID\":\"{chunk:08x}-"));
+                let encoded = source::encode(
+                    body.as_bytes(),
+                    &trail.cluster,
+                    kubetrail::trace::Source::Webhook,
+                    ts,
+                    0,
+                    1024 * 1024,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                for (_, line) in entries::iter(&encoded.payload).take(n - done) {
+                    batch.push(line, &suffix)?;
+                    done += 1;
+                }
+            }
+            raw_bytes += batch.raw_bytes;
+            let key = trail.file_key("w0", "00000000", files, 0, first_ms, Compression::Gzip);
+            let body = batch.finish()?;
+            let last_ms = first_ms + ((n.max(1) - 1) * spacing_ms) as i64;
+            listed.push((
+                first_ms,
+                kubetrail::integrity::DigestFile {
+                    key: key.clone(),
+                    size: body.len() as u64,
+                    sha256: kubetrail::integrity::digest::sha256_hex(&body),
+                    events: n as u64,
+                    earliest: kubetrail::integrity::digest::rfc3339(first_ms),
+                    latest: kubetrail::integrity::digest::rfc3339(last_ms),
+                },
+            ));
+            trail
+                .store
+                .put(&key, body, Compression::Gzip)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // A delivered file is written shortly after its last trace; a local
+            // directory can say so (an S3 server sets its own time).
+            if let Store::Dir(root) = &trail.store {
+                let written = std::time::UNIX_EPOCH + Duration::from_millis((last_ms + 30_000).max(0) as u64);
+                if let Ok(f) = std::fs::File::options().write(true).open(root.join(&key)) {
+                    let _ = f.set_modified(written);
+                }
+            }
+            files += 1;
+            written += n;
+        }
+    }
+    Ok(Corpus {
+        files,
+        raw_bytes,
+        listed,
+        per_day,
+    })
+}
+
+/// One signed digest per hour over `days` from `from`, chained, as a writer
+/// would have written them; returns the signer and how many.
+async fn write_digests(
+    trail: &kubetrail::store::Trail,
+    listed: &[(i64, kubetrail::integrity::DigestFile)],
+    from: i64,
+    days: usize,
+) -> anyhow::Result<(kubetrail::integrity::Signer, usize)> {
+    let signer =
+        kubetrail::integrity::Signer::from_bytes(kubetrail::integrity::Signer::generate_pem()?.as_bytes())?;
+    let mut previous = None;
+    let mut digests = 0usize;
+    for hour in 0..(days as i64 * 24) {
+        let start = from + hour * 3_600_000;
+        let end = start + 3_600_000;
+        let d = kubetrail::integrity::Digest {
+            version: kubetrail::integrity::digest::VERSION,
+            cluster: trail.cluster.clone(),
+            tracker: "bench".into(),
+            writer: "w0".into(),
+            period_start: kubetrail::integrity::digest::rfc3339(start),
+            period_end: kubetrail::integrity::digest::rfc3339(end),
+            key_fingerprint: signer.fingerprint().into(),
+            previous: previous.clone(),
+            files: listed
+                .iter()
+                .filter(|(t, _)| *t >= start && *t < end)
+                .map(|(_, f)| f.clone())
+                .collect(),
+        };
+        let key = trail.digest_key("w0", start);
+        let (body, signed) = signer.sign(&d, &key)?;
+        trail
+            .store
+            .put_object(&key, body, "application/json", &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        previous = Some(signed);
+        digests += 1;
+    }
+    Ok((signer, digests))
 }
