@@ -138,3 +138,95 @@ impl Channel for KubernetesEvents {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::mock;
+    use crate::notify::message::Matched;
+    use http::Method;
+
+    fn trace(i: usize, kind: Option<&str>) -> Matched {
+        Matched {
+            trace_id: format!("t-{i}"),
+            trace_name: "delete secrets".into(),
+            trace_rating: "normal".into(),
+            verb: "delete".into(),
+            api_group: String::new(),
+            resource_type: "secrets".into(),
+            resource_name: format!("db-{i}"),
+            namespace: "prod".into(),
+            user: "alice".into(),
+            impersonated_user: None,
+            code: Some(200),
+            time: "2026-12-01T00:00:00Z".into(),
+            source_ips: vec![],
+            received_ms: 0,
+            kind: kind.map(String::from),
+            api_version: "v1".into(),
+        }
+    }
+
+    fn channel(ctx: &crate::controller::Context) -> KubernetesEvents {
+        KubernetesEvents {
+            recorder: ctx.recorder.clone(),
+            notification: ObjectReference {
+                api_version: Some("kubetrail.io/v1alpha1".into()),
+                kind: Some("KeyEventNotification".into()),
+                name: Some("deletes".into()),
+                uid: Some("u-1".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn send(ch: &KubernetesEvents, msg: &Message) -> Outcome {
+        let (_stop, rx) = watch::channel(false);
+        let d = Delivery {
+            cluster: "c",
+            notification: "deletes",
+            stop: rx,
+            on_retry: &|_| {},
+        };
+        ch.send(msg, d).await
+    }
+
+    /// A message is one Warning Event `KeyEvent` on the notification, and one
+    /// on each operated object whose kind is known, at most ten; recording is
+    /// best effort: an API that refuses them does not fail the delivery.
+    #[tokio::test]
+    async fn kubernetes_events_name_the_notification_and_the_objects() {
+        let (ctx, calls) = mock::context(Box::new(|_, _, body| (201, body.clone())));
+        let mut traces: Vec<Matched> = (0..12).map(|i| trace(i, Some("Secret"))).collect();
+        traces.push(trace(99, None));
+        let msg = Message::new("c", "deletes", traces);
+        assert_eq!(send(&channel(&ctx), &msg).await, Outcome::Delivered);
+        let posted = calls.to(Method::POST, "/events");
+        assert_eq!(posted.len(), 1 + OBJECT_EVENTS, "{:?}", calls.all());
+        assert!(
+            posted
+                .iter()
+                .all(|c| c.body["reason"] == "KeyEvent" && c.body["type"] == "Warning")
+        );
+        assert_eq!(posted[0].body["regarding"]["name"], "deletes");
+        let objects: Vec<&serde_json::Value> = posted[1..].iter().map(|c| &c.body["regarding"]).collect();
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["kind"] == "Secret" && o["namespace"] == "prod"),
+            "{objects:?}"
+        );
+        assert!(
+            posted[1..].iter().all(|c| c.body["related"]["name"] == "deletes"),
+            "each object's Event points back at the notification"
+        );
+        assert!(
+            !objects.iter().any(|o| o["name"] == "db-99"),
+            "no Event for an object of unknown kind"
+        );
+
+        let (ctx, calls) = mock::context(Box::new(|_, path, _| (403, mock::not_found(path).1)));
+        assert_eq!(send(&channel(&ctx), &msg).await, Outcome::Delivered);
+        assert!(!calls.to(Method::POST, "/events").is_empty(), "it tried");
+    }
+}
