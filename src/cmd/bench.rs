@@ -285,6 +285,18 @@ async fn bench_bucket(args: &BenchArgs, destination: &Destination) -> anyhow::Re
     Ok(bucket)
 }
 
+/// The latency samples (ms) so far, sorted for percentiles.
+fn sorted(latencies: &kubetrail::deliver::pipeline::Latencies) -> Vec<i64> {
+    let mut lat: Vec<i64> = latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    lat.sort_unstable();
+    lat
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     kubetrail::install_crypto_provider();
@@ -335,14 +347,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let total_secs = started.elapsed().as_secs_f64();
     let delivered = metrics.events_delivered.get_or_create(&labels).get();
     let files = metrics.files_delivered.get_or_create(&labels).get();
-    let mut lat: Vec<i64> = pipelines
-        .latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
-        .collect();
-    lat.sort_unstable();
+    let lat = sorted(&pipelines.latencies);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mb = sent_bytes.load(Ordering::Relaxed) as f64 / 1e6;
     println!(
@@ -394,14 +399,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         while (matched() == 0 || notified.0.load(Ordering::Relaxed) < matched()) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut lat: Vec<i64> = notifiers
-            .latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect();
-        lat.sort_unstable();
+        let lat = sorted(&notifiers.latencies);
         println!(
             "notify     {} matched, {} delivered in {} messages; latency p50 {} ms, p99 {} ms, max {} ms (receive → HTTPS receiver answered; window {})",
             matched(),

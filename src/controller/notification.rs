@@ -187,7 +187,7 @@ async fn reconcile(n: Arc<KeyEventNotification>, ctx: Arc<Context>) -> Result<Ac
 /// Checks that the notification can run and writes `Ready` if that changed;
 /// a notification that runs keeps a `DeliveryFailing` the fold round set.
 #[tracing::instrument(skip_all, fields(notification = %n.name_any()))]
-pub async fn reconcile_notification(n: &KeyEventNotification, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_notification(n: &KeyEventNotification, ctx: &Context) -> Result<Action, Error> {
     let status = n.status.clone().unwrap_or_default();
     let mut next = status.clone();
     let (state, reason, message, again) = match setup(ctx, &n.spec).await {
@@ -272,7 +272,7 @@ fn cannot_run(reason: &str) -> bool {
 /// `Ready` after a fold round, when the fold decides it: `DeliveryFailing`
 /// while any replica's latest message is failing, else ready. `None` while the
 /// reconciler's word holds (the notification cannot run, or was not checked yet).
-pub fn delivery_ready(
+fn delivery_ready(
     status: &KeyEventNotificationStatus,
     failing: &[&str],
 ) -> Option<(&'static str, Reason, String)> {

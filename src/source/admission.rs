@@ -202,8 +202,6 @@ async fn review(State(a): State<Arc<Admission>>, body: Bytes) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::Spool;
-    use crate::telemetry::Metrics;
 
     #[test]
     fn an_admission_request_becomes_an_audit_event_without_an_outcome() {
@@ -251,31 +249,10 @@ mod tests {
         use serde_json::json;
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(crate::spool::Config {
-            dir: dir.path().into(),
-            max_bytes: 1,
-            segment_bytes: 1 << 20,
-            fsync: false,
-            tracker_budget: 0,
-            dedupe_window_ms: 900_000,
-            dedupe_max: 1000,
-        })
-        .unwrap();
-        let metrics = Arc::new(Metrics::default());
+        let intake = crate::source::intake::test_intake(dir.path(), 1, 1 << 20);
+        let metrics = intake.metrics().clone();
         let app = app(Admission {
-            intake: Intake::new(
-                spool,
-                Arc::new(dedupe::Window::new(
-                    std::time::Duration::from_secs(900),
-                    1000,
-                    vec![],
-                    0,
-                )),
-                metrics.clone(),
-                "c",
-                1 << 20,
-                crate::source::Lifecycle::open(),
-            ),
+            intake,
             auth: Arc::new(AuthPolicy {
                 tokens: vec!["t0ken".into()],
                 allow_anonymous: false,
@@ -341,31 +318,11 @@ mod tests {
         use super::super::PeerAuth;
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(crate::spool::Config {
-            dir: dir.path().into(),
-            max_bytes: 1 << 20,
-            segment_bytes: 1 << 20,
-            fsync: false,
-            tracker_budget: 0,
-            dedupe_window_ms: 900_000,
-            dedupe_max: 1000,
-        })
-        .unwrap();
-        let metrics = Arc::new(Metrics::default());
+        let intake = crate::source::intake::test_intake(dir.path(), 1 << 20, 1 << 20);
+        let metrics = intake.metrics().clone();
+        let spool = intake.spool().clone();
         let app = app(Admission {
-            intake: Intake::new(
-                spool.clone(),
-                Arc::new(dedupe::Window::new(
-                    std::time::Duration::from_secs(900),
-                    1000,
-                    vec![],
-                    0,
-                )),
-                metrics.clone(),
-                "c",
-                1 << 20,
-                crate::source::Lifecycle::open(),
-            ),
+            intake,
             auth: Arc::new(AuthPolicy {
                 tokens: vec!["t0ken".into()],
                 allow_anonymous: false,

@@ -304,31 +304,37 @@ pub fn encode(
     })
 }
 
+/// The sources' tests' intake: a spool of `max_bytes` in `dir` (no fsync), a
+/// 15-minute window, cluster `c`, taking batches.
+#[cfg(test)]
+pub(crate) fn test_intake(dir: &std::path::Path, max_bytes: u64, max_event_bytes: usize) -> Intake {
+    let spool = Spool::open(crate::spool::Config {
+        dir: dir.into(),
+        max_bytes,
+        segment_bytes: 1 << 20,
+        fsync: false,
+        tracker_budget: 0,
+        dedupe_window_ms: 900_000,
+        dedupe_max: 1000,
+    })
+    .unwrap();
+    let dedupe = Arc::new(Window::new(Duration::from_secs(900), 1000, vec![], 0));
+    Intake::new(
+        spool,
+        dedupe,
+        Arc::new(Metrics::default()),
+        "c",
+        max_event_bytes,
+        Lifecycle::open(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::Config;
 
     fn intake(dir: &std::path::Path) -> Intake {
-        let spool = Spool::open(Config {
-            dir: dir.into(),
-            max_bytes: 1 << 20,
-            segment_bytes: 1 << 20,
-            fsync: false,
-            tracker_budget: 0,
-            dedupe_window_ms: 900_000,
-            dedupe_max: 1000,
-        })
-        .unwrap();
-        let dedupe = Arc::new(Window::new(Duration::from_secs(900), 1000, vec![], 0));
-        Intake::new(
-            spool,
-            dedupe,
-            Arc::new(Metrics::default()),
-            "c",
-            1 << 20,
-            Lifecycle::open(),
-        )
+        test_intake(dir, 1 << 20, 1 << 20)
     }
 
     /// Every source's body ends one of four ways: spooled, a retry not stored

@@ -351,10 +351,8 @@ async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::dedupe::Window;
     use crate::source::gate::{PeerAuth, constant_time_eq};
-    use crate::source::intake::Lifecycle;
-    use crate::spool::{Config, Position, Spool, entries};
+    use crate::spool::{Position, Spool, entries};
     use crate::telemetry::RejectLabels;
     use axum::body::Body;
     use axum::extract::Extension;
@@ -377,20 +375,8 @@ mod tests {
         anonymous: bool,
         max_event_bytes: usize,
     ) -> Ingest {
-        let spool = Spool::open(Config {
-            dir: dir.into(),
-            max_bytes,
-            segment_bytes: 1 << 20,
-            fsync: false,
-            tracker_budget: 0,
-            dedupe_window_ms: 900_000,
-            dedupe_max: 1000,
-        })
-        .unwrap();
-        let dedupe = Arc::new(Window::new(Duration::from_secs(900), 1000, vec![], 0));
-        let metrics = Arc::new(Metrics::default());
         Ingest {
-            intake: Intake::new(spool, dedupe, metrics, "c", max_event_bytes, Lifecycle::open()),
+            intake: crate::source::intake::test_intake(dir, max_bytes, max_event_bytes),
             limits: RequestLimits::default(),
             bodies: BodyBudget::new(8 << 20),
             auth: Arc::new(AuthPolicy {
